@@ -1,0 +1,2 @@
+//! Micro-benchmark placeholder.
+fn main() {}

@@ -1,0 +1,2 @@
+//! sipload: the load generator.
+fn main() {}

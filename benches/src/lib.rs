@@ -1,0 +1,1 @@
+//! presence-benches: shared code of the bench suite.

@@ -1,0 +1,1 @@
+//! Engine configuration shared by the core and the binary.

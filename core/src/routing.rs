@@ -1,0 +1,1 @@
+//! Shard routing: which shard owns a message.

@@ -1,0 +1,1 @@
+//! Serialization of responses and requests into reused buffers.

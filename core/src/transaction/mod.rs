@@ -1,0 +1,1 @@
+//! Non-INVITE transactions (RFC 3261 §17).

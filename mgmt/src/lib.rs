@@ -1,0 +1,1 @@
+//! presence-mgmt: the management plane.

@@ -1,0 +1,2 @@
+//! presenced: command line, configuration and wiring.
+fn main() {}
