@@ -1,1 +1,143 @@
-//! Engine configuration shared by the core and the binary.
+//! Engine configuration: every tunable of the SIP engine with its default.
+//! The binary reads it from TOML (`presenced.example.toml` documents each
+//! field) and overrides it from the command line.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a shard receives UDP datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpIo {
+    /// Wait for readiness through io_uring, then drain the socket with
+    /// recvmmsg and answer with sendmmsg (measured faster; see README).
+    #[default]
+    Mmsg,
+    /// One io_uring receive and one send per datagram.
+    Uring,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// UDP and TCP listen address.
+    pub listen: SocketAddr,
+    /// Number of shards (0 = one per available core).
+    pub shards: usize,
+    /// Pin each shard to a CPU.
+    pub pin_cpus: bool,
+    /// Domains the server is authoritative for (empty = any).
+    pub domains: Vec<String>,
+    pub udp: UdpConfig,
+    pub tcp: TcpConfig,
+    pub transactions: TransactionConfig,
+    /// Seconds to finish in-flight work on SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UdpConfig {
+    pub io: UdpIo,
+    /// Datagrams received per batch.
+    pub batch: usize,
+    /// Largest datagram accepted.
+    pub max_datagram: usize,
+    /// Messages larger than this go over TCP (RFC 3261 §18.1.1).
+    pub mtu_threshold: usize,
+    /// SO_RCVBUF / SO_SNDBUF in bytes (0 = kernel default).
+    pub socket_buffer: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpConfig {
+    pub enabled: bool,
+    /// Largest message accepted on a stream.
+    pub max_message: usize,
+    /// Connections per shard.
+    pub max_connections: usize,
+    /// Close a connection idle for this many seconds.
+    pub idle_timeout_secs: u64,
+    /// Give up connecting after this many milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionConfig {
+    /// RFC 3261 T1 in milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 in milliseconds.
+    pub t2_ms: u64,
+    /// Completed server transactions kept per shard (their responses are
+    /// resent to retransmissions); the oldest go first beyond this.
+    pub server_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            shards: 0,
+            pin_cpus: true,
+            domains: Vec::new(),
+            udp: UdpConfig::default(),
+            tcp: TcpConfig::default(),
+            transactions: TransactionConfig::default(),
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            io: UdpIo::Mmsg,
+            batch: 64,
+            max_datagram: 65_535,
+            mtu_threshold: 1300,
+            socket_buffer: 4 << 20,
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            enabled: true,
+            max_message: 256 << 10,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig {
+            t1_ms: 500,
+            t2_ms: 4_000,
+            server_capacity: 262_144,
+        }
+    }
+}
+
+impl TransactionConfig {
+    pub fn timers(&self) -> crate::transaction::Timers {
+        crate::transaction::Timers {
+            t1: Duration::from_millis(self.t1_ms.max(1)),
+            t2: Duration::from_millis(self.t2_ms.max(self.t1_ms.max(1))),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Whether the server answers for this host (case-insensitive).
+    pub fn is_local_domain(&self, host: &str) -> bool {
+        self.domains.is_empty() || self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+    }
+}

@@ -6,10 +6,14 @@
 //! glommio, sockets and the clock; it is a thin driver around the shards.
 
 pub mod config;
+pub mod error;
 pub mod presence;
 pub mod routing;
 pub mod runtime;
 pub mod shard;
+pub mod stats;
 pub mod sip;
 pub mod time;
+pub mod timer;
 pub mod transaction;
+pub mod transport;

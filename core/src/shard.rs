@@ -1,1 +1,479 @@
-//! The sans-IO shard.
+//! The sans-IO shard: everything one core owns. It takes received bytes,
+//! messages handed over by other shards, and `now`; it fills an outbox and
+//! says when it next needs to wake. Routing to the owner shard, the server
+//! and client transaction layers and the always-on behaviour of RFC 3261
+//! §8.2 (OPTIONS, 405/501/420/416/505/483/400, Via routing of responses)
+//! live here; method handlers plug in below.
+
+use crate::config::EngineConfig;
+use crate::error::{SipError, ALLOW, SUPPORTED};
+use crate::routing::{self, ShardId};
+use crate::sip::typed::Via;
+use crate::sip::uri::{Uri, UriError};
+use crate::sip::writer::{MessageWriter, PRODUCT};
+use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
+use crate::stats::{self, ShardStats};
+use crate::time::Instant;
+use crate::transaction::client::{Action, ClientTransactions, Outcome};
+use crate::transaction::server::{Lookup, ServerTransactions};
+use crate::transport::{Dest, Origin, Outbox};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+/// Event packages the server serves, for Allow-Events.
+pub const ALLOW_EVENTS: &str = "presence";
+/// Body types the server accepts, for Accept.
+pub const ACCEPT: &str = "application/pidf+xml";
+
+/// What the receiving shard does with an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Handled here; anything to send is in the outbox.
+    Handled,
+    /// Owned by another shard: hand the bytes and origin over.
+    Forward(ShardId),
+}
+
+/// Lets a handler write the one final response to the request it handles.
+pub struct Responder<'a, 'm> {
+    out: &'a mut Outbox,
+    request: &'a Message<'m>,
+    peer: SocketAddr,
+    default_tag: &'a str,
+    written: Option<(usize, u16)>,
+}
+
+impl Responder<'_, '_> {
+    /// Write the final response with the server's default To-tag.
+    pub fn reply(&mut self, code: u16, reason: &str, headers: impl FnOnce(&mut MessageWriter<'_>), body: Option<(&str, &[u8])>) {
+        let tag = self.default_tag;
+        self.reply_tagged(code, reason, tag, headers, body);
+    }
+
+    /// Write the final response with a To-tag chosen by the handler (a dialog's).
+    pub fn reply_tagged(
+        &mut self,
+        code: u16,
+        reason: &str,
+        to_tag: &str,
+        headers: impl FnOnce(&mut MessageWriter<'_>),
+        body: Option<(&str, &[u8])>,
+    ) {
+        if self.written.is_some() {
+            return;
+        }
+        let start = self.out.buf.len();
+        let mut w = MessageWriter::response(&mut self.out.buf, self.request, code, reason, self.peer, Some(to_tag));
+        headers(&mut w);
+        w.header_str("Server", PRODUCT);
+        match body {
+            Some((content_type, bytes)) => w.finish(Some(content_type), bytes),
+            None => w.finish(None, b""),
+        };
+        self.written = Some((start, code));
+    }
+
+    fn reply_error(&mut self, error: &SipError) {
+        let reason = error.reason();
+        self.reply(error.status(), &reason, |w| error.write_headers(w), None);
+    }
+
+    pub fn has_replied(&self) -> bool {
+        self.written.is_some()
+    }
+}
+
+pub struct Shard {
+    id: ShardId,
+    shards: u16,
+    config: EngineConfig,
+    server: ServerTransactions,
+    client: ClientTransactions,
+    out: Outbox,
+    rng: u64,
+    stats: ShardStats,
+    key_buf: Vec<u8>,
+    merge_buf: Vec<u8>,
+    tag_buf: String,
+    shutting_down: bool,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, shards: u16, config: EngineConfig, seed: u64) -> Self {
+        let timers = config.transactions.timers();
+        let server = ServerTransactions::new(timers.sixty_four_t1(), config.transactions.server_capacity);
+        Shard {
+            id,
+            shards: shards.max(1),
+            server,
+            client: ClientTransactions::new(timers, seed.rotate_left(17)),
+            config,
+            out: Outbox::default(),
+            rng: seed | 1,
+            stats: ShardStats::default(),
+            key_buf: Vec::with_capacity(256),
+            merge_buf: Vec::with_capacity(256),
+            tag_buf: String::with_capacity(32),
+            shutting_down: false,
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Counters, refreshed from the transaction layers.
+    pub fn stats(&mut self) -> &ShardStats {
+        self.stats.retransmissions_absorbed = self.server.stats.retransmissions_absorbed;
+        self.stats.merged_requests = self.server.stats.merged;
+        self.stats.server_transactions_evicted = self.server.stats.evicted_early;
+        self.stats.client_transactions_started = self.client.stats.started;
+        self.stats.client_retransmissions = self.client.stats.retransmitted;
+        self.stats.client_timeouts = self.client.stats.timed_out;
+        &self.stats
+    }
+
+    /// What to send; the driver sends it and then calls `Outbox::clear`.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// Stop accepting new work: requests are answered 503 from now on.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// Whether in-flight client transactions remain.
+    pub fn is_idle(&self) -> bool {
+        self.client.is_empty()
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: cheap, good enough for tags and nonces.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Input received on this shard's sockets.
+    pub fn receive(&mut self, now: Instant, origin: Origin, bytes: &[u8]) -> Dispatch {
+        let msg = match Message::parse(bytes) {
+            Ok(msg) => msg,
+            Err(error) => {
+                self.reject_unparsable(now, origin, bytes, error);
+                return Dispatch::Handled;
+            }
+        };
+        match self.owner(&msg) {
+            Some(owner) if owner != self.id => {
+                self.stats.handoffs_out += 1;
+                Dispatch::Forward(owner)
+            }
+            _ => {
+                self.process(now, origin, &msg);
+                Dispatch::Handled
+            }
+        }
+    }
+
+    /// Input another shard handed over because this shard owns it.
+    pub fn receive_handoff(&mut self, now: Instant, origin: Origin, bytes: &[u8]) {
+        self.stats.handoffs_in += 1;
+        match Message::parse(bytes) {
+            Ok(msg) => self.process(now, origin, &msg),
+            Err(error) => self.reject_unparsable(now, origin, bytes, error),
+        }
+    }
+
+    /// The shard that owns a message; `None` = whoever received it.
+    pub fn owner(&self, msg: &Message<'_>) -> Option<ShardId> {
+        match msg.start_line() {
+            StartLine::Response { .. } => {
+                let via = msg.via().ok()?;
+                routing::owner_of_branch(via.branch()?, self.shards)
+            }
+            StartLine::Request { method, uri, .. } => {
+                if matches!(method, Method::Options) {
+                    return None;
+                }
+                if let Some(tag) = msg.to_header().ok().and_then(|to| to.tag()) {
+                    if let Some(owner) = routing::owner_of_id(tag, self.shards) {
+                        return Some(owner);
+                    }
+                }
+                let aor_uri = if matches!(method, Method::Register) {
+                    Uri::parse(msg.to_header().ok()?.uri).ok()?
+                } else {
+                    Uri::parse(uri).ok()?
+                };
+                Some(routing::shard_for_hash(aor_uri.aor_hash(), self.shards))
+            }
+        }
+    }
+
+    fn reject_unparsable(&mut self, now: Instant, origin: Origin, bytes: &[u8], error: ParseError) {
+        let _ = (now, origin, bytes, error);
+        self.stats.dropped[stats::DROP_UNPARSABLE] += 1;
+    }
+
+    fn process(&mut self, now: Instant, origin: Origin, msg: &Message<'_>) {
+        if msg.is_request() {
+            self.on_request(now, origin, msg);
+        } else {
+            self.on_response(msg);
+        }
+    }
+
+    fn on_response(&mut self, msg: &Message<'_>) {
+        let nonce = msg
+            .via()
+            .ok()
+            .and_then(|via| via.branch())
+            .and_then(|branch| branch.rsplit_once('x'))
+            .and_then(|(_, nonce)| u64::from_str_radix(nonce, 16).ok());
+        let (Some(nonce), Some(status)) = (nonce, msg.status()) else {
+            self.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1;
+            return;
+        };
+        self.stats.responses_received += 1;
+        match self.client.on_response(nonce, status) {
+            Some((user, outcome)) => self.on_client_outcome(user, outcome),
+            None if status >= 200 => self.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1,
+            None => {}
+        }
+    }
+
+    fn on_client_outcome(&mut self, user: u64, outcome: Outcome) {
+        // The subscription layer will learn outcomes here.
+        let _ = (user, outcome);
+    }
+
+    /// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581).
+    fn response_dest(origin: &Origin, via: &Via<'_>) -> (SocketAddr, Dest) {
+        let port = if via.has_rport() || origin.is_reliable() {
+            origin.peer.port()
+        } else {
+            via.port.unwrap_or(5060)
+        };
+        let peer = SocketAddr::new(origin.peer.ip(), port);
+        (origin.peer, Dest::reply_to(origin, peer))
+    }
+
+    fn on_request(&mut self, now: Instant, origin: Origin, msg: &Message<'_>) {
+        let Some(method) = msg.method() else { return };
+        self.stats.requests[stats::method_index(&method)] += 1;
+        let Ok(via) = msg.via() else {
+            self.stats.dropped[stats::DROP_NO_VIA] += 1;
+            return;
+        };
+        let (peer, dest) = Self::response_dest(&origin, &via);
+        let has_merge_key = self.build_transaction_keys(msg, &via, &method);
+        let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
+        match self.server.lookup(now, &self.key_buf, merge_key) {
+            Lookup::Retransmission { response, dest } => {
+                self.out.push_copy(response, dest);
+                return;
+            }
+            Lookup::Merged => {
+                self.respond_error(msg, peer, dest, &SipError::LoopDetected);
+                return;
+            }
+            Lookup::New => {}
+        }
+        if matches!(method, Method::Ack) {
+            return; // never answered
+        }
+        self.tag_buf.clear();
+        let nonce = self.next_random();
+        routing::write_owned_id(&mut self.tag_buf, self.id, nonce);
+        let start = self.out.buf.len();
+        let mut responder = Responder {
+            out: &mut self.out,
+            request: msg,
+            peer,
+            default_tag: &self.tag_buf,
+            written: None,
+        };
+        let result = if self.shutting_down {
+            Err(SipError::ServiceUnavailable { retry_after: 5 })
+        } else {
+            Self::validate(&self.config, msg, &method).and_then(|()| Self::dispatch(now, msg, &method, &mut responder))
+        };
+        if let Err(error) = &result {
+            if error.status() == 400 {
+                self.stats.malformed_answered += 1;
+            }
+            responder.reply_error(error);
+        }
+        let written = responder.written;
+        if let Some((_, code)) = written {
+            self.stats.count_response_sent(code);
+            self.out.push_since(start, dest);
+            let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
+            let response = self.out.buf.get(start..).unwrap_or(&[]);
+            self.server.complete(now, &self.key_buf, merge_key, response, dest);
+        }
+    }
+
+    fn respond_error(&mut self, msg: &Message<'_>, peer: SocketAddr, dest: Dest, error: &SipError) {
+        self.tag_buf.clear();
+        let nonce = self.next_random();
+        routing::write_owned_id(&mut self.tag_buf, self.id, nonce);
+        let start = self.out.buf.len();
+        let mut responder = Responder {
+            out: &mut self.out,
+            request: msg,
+            peer,
+            default_tag: &self.tag_buf,
+            written: None,
+        };
+        responder.reply_error(error);
+        self.stats.count_response_sent(error.status());
+        self.out.push_since(start, dest);
+    }
+
+    /// Fill `key_buf` with the transaction key (RFC 3261 §17.2.3) and
+    /// `merge_buf` with the merge key; returns whether a merge key applies
+    /// (requests outside a dialog).
+    fn build_transaction_keys(&mut self, msg: &Message<'_>, via: &Via<'_>, method: &Method<'_>) -> bool {
+        let key = &mut self.key_buf;
+        key.clear();
+        // ACK and CANCEL are their own transactions for a non-INVITE server.
+        let method_token = method.as_str().as_bytes();
+        match via.branch() {
+            Some(branch) if branch.starts_with(routing::BRANCH_COOKIE) => {
+                key.extend_from_slice(branch.as_bytes());
+                key.push(0);
+                key.extend_from_slice(via.host.as_bytes());
+                key.extend_from_slice(&via.port.unwrap_or(0).to_le_bytes());
+                key.push(0);
+                key.extend_from_slice(method_token);
+            }
+            _ => {
+                // RFC 2543 peers: match on the request's identifiers.
+                for part in [
+                    msg.request_uri().unwrap_or(""),
+                    msg.header(HeaderName::From).unwrap_or(""),
+                    msg.header(HeaderName::To).unwrap_or(""),
+                    msg.header(HeaderName::CallId).unwrap_or(""),
+                    msg.header(HeaderName::CSeq).unwrap_or(""),
+                    via.raw,
+                ] {
+                    key.extend_from_slice(part.as_bytes());
+                    key.push(0);
+                }
+            }
+        }
+        let to_has_tag = msg.to_header().ok().and_then(|to| to.tag()).is_some();
+        let (Ok(from), Ok(call_id), Ok(cseq)) = (msg.from_header(), msg.call_id(), msg.cseq()) else {
+            return false;
+        };
+        if to_has_tag {
+            return false;
+        }
+        let merge = &mut self.merge_buf;
+        merge.clear();
+        merge.extend_from_slice(from.tag().unwrap_or("").as_bytes());
+        merge.push(0);
+        merge.extend_from_slice(call_id.as_bytes());
+        merge.push(0);
+        merge.extend_from_slice(&cseq.seq.to_le_bytes());
+        merge.extend_from_slice(cseq.method.as_str().as_bytes());
+        true
+    }
+
+    /// Checks every request passes before its method handler (RFC 3261 §8.2).
+    fn validate(config: &EngineConfig, msg: &Message<'_>, method: &Method<'_>) -> Result<(), SipError> {
+        if let StartLine::Request { version, uri, .. } = msg.start_line() {
+            if !version.eq_ignore_ascii_case("SIP/2.0") {
+                return Err(SipError::VersionNotSupported);
+            }
+            let uri = match Uri::parse(uri) {
+                Ok(uri) => uri,
+                Err(UriError::UnsupportedScheme) => return Err(SipError::UnsupportedUriScheme),
+                Err(UriError::Malformed) => return Err(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI"))),
+            };
+            if !matches!(method, Method::Options) && !config.is_local_domain(uri.host) {
+                return Err(SipError::NotFound);
+            }
+        }
+        msg.call_id()?;
+        msg.from_header()?;
+        msg.to_header()?;
+        let cseq = msg.cseq()?;
+        if cseq.method != *method {
+            return Err(SipError::BadRequest(Cow::Borrowed("CSeq method does not match the request")));
+        }
+        if let Some(0) = msg.max_forwards()? {
+            if !matches!(method, Method::Options) {
+                return Err(SipError::TooManyHops);
+            }
+        }
+        let mut unsupported = String::new();
+        for tag in msg.require() {
+            if !SUPPORTED.split(',').any(|s| s.trim().eq_ignore_ascii_case(tag)) {
+                if !unsupported.is_empty() {
+                    unsupported.push_str(", ");
+                }
+                unsupported.push_str(tag);
+            }
+        }
+        if !unsupported.is_empty() && !matches!(method, Method::Ack) {
+            return Err(SipError::BadExtension { unsupported });
+        }
+        Ok(())
+    }
+
+    fn dispatch(now: Instant, msg: &Message<'_>, method: &Method<'_>, responder: &mut Responder<'_, '_>) -> Result<(), SipError> {
+        let _ = (now, msg);
+        match method {
+            Method::Options => {
+                responder.reply(
+                    200,
+                    "OK",
+                    |w| {
+                        w.header_str("Allow", ALLOW);
+                        w.header_str("Accept", ACCEPT);
+                        w.header_str("Allow-Events", ALLOW_EVENTS);
+                        if !SUPPORTED.is_empty() {
+                            w.header_str("Supported", SUPPORTED);
+                        }
+                    },
+                    None,
+                );
+                Ok(())
+            }
+            Method::Extension(_) => Err(SipError::NotImplemented),
+            _ => Err(SipError::MethodNotAllowed),
+        }
+    }
+
+    /// Run due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.server.expire(now);
+        let mut outcomes = Vec::new();
+        let out = &mut self.out;
+        self.client.on_timers(now, |action| match action {
+            Action::Retransmit { request, dest } => out.push_copy(request, dest),
+            Action::Done { user, outcome } => outcomes.push((user, outcome)),
+        });
+        for (user, outcome) in outcomes {
+            self.on_client_outcome(user, outcome);
+        }
+    }
+
+    /// When the shard next needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.server.next_deadline(), self.client.next_deadline()].into_iter().flatten().min()
+    }
+
+    /// End of a batch of input: flush coalesced work into the outbox.
+    pub fn end_of_batch(&mut self, now: Instant) {
+        let _ = now;
+    }
+}

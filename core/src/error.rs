@@ -1,0 +1,152 @@
+//! Every way the server refuses a request, and the one place that maps each
+//! to its SIP answer: status code, reason phrase and the headers the RFC asks
+//! for (Allow, Allow-Events, Accept, Min-Expires, Unsupported, Retry-After).
+
+use crate::sip::writer::MessageWriter;
+use std::borrow::Cow;
+
+/// Methods the server implements, for Allow.
+pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE, NOTIFY, REGISTER";
+/// Option tags the server supports, for Supported.
+pub const SUPPORTED: &str = "";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SipError {
+    #[error("{0}")]
+    BadRequest(Cow<'static, str>),
+    #[error("Forbidden")]
+    Forbidden,
+    #[error("Not Found")]
+    NotFound,
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    #[error("Not Acceptable")]
+    NotAcceptable { accept: &'static str },
+    #[error("Conditional Request Failed")]
+    ConditionalRequestFailed,
+    #[error("Request Entity Too Large")]
+    EntityTooLarge,
+    #[error("Unsupported Media Type")]
+    UnsupportedMediaType { accept: &'static str },
+    #[error("Unsupported URI Scheme")]
+    UnsupportedUriScheme,
+    #[error("Bad Extension")]
+    BadExtension { unsupported: String },
+    #[error("Interval Too Brief")]
+    IntervalTooBrief { min_expires: u32 },
+    #[error("Temporarily Unavailable")]
+    TemporarilyUnavailable,
+    #[error("Call/Transaction Does Not Exist")]
+    CallDoesNotExist,
+    #[error("Loop Detected")]
+    LoopDetected,
+    #[error("Too Many Hops")]
+    TooManyHops,
+    #[error("Bad Event")]
+    BadEvent { allow_events: &'static str },
+    #[error("{0}")]
+    ServerInternal(Cow<'static, str>),
+    #[error("Not Implemented")]
+    NotImplemented,
+    #[error("Service Unavailable")]
+    ServiceUnavailable { retry_after: u32 },
+    #[error("Version Not Supported")]
+    VersionNotSupported,
+}
+
+impl SipError {
+    pub fn status(&self) -> u16 {
+        match self {
+            SipError::BadRequest(_) => 400,
+            SipError::Forbidden => 403,
+            SipError::NotFound => 404,
+            SipError::MethodNotAllowed => 405,
+            SipError::NotAcceptable { .. } => 406,
+            SipError::ConditionalRequestFailed => 412,
+            SipError::EntityTooLarge => 413,
+            SipError::UnsupportedMediaType { .. } => 415,
+            SipError::UnsupportedUriScheme => 416,
+            SipError::BadExtension { .. } => 420,
+            SipError::IntervalTooBrief { .. } => 423,
+            SipError::TemporarilyUnavailable => 480,
+            SipError::CallDoesNotExist => 481,
+            SipError::LoopDetected => 482,
+            SipError::TooManyHops => 483,
+            SipError::BadEvent { .. } => 489,
+            SipError::ServerInternal(_) => 500,
+            SipError::NotImplemented => 501,
+            SipError::ServiceUnavailable { .. } => 503,
+            SipError::VersionNotSupported => 505,
+        }
+    }
+
+    /// Reason phrase: for 400 and 500 it says what is wrong.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+
+    /// Add the headers this answer must carry.
+    pub fn write_headers(&self, writer: &mut MessageWriter<'_>) {
+        match self {
+            SipError::MethodNotAllowed | SipError::NotImplemented => {
+                writer.header_str("Allow", ALLOW);
+            }
+            SipError::NotAcceptable { accept } | SipError::UnsupportedMediaType { accept } => {
+                writer.header_str("Accept", accept);
+            }
+            SipError::BadExtension { unsupported } => {
+                writer.header_str("Unsupported", unsupported);
+            }
+            SipError::IntervalTooBrief { min_expires } => {
+                writer.header_fmt("Min-Expires", format_args!("{min_expires}"));
+            }
+            SipError::BadEvent { allow_events } => {
+                writer.header_str("Allow-Events", allow_events);
+            }
+            SipError::ServiceUnavailable { retry_after } => {
+                writer.header_fmt("Retry-After", format_args!("{retry_after}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl From<crate::sip::typed::HeaderError> for SipError {
+    fn from(e: crate::sip::typed::HeaderError) -> Self {
+        SipError::BadRequest(Cow::Owned(e.to_string()))
+    }
+}
+
+impl From<crate::sip::ParseError> for SipError {
+    fn from(e: crate::sip::ParseError) -> Self {
+        SipError::BadRequest(Cow::Owned(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_carry_their_rfc_headers() {
+        let cases: Vec<(SipError, u16, &str)> = vec![
+            (SipError::MethodNotAllowed, 405, "Allow: "),
+            (SipError::NotImplemented, 501, "Allow: "),
+            (SipError::BadEvent { allow_events: "presence" }, 489, "Allow-Events: presence"),
+            (SipError::UnsupportedMediaType { accept: "application/pidf+xml" }, 415, "Accept: application/pidf+xml"),
+            (SipError::IntervalTooBrief { min_expires: 60 }, 423, "Min-Expires: 60"),
+            (SipError::BadExtension { unsupported: "foo".into() }, 420, "Unsupported: foo"),
+            (SipError::ServiceUnavailable { retry_after: 5 }, 503, "Retry-After: 5"),
+        ];
+        for (error, code, header) in cases {
+            assert_eq!(error.status(), code);
+            let mut buf = Vec::new();
+            let mut w = MessageWriter::request(&mut buf, "X", "sip:a@b");
+            error.write_headers(&mut w);
+            w.finish(None, b"");
+            let text = String::from_utf8(buf).unwrap();
+            assert!(text.contains(header), "{code}: {text}");
+        }
+        assert_eq!(SipError::BadRequest("Missing Call-ID header".into()).reason(), "Missing Call-ID header");
+    }
+}
