@@ -101,7 +101,7 @@ if [ ! -s "$STAT" ]; then
 fi
 # the last line holds the cumulative (C) counters; columns looked up by name
 awk -F';' -v want="$CALLS" -v rc="$RC" -v uas="$UAS" '
-  NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+  NR == 1 { for (i = 1; i <= NF; i++) { col[$i] = i; name[i] = $i }; next }
   { last = $0 }
   END {
     n = split(last, f, ";")
@@ -109,12 +109,18 @@ awk -F';' -v want="$CALLS" -v rc="$RC" -v uas="$UAS" '
     fail = f[col["FailedCall(C)"]] + 0
     retr = f[col["Retransmissions(C)"]] + 0
     made = (uas == 1) ? f[col["IncomingCall(C)"]] + 0 : f[col["OutgoingCall(C)"]] + 0
-    split(f[col["ElapsedTime(C)"]], t, ":")           # HH:MM:SS:uuuuuu
-    el = t[1] * 3600 + t[2] * 60 + t[3] + t[4] / 1e6
+    split(f[col["StartTime"]], t0, "\t"); split(f[col["CurrentTime"]], t1, "\t")
+    el = t1[3] - t0[3]                                 # epoch seconds, us resolution
     printf "calls: started=%d successful=%d failed=%d retransmissions=%d\n", made, ok, fail, retr
     printf "elapsed: %.2f s, achieved rate: %.1f successful calls/s\n", el, (el > 0 ? ok / el : 0)
-    for (k in col) if (k ~ /^ResponseTime.*\(C\)$/ && f[col[k]] != "") rt = rt sprintf(" %s=%s", k, f[col[k]])
-    if (rt != "") print "response times (avg, HH:MM:SS:us):" rt
+    # response-time distribution per RTD (ms buckets), non-empty buckets only
+    for (r = 1; r <= 9; r++) {
+      line = ""
+      p = "ResponseTimeRepartition" r "_"
+      for (i = 1; i <= n; i++) if (index(name[i], p) == 1 && f[i] + 0 > 0)
+        line = line sprintf(" %s:%d", substr(name[i], length(p) + 1), f[i])
+      if (line != "") printf "response time rtd%d (ms bucket:count):%s\n", r, line
+    }
     bad = (fail > 0 || ok < want || (rc != 0 && rc != 99))
     printf "sipp exit code %d -> %s\n", rc, bad ? "FAIL" : "OK"
     exit bad ? 1 : 0
