@@ -142,6 +142,13 @@ impl Shard {
         &mut self.out
     }
 
+    /// Count an input the driver dropped before it reached the shard.
+    pub fn count_drop(&mut self, reason: usize) {
+        if let Some(slot) = self.stats.dropped.get_mut(reason) {
+            *slot += 1;
+        }
+    }
+
     /// Stop accepting new work: requests are answered 503 from now on.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;

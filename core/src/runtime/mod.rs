@@ -1,1 +1,492 @@
-//! The glommio driver.
+//! The glommio driver: one executor per shard, pinned to its core, each with
+//! its own SO_REUSEPORT UDP socket and TCP listener. It reads the clock,
+//! moves bytes between sockets and the sans-IO `Shard`, hands messages that
+//! belong to another shard over glommio's channel mesh in batches, and runs
+//! the shard's timers. No locks on the hot path: a shard's state is touched
+//! only by its own executor.
+
+mod clock;
+mod tcp;
+pub mod udp;
+
+pub use clock::Clock;
+
+use crate::config::{EngineConfig, UdpIo};
+use crate::routing::ShardId;
+use crate::shard::{Dispatch, Shard};
+use crate::stats;
+use crate::time::Instant;
+use crate::transport::{ConnRef, Dest, Origin};
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, UdpSocket};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tcp::TcpTable;
+use udp::{BatchReceiver, BatchSender};
+
+/// Work sent to a shard from outside (the management plane): a closure run
+/// on the shard's own thread with its state and the current time.
+pub type Control = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
+
+/// What one shard hands another.
+pub enum MeshMsg {
+    /// A message the receiving shard does not own.
+    Handoff { origin: Origin, bytes: Vec<u8> },
+    /// Bytes for a TCP connection the destination shard owns.
+    TcpSend { conn: ConnRef, peer: SocketAddr, bytes: Vec<u8> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("shard {shard}: {message}")]
+    Shard { shard: usize, message: String },
+    #[error("cannot start executor for shard {shard}: {source}. glommio needs io_uring (Linux >= 5.8) and about 512 KiB of locked memory per shard: raise `ulimit -l` (e.g. `ulimit -l unlimited`, or LimitMEMLOCK=infinity in a systemd unit)")]
+    Executor { shard: usize, source: glommio::GlommioError<()> },
+    #[error("shard {0} did not start within 10 s")]
+    Timeout(usize),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    shutdown: Arc<AtomicBool>,
+    controls: Vec<crossbeam::channel::Sender<Control>>,
+    local_addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// The bound UDP/TCP address (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// One control channel per shard, indexed by shard id.
+    pub fn controls(&self) -> Vec<crossbeam::channel::Sender<Control>> {
+        self.controls.clone()
+    }
+
+    /// Ask every shard to finish in-flight work and stop.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// A flag that, once set, shuts the server down.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Wait for every shard to stop.
+    pub fn join(self) {
+        for handle in self.threads {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Number of shards `config` asks for.
+pub fn shard_count(config: &EngineConfig) -> usize {
+    if config.shards > 0 {
+        config.shards
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// Start every shard; returns once all are bound and serving.
+pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
+    let shards = shard_count(&config).min(usize::from(u16::MAX));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let clock = Clock::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mesh: MeshBuilder<Vec<MeshMsg>, _> = MeshBuilder::full(shards, 1024);
+    let peer_ids: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
+    let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<SocketAddr, String>>();
+    let mut listen = config.listen;
+    let mut threads = Vec::with_capacity(shards);
+    let mut controls = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let mut shard_config = config.clone();
+        shard_config.listen = listen;
+        let (control_tx, control_rx) = crossbeam::channel::bounded::<Control>(1024);
+        controls.push(control_tx);
+        let placement = if config.pin_cpus {
+            Placement::Fixed(id % cores)
+        } else {
+            Placement::Unbound
+        };
+        let ctx = StartContext {
+            id,
+            shards,
+            config: shard_config,
+            clock,
+            shutdown: shutdown.clone(),
+            mesh: mesh.clone(),
+            peer_ids: peer_ids.clone(),
+            ready: ready_tx.clone(),
+            controls: control_rx,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .io_memory(64 << 10)
+            .spawn(move || run_shard(ctx))
+            .map_err(|source| {
+                shutdown.store(true, Ordering::SeqCst);
+                StartError::Executor { shard: id, source }
+            })?;
+        threads.push(handle);
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(bound)) => listen = bound,
+            Ok(Err(message)) => {
+                shutdown.store(true, Ordering::SeqCst);
+                return Err(StartError::Shard { shard: id, message });
+            }
+            Err(_) => {
+                shutdown.store(true, Ordering::SeqCst);
+                return Err(StartError::Timeout(id));
+            }
+        }
+    }
+    Ok(ServerHandle {
+        threads,
+        shutdown,
+        controls,
+        local_addr: listen,
+    })
+}
+
+struct StartContext {
+    id: usize,
+    shards: usize,
+    config: EngineConfig,
+    clock: Clock,
+    shutdown: Arc<AtomicBool>,
+    mesh: MeshBuilder<Vec<MeshMsg>, glommio::channels::channel_mesh::Full>,
+    peer_ids: Arc<Vec<AtomicUsize>>,
+    ready: crossbeam::channel::Sender<Result<SocketAddr, String>>,
+    controls: crossbeam::channel::Receiver<Control>,
+}
+
+/// Everything one shard's tasks share (single-threaded: Rc + RefCell).
+pub(crate) struct ShardCtx {
+    id: ShardId,
+    config: EngineConfig,
+    shard: RefCell<Shard>,
+    clock: Clock,
+    udp: UdpSocket,
+    udp_fd: RawFd,
+    sender: RefCell<BatchSender>,
+    udp_batch: RefCell<Vec<(SocketAddr, Range<usize>)>>,
+    mesh: Senders<Vec<MeshMsg>>,
+    mesh_peer_of_shard: Vec<usize>,
+    handoffs: RefCell<Vec<Vec<MeshMsg>>>,
+    tcp: RefCell<TcpTable>,
+    timer_target: Cell<Instant>,
+    timer_wake: LocalSender<()>,
+}
+
+fn bind_udp(config: &EngineConfig) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(config.listen)?;
+    if config.udp.socket_buffer > 0 {
+        // SAFETY: the fd stays open for the borrow: `socket` outlives it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        let sock = socket2::SockRef::from(&fd);
+        let _ = sock.set_recv_buffer_size(config.udp.socket_buffer);
+        let _ = sock.set_send_buffer_size(config.udp.socket_buffer);
+    }
+    Ok(socket)
+}
+
+async fn run_shard(start: StartContext) {
+    let id = start.id;
+    let udp = match bind_udp(&start.config) {
+        Ok(socket) => socket,
+        Err(e) => {
+            let _ = start.ready.send(Err(format!("cannot bind UDP {}: {e}", start.config.listen)));
+            return;
+        }
+    };
+    let bound = match udp.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = start.ready.send(Err(format!("UDP socket has no address: {e}")));
+            return;
+        }
+    };
+    let listener = if start.config.tcp.enabled {
+        match TcpListener::bind(bound) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = start.ready.send(Err(format!("cannot bind TCP {bound}: {e}")));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let _ = start.ready.send(Ok(bound));
+    let Ok((mesh_tx, mesh_rx)) = start.mesh.join().await else {
+        tracing::error!(shard = id, "could not join the shard mesh");
+        return;
+    };
+    if let Some(slot) = start.peer_ids.get(id) {
+        slot.store(mesh_tx.peer_id(), Ordering::SeqCst);
+    }
+    while start.peer_ids.iter().any(|p| p.load(Ordering::SeqCst) == usize::MAX) {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let mesh_peer_of_shard = start.peer_ids.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    let seed = seed_for(id);
+    let shard = Shard::new(id as ShardId, start.shards as u16, start.config.clone(), seed);
+    let (timer_wake, timer_wake_rx) = local_channel::new_bounded(1);
+    let ctx = Rc::new(ShardCtx {
+        id: id as ShardId,
+        udp_fd: udp.as_raw_fd(),
+        udp,
+        shard: RefCell::new(shard),
+        clock: start.clock,
+        sender: RefCell::new(BatchSender::default()),
+        udp_batch: RefCell::new(Vec::new()),
+        mesh: mesh_tx,
+        mesh_peer_of_shard,
+        handoffs: RefCell::new((0..start.shards).map(|_| Vec::new()).collect()),
+        tcp: RefCell::new(TcpTable::new(id as ShardId)),
+        timer_target: Cell::new(Instant::ZERO),
+        timer_wake,
+        config: start.config.clone(),
+    });
+    tracing::info!(shard = id, addr = %bound, io = ?ctx.config.udp.io, "shard serving");
+
+    let mut tasks = Vec::new();
+    let mut mesh_rx = mesh_rx;
+    for (_, receiver) in mesh_rx.streams() {
+        let ctx = ctx.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(batch) = receiver.recv().await {
+                on_mesh_batch(&ctx, batch);
+                flush(&ctx).await;
+            }
+        }));
+    }
+    {
+        let ctx = ctx.clone();
+        tasks.push(match ctx.config.udp.io {
+            UdpIo::Mmsg => glommio::spawn_local(udp_mmsg_loop(ctx)),
+            UdpIo::Uring => glommio::spawn_local(udp_uring_loop(ctx)),
+        });
+    }
+    tasks.push(glommio::spawn_local(timer_loop(ctx.clone(), timer_wake_rx)));
+    if let Some(listener) = listener {
+        tasks.push(glommio::spawn_local(tcp::accept_loop(ctx.clone(), listener)));
+    }
+
+    // The shard's lifetime: serve control requests until shutdown.
+    while !start.shutdown.load(Ordering::SeqCst) {
+        run_controls(&ctx, &start.controls);
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    ctx.shard.borrow_mut().begin_shutdown();
+    flush(&ctx).await;
+    let grace = ctx.clock.now() + Duration::from_secs(ctx.config.shutdown_grace_secs);
+    while !ctx.shard.borrow().is_idle() && ctx.clock.now() < grace {
+        run_controls(&ctx, &start.controls);
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    flush(&ctx).await;
+    tracing::info!(shard = id, "shard stopped");
+    drop(tasks);
+}
+
+fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) {
+    while let Ok(control) = controls.try_recv() {
+        let now = ctx.clock.now();
+        control(&mut ctx.shard.borrow_mut(), now);
+    }
+}
+
+fn seed_for(id: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ u64::from(std::process::id())
+}
+
+/// Feed one received message to the shard; queue a hand-off if another shard owns it.
+pub(crate) fn dispatch_input(ctx: &ShardCtx, shard: &mut Shard, now: Instant, origin: Origin, bytes: &[u8]) {
+    if let Dispatch::Forward(owner) = shard.receive(now, origin, bytes) {
+        if let Some(batch) = ctx.handoffs.borrow_mut().get_mut(usize::from(owner)) {
+            batch.push(MeshMsg::Handoff {
+                origin,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+}
+
+fn on_mesh_batch(ctx: &Rc<ShardCtx>, batch: Vec<MeshMsg>) {
+    let now = ctx.clock.now();
+    for msg in batch {
+        match msg {
+            MeshMsg::Handoff { origin, bytes } => ctx.shard.borrow_mut().receive_handoff(now, origin, &bytes),
+            MeshMsg::TcpSend { conn, peer, bytes } => tcp::send_local(ctx, conn.id, peer, bytes),
+        }
+    }
+}
+
+async fn udp_mmsg_loop(ctx: Rc<ShardCtx>) {
+    let mut receiver = BatchReceiver::new(ctx.config.udp.batch, ctx.config.udp.max_datagram);
+    let mut peek = [0u8; 1];
+    loop {
+        let received = match receiver.recv(ctx.udp_fd) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(shard = ctx.id, error = %e, "UDP receive failed");
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        if received == 0 {
+            // Wait for readability through io_uring, then drain again.
+            let _ = ctx.udp.peek(&mut peek).await;
+            continue;
+        }
+        let now = ctx.clock.now();
+        {
+            let mut shard = ctx.shard.borrow_mut();
+            for datagram in receiver.datagrams() {
+                if datagram.truncated {
+                    shard.count_drop(stats::DROP_OVERSIZED);
+                    continue;
+                }
+                dispatch_input(&ctx, &mut shard, now, Origin::udp(datagram.peer), datagram.bytes);
+            }
+        }
+        flush(&ctx).await;
+        glommio::yield_if_needed().await;
+    }
+}
+
+async fn udp_uring_loop(ctx: Rc<ShardCtx>) {
+    let mut buf = vec![0u8; ctx.config.udp.max_datagram];
+    loop {
+        let (len, peer) = match ctx.udp.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(shard = ctx.id, error = %e, "UDP receive failed");
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let now = ctx.clock.now();
+        {
+            let mut shard = ctx.shard.borrow_mut();
+            let bytes = buf.get(..len).unwrap_or(&[]);
+            dispatch_input(&ctx, &mut shard, now, Origin::udp(peer), bytes);
+        }
+        flush(&ctx).await;
+    }
+}
+
+async fn timer_loop(ctx: Rc<ShardCtx>, wake: local_channel::LocalReceiver<()>) {
+    const MAX_SLEEP: Duration = Duration::from_millis(100);
+    loop {
+        let now = ctx.clock.now();
+        let deadline = ctx.shard.borrow().poll_timeout().unwrap_or(now + MAX_SLEEP).min(now + MAX_SLEEP);
+        ctx.timer_target.set(deadline);
+        if deadline > now {
+            let sleep = async {
+                glommio::timer::sleep(deadline - now).await;
+            };
+            let woken = async {
+                let _ = wake.recv().await;
+            };
+            futures_lite::future::or(sleep, woken).await;
+        }
+        let now = ctx.clock.now();
+        ctx.timer_target.set(now + MAX_SLEEP);
+        ctx.shard.borrow_mut().handle_timeout(now);
+        flush(&ctx).await;
+    }
+}
+
+/// Send everything the shard produced: UDP in one sendmmsg, TCP to the
+/// connection's writer (here or on its owner shard), hand-offs in batches.
+pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
+    let now = ctx.clock.now();
+    let mut leftovers: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    {
+        let mut shard = ctx.shard.borrow_mut();
+        shard.end_of_batch(now);
+        let next_deadline = shard.poll_timeout();
+        let out = shard.outbox();
+        if !out.is_empty() {
+            let mut udp_batch = ctx.udp_batch.borrow_mut();
+            udp_batch.clear();
+            for item in &out.items {
+                match item.dest {
+                    Dest::Udp(addr) => udp_batch.push((addr, item.range.clone())),
+                    Dest::Tcp { conn, peer } if conn.shard == ctx.id => {
+                        tcp::send_local(ctx, conn.id, peer, out.bytes(item).to_vec());
+                    }
+                    Dest::Tcp { conn, peer } => {
+                        if let Some(batch) = ctx.handoffs.borrow_mut().get_mut(usize::from(conn.shard)) {
+                            batch.push(MeshMsg::TcpSend {
+                                conn,
+                                peer,
+                                bytes: out.bytes(item).to_vec(),
+                            });
+                        }
+                    }
+                    Dest::TcpConnect(addr) => tcp::send_to_peer(ctx, addr, out.bytes(item).to_vec()),
+                }
+            }
+            if !udp_batch.is_empty() {
+                let sent = ctx
+                    .sender
+                    .borrow_mut()
+                    .send(ctx.udp_fd, &out.buf, &udp_batch)
+                    .unwrap_or(0);
+                for (addr, range) in udp_batch.iter().skip(sent) {
+                    leftovers.push((*addr, out.buf.get(range.clone()).unwrap_or(&[]).to_vec()));
+                }
+            }
+            out.clear();
+        }
+        if let Some(deadline) = next_deadline {
+            if deadline < ctx.timer_target.get() {
+                let _ = ctx.timer_wake.try_send(());
+            }
+        }
+    }
+    // The socket buffer was full: wait for room through io_uring.
+    for (addr, bytes) in leftovers {
+        let _ = ctx.udp.send_to(&bytes, addr).await;
+    }
+    send_handoffs(ctx).await;
+}
+
+async fn send_handoffs(ctx: &Rc<ShardCtx>) {
+    let batches: Vec<(usize, Vec<MeshMsg>)> = {
+        let mut handoffs = ctx.handoffs.borrow_mut();
+        handoffs
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(shard, batch)| (shard, std::mem::take(batch)))
+            .collect()
+    };
+    for (shard, batch) in batches {
+        let Some(&peer) = ctx.mesh_peer_of_shard.get(shard) else { continue };
+        // Completes at once while there is room; otherwise the owner is
+        // behind and this waits (back-pressure), never grows a queue.
+        let _ = ctx.mesh.send_to(peer, batch).await;
+    }
+}

@@ -1,0 +1,204 @@
+//! SIP over TCP for one shard: accepting connections, framing the stream by
+//! Content-Length (RFC 3261 §18.3), answering CRLF keep-alives (RFC 5626
+//! §3.5.1), idle timeouts and limits, and outgoing connections for requests
+//! the server sends. Each connection has a bounded write queue drained by
+//! its own writer task.
+
+use super::{dispatch_input, flush, ShardCtx};
+use crate::routing::ShardId;
+use crate::sip::framing::{next_frame, Frame};
+use crate::stats;
+use crate::transport::{ConnRef, Origin, Transport};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Messages queued per connection before further ones are dropped.
+const WRITE_QUEUE: usize = 1024;
+const READ_CHUNK: usize = 16 << 10;
+
+struct Conn {
+    peer: SocketAddr,
+    queue: LocalSender<Vec<u8>>,
+}
+
+/// The connections one shard owns.
+pub(crate) struct TcpTable {
+    shard: ShardId,
+    next_id: u32,
+    conns: HashMap<u32, Conn>,
+    by_peer: HashMap<SocketAddr, u32>,
+    pub dropped_writes: u64,
+}
+
+impl TcpTable {
+    pub fn new(shard: ShardId) -> Self {
+        TcpTable {
+            shard,
+            next_id: 0,
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            dropped_writes: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn register(&mut self, peer: SocketAddr) -> (ConnRef, LocalReceiver<Vec<u8>>) {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let (queue, rx) = local_channel::new_bounded(WRITE_QUEUE);
+        self.conns.insert(id, Conn { peer, queue });
+        self.by_peer.insert(peer, id);
+        (ConnRef { shard: self.shard, id }, rx)
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(conn) = self.conns.remove(&id) {
+            if self.by_peer.get(&conn.peer) == Some(&id) {
+                self.by_peer.remove(&conn.peer);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, id: u32, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        match self.conns.get(&id) {
+            Some(conn) => match conn.queue.try_send(bytes) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    // A peer that does not read must not grow our memory.
+                    self.dropped_writes += 1;
+                    Ok(())
+                }
+            },
+            None => Err(bytes),
+        }
+    }
+}
+
+/// Send on a connection this shard owns; if it is gone, reach the peer anew.
+pub(crate) fn send_local(ctx: &Rc<ShardCtx>, id: u32, peer: SocketAddr, bytes: Vec<u8>) {
+    let result = ctx.tcp.borrow_mut().enqueue(id, bytes);
+    if let Err(bytes) = result {
+        send_to_peer(ctx, peer, bytes);
+    }
+}
+
+/// Send to a peer over an existing connection to it, or a new one.
+pub(crate) fn send_to_peer(ctx: &Rc<ShardCtx>, peer: SocketAddr, bytes: Vec<u8>) {
+    let existing = ctx.tcp.borrow().by_peer.get(&peer).copied();
+    if let Some(id) = existing {
+        let _ = ctx.tcp.borrow_mut().enqueue(id, bytes);
+        return;
+    }
+    if ctx.tcp.borrow().len() >= ctx.config.tcp.max_connections {
+        ctx.tcp.borrow_mut().dropped_writes += 1;
+        return;
+    }
+    let (conn, rx) = ctx.tcp.borrow_mut().register(peer);
+    let _ = ctx.tcp.borrow_mut().enqueue(conn.id, bytes);
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        let timeout = Duration::from_millis(ctx.config.tcp.connect_timeout_ms);
+        match TcpStream::connect_timeout(peer, timeout).await {
+            Ok(stream) => serve(ctx, stream, conn, peer, rx).await,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TCP connect failed");
+                ctx.tcp.borrow_mut().remove(conn.id);
+            }
+        }
+    })
+    .detach();
+}
+
+pub(crate) async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(shard = ctx.id, error = %e, "TCP accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else { continue };
+        if ctx.tcp.borrow().len() >= ctx.config.tcp.max_connections {
+            tracing::debug!(%peer, "TCP connection limit reached");
+            continue; // dropping the stream closes it
+        }
+        let _ = stream.set_nodelay(true);
+        let (conn, rx) = ctx.tcp.borrow_mut().register(peer);
+        glommio::spawn_local(serve(ctx.clone(), stream, conn, peer, rx)).detach();
+    }
+}
+
+async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, conn: ConnRef, peer: SocketAddr, rx: LocalReceiver<Vec<u8>>) {
+    let idle = Duration::from_secs(ctx.config.tcp.idle_timeout_secs.max(1));
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.close().await;
+    });
+    let origin = Origin {
+        peer,
+        transport: Transport::Tcp(conn),
+    };
+    let max = ctx.config.tcp.max_message;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    'read: loop {
+        let read = futures_lite::future::or(async { Some(reader.read(&mut chunk).await) }, async {
+            glommio::timer::sleep(idle).await;
+            None
+        })
+        .await;
+        let n = match read {
+            Some(Ok(0)) | Some(Err(_)) | None => break,
+            Some(Ok(n)) => n,
+        };
+        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        let mut consumed = 0;
+        let mut dispatched = false;
+        loop {
+            let rest = buf.get(consumed..).unwrap_or(&[]);
+            match next_frame(rest, max) {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::Message(len)) => {
+                    let now = ctx.clock.now();
+                    let message = rest.get(..len).unwrap_or(&[]);
+                    dispatch_input(&ctx, &mut ctx.shard.borrow_mut(), now, origin, message);
+                    dispatched = true;
+                    consumed += len;
+                }
+                Ok(Frame::Ping(len)) => {
+                    let _ = ctx.tcp.borrow_mut().enqueue(conn.id, b"\r\n".to_vec());
+                    consumed += len;
+                }
+                Ok(Frame::Skip(len)) => consumed += len.max(1),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "closing TCP connection");
+                    ctx.shard.borrow_mut().count_drop(stats::DROP_OVERSIZED);
+                    break 'read;
+                }
+            }
+        }
+        buf.drain(..consumed.min(buf.len()));
+        if dispatched {
+            flush(&ctx).await;
+        }
+    }
+    ctx.tcp.borrow_mut().remove(conn.id);
+    // Removing the connection dropped its queue sender: the writer finishes
+    // what is queued and closes.
+    writer_task.await;
+}

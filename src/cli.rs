@@ -1,0 +1,34 @@
+//! Command-line flags. Their names are part of the product's interface:
+//! operators' scripts and the test tools depend on them.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "presenced", version, about = "Carrier-grade SIP presence server")]
+pub struct Cli {
+    /// TOML configuration file (see presenced.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// UDP and TCP listen address [default: 127.0.0.1:5060].
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Number of shards (one glommio executor each) [default: one per available core].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Management plane listen address [default: 127.0.0.1:9090].
+    #[arg(long = "mgmt-listen", value_name = "IP:PORT")]
+    pub mgmt_listen: Option<SocketAddr>,
+
+    /// A domain the server is authoritative for (repeatable) [default: any].
+    #[arg(long = "domain", value_name = "NAME")]
+    pub domains: Vec<String>,
+
+    /// Print the effective configuration (TOML) and exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+}

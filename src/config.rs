@@ -1,0 +1,136 @@
+//! The effective configuration: defaults, overridden by the TOML file,
+//! overridden by command-line flags.
+
+use crate::cli::Cli;
+use presence_core::config::EngineConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub mgmt: MgmtConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MgmtConfig {
+    /// Management plane (HTTP) listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            engine: EngineConfig::default(),
+            mgmt: MgmtConfig::default(),
+        }
+    }
+}
+
+impl Default for MgmtConfig {
+    fn default() -> Self {
+        MgmtConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Defaults ← file ← flags.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = cli.listen {
+            config.engine.listen = listen;
+        }
+        if let Some(shards) = cli.shards {
+            config.engine.shards = shards;
+        }
+        if let Some(listen) = cli.mgmt_listen {
+            config.mgmt.listen = listen;
+        }
+        if !cli.domains.is_empty() {
+            config.engine.domains = cli.domains.clone();
+        }
+        if config.engine.shards == 0 {
+            config.engine.shards = presence_core::runtime::shard_count(&config.engine);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        if e.shards > 256 {
+            return Err(ConfigError::Invalid("shards must be at most 256".into()));
+        }
+        if e.udp.batch == 0 || e.udp.batch > 1024 {
+            return Err(ConfigError::Invalid("udp.batch must be between 1 and 1024".into()));
+        }
+        if e.udp.max_datagram < 1500 || e.udp.max_datagram > 65_535 {
+            return Err(ConfigError::Invalid("udp.max_datagram must be between 1500 and 65535".into()));
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../presenced.example.toml");
+        let mut parsed: Config = toml::from_str(text).expect("example parses");
+        let mut defaults = Config::default();
+        // The example leaves shards at 0 (= one per core), like the default.
+        parsed.engine.shards = 0;
+        defaults.engine.shards = 0;
+        assert_eq!(parsed, defaults);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::parse_from(["presenced", "--listen", "127.0.0.1:5999", "--shards", "3", "--domain", "a.example", "--domain", "b.example"]);
+        let config = Config::from_cli(&cli).unwrap();
+        assert_eq!(config.engine.listen, "127.0.0.1:5999".parse().unwrap());
+        assert_eq!(config.engine.shards, 3);
+        assert_eq!(config.engine.domains, vec!["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[engine]\nlisten_typo = 1\n").is_err());
+    }
+}
