@@ -1,0 +1,290 @@
+//! Harness for end-to-end tests: starts the real `presenced` binary on free
+//! ports and speaks SIP to it over real UDP and TCP sockets.
+#![allow(dead_code)]
+
+use presence_core::sip::Message;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running server; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub sip: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Start with 2 shards on free ports, plus extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", "2", "--mgmt-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_with_args(&args)
+    }
+
+    pub fn start_with_args(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run the presenced binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[presenced] {line}");
+                if tx.send(line).is_err() {
+                    // keep draining so the server never blocks on stderr
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.split("listening on udp+tcp ").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("");
+                        let sip = addr.parse().unwrap_or_else(|_| panic!("bad address in {line:?}"));
+                        return Server { child: Some(child), sip, log: rx };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!(
+                        "presenced did not start (exit status {status:?}). If io_uring or locked memory is the problem, \
+                         raise the limit with `ulimit -l unlimited` (glommio needs ~512 KiB per shard). Output:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("presenced did not exit within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// A unique token for branches, tags and Call-IDs.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id())
+}
+
+/// A UDP SIP client.
+pub struct UdpClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        UdpClient { socket, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+
+    pub fn send(&self, msg: &str) {
+        self.socket.send_to(msg.as_bytes(), self.server).expect("send");
+    }
+
+    pub fn send_bytes(&self, msg: &[u8]) {
+        self.socket.send_to(msg, self.server).expect("send");
+    }
+
+    /// Next datagram, or None after `timeout`.
+    pub fn recv_within(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.socket.set_read_timeout(Some(timeout)).expect("timeout");
+        let mut buf = vec![0u8; 65_536];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                buf.truncate(n);
+                Some(buf)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Next datagram as text; panics after the default timeout.
+    pub fn recv(&self) -> String {
+        let bytes = self.recv_within(TIMEOUT).expect("no answer from presenced within 5 s");
+        String::from_utf8(bytes).expect("UTF-8 answer")
+    }
+
+    /// Send and wait for the final response (skipping provisional ones and
+    /// requests the server sends meanwhile, which are returned in `others`).
+    pub fn request(&self, msg: &str) -> String {
+        self.send(msg);
+        self.final_response()
+    }
+
+    pub fn final_response(&self) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            let text = self.recv();
+            if text.starts_with("SIP/2.0 ") && status_of(&text) >= 200 {
+                return text;
+            }
+        }
+        panic!("no final response within 5 s");
+    }
+}
+
+/// A TCP SIP client.
+pub struct TcpClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpClient {
+    pub fn connect(server: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&server, TIMEOUT).expect("TCP connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        TcpClient { stream, buf: Vec::new() }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("TCP write");
+    }
+
+    /// Read exactly `n` bytes (e.g. a CRLF pong).
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.fill();
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).expect("TCP read (timeout?)");
+        assert!(n > 0, "server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// Next whole message framed by Content-Length.
+    pub fn recv(&mut self) -> String {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        let name = name.trim();
+                        (name.eq_ignore_ascii_case("content-length") || name == "l").then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                let total = end + 4 + len;
+                while self.buf.len() < total {
+                    self.fill();
+                }
+                let msg: Vec<u8> = self.buf.drain(..total).collect();
+                return String::from_utf8(msg).expect("UTF-8");
+            }
+            self.fill();
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Status code of a response text.
+pub fn status_of(text: &str) -> u16 {
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// First value of a header in a message text (full name, case-insensitive).
+pub fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let msg = Message::parse(text.as_bytes()).ok()?;
+    let want = presence_core::sip::HeaderName::from_bytes(name.as_bytes());
+    if want != presence_core::sip::HeaderName::Other {
+        return msg.header(want).map(|v| {
+            // re-borrow from `text` (same bytes)
+            let start = v.as_ptr() as usize - text.as_ptr() as usize;
+            &text[start..start + v.len()]
+        });
+    }
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The To-tag of a response.
+pub fn to_tag(text: &str) -> Option<String> {
+    let to = header(text, "To")?;
+    to.split(';').find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+}
+
+/// A request with the mandatory headers. `extra` is inserted verbatim
+/// (each line ending in CRLF); `body` sets Content-Length.
+pub fn request(method: &str, uri: &str, via_transport: &str, local: SocketAddr, extra: &str, body: &str) -> String {
+    let branch = unique("z9hG4bK");
+    let tag = unique("t");
+    let call_id = unique("c");
+    format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/{via_transport} {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@example.com>;tag={tag}\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:tester@{local};transport={t}>\r\n\
+         {extra}\
+         Content-Length: {len}\r\n\r\n{body}",
+        t = via_transport.to_ascii_lowercase(),
+        len = body.len()
+    )
+}
