@@ -34,15 +34,149 @@ pub enum HeaderName {
     Other,
 }
 
+/// Every known full name, in canonical spelling.
+const FULL_NAMES: [(&str, HeaderName); 27] = [
+    ("Accept", HeaderName::Accept),
+    ("Accept-Encoding", HeaderName::AcceptEncoding),
+    ("Allow", HeaderName::Allow),
+    ("Allow-Events", HeaderName::AllowEvents),
+    ("Call-ID", HeaderName::CallId),
+    ("Contact", HeaderName::Contact),
+    ("Content-Encoding", HeaderName::ContentEncoding),
+    ("Content-Length", HeaderName::ContentLength),
+    ("Content-Type", HeaderName::ContentType),
+    ("CSeq", HeaderName::CSeq),
+    ("Event", HeaderName::Event),
+    ("Expires", HeaderName::Expires),
+    ("From", HeaderName::From),
+    ("Max-Forwards", HeaderName::MaxForwards),
+    ("Min-Expires", HeaderName::MinExpires),
+    ("Proxy-Require", HeaderName::ProxyRequire),
+    ("Record-Route", HeaderName::RecordRoute),
+    ("Require", HeaderName::Require),
+    ("Route", HeaderName::Route),
+    ("SIP-ETag", HeaderName::SipETag),
+    ("SIP-If-Match", HeaderName::SipIfMatch),
+    ("Subscription-State", HeaderName::SubscriptionState),
+    ("Supported", HeaderName::Supported),
+    ("To", HeaderName::To),
+    ("Unsupported", HeaderName::Unsupported),
+    ("Via", HeaderName::Via),
+    ("P-Asserted-Identity", HeaderName::PAssertedIdentity),
+];
+
 impl HeaderName {
     /// Classify a raw header name (full or compact form, any case).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        let _ = name;
-        todo!("parser helper")
+        if let [single] = name {
+            return Self::from_compact(single.to_ascii_lowercase());
+        }
+        FULL_NAMES
+            .iter()
+            .find(|(full, _)| full.len() == name.len() && full.as_bytes().eq_ignore_ascii_case(name))
+            .map_or(HeaderName::Other, |&(_, known)| known)
+    }
+
+    /// One-letter forms. The ones mapping to `Other` (s = Subject, r =
+    /// Refer-To, b = Referred-By, x = Session-Expires, a/j/d = caller prefs,
+    /// y/n = Identity) are listed so the table documents the whole registry.
+    fn from_compact(letter: u8) -> HeaderName {
+        match letter {
+            b'i' => HeaderName::CallId,
+            b'm' => HeaderName::Contact,
+            b'e' => HeaderName::ContentEncoding,
+            b'l' => HeaderName::ContentLength,
+            b'c' => HeaderName::ContentType,
+            b'f' => HeaderName::From,
+            b't' => HeaderName::To,
+            b'v' => HeaderName::Via,
+            b'k' => HeaderName::Supported,
+            b'o' => HeaderName::Event,
+            b'u' => HeaderName::AllowEvents,
+            b's' | b'r' | b'b' | b'x' | b'a' | b'j' | b'd' | b'y' | b'n' => HeaderName::Other,
+            _ => HeaderName::Other,
+        }
     }
 
     /// The canonical full spelling used when the server writes the header.
+    /// `Other` has no spelling of its own and gives the empty string: the
+    /// raw name of such a line is available from `Message::header_name_str`.
     pub fn as_str(self) -> &'static str {
-        todo!("parser helper")
+        match self {
+            HeaderName::Accept => "Accept",
+            HeaderName::AcceptEncoding => "Accept-Encoding",
+            HeaderName::Allow => "Allow",
+            HeaderName::AllowEvents => "Allow-Events",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::Contact => "Contact",
+            HeaderName::ContentEncoding => "Content-Encoding",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::Event => "Event",
+            HeaderName::Expires => "Expires",
+            HeaderName::From => "From",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::MinExpires => "Min-Expires",
+            HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Require => "Require",
+            HeaderName::Route => "Route",
+            HeaderName::SipETag => "SIP-ETag",
+            HeaderName::SipIfMatch => "SIP-If-Match",
+            HeaderName::SubscriptionState => "Subscription-State",
+            HeaderName::Supported => "Supported",
+            HeaderName::To => "To",
+            HeaderName::Unsupported => "Unsupported",
+            HeaderName::Via => "Via",
+            HeaderName::PAssertedIdentity => "P-Asserted-Identity",
+            HeaderName::Other => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_names_round_trip_in_any_case() {
+        for &(full, known) in FULL_NAMES.iter() {
+            assert_eq!(HeaderName::from_bytes(full.as_bytes()), known, "{full}");
+            assert_eq!(HeaderName::from_bytes(full.to_ascii_lowercase().as_bytes()), known);
+            assert_eq!(HeaderName::from_bytes(full.to_ascii_uppercase().as_bytes()), known);
+            assert_eq!(known.as_str(), full);
+        }
+    }
+
+    #[test]
+    fn compact_forms() {
+        let cases = [
+            ("i", HeaderName::CallId),
+            ("M", HeaderName::Contact),
+            ("e", HeaderName::ContentEncoding),
+            ("L", HeaderName::ContentLength),
+            ("c", HeaderName::ContentType),
+            ("f", HeaderName::From),
+            ("T", HeaderName::To),
+            ("v", HeaderName::Via),
+            ("k", HeaderName::Supported),
+            ("o", HeaderName::Event),
+            ("U", HeaderName::AllowEvents),
+            ("s", HeaderName::Other),
+            ("r", HeaderName::Other),
+            ("z", HeaderName::Other),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(HeaderName::from_bytes(name.as_bytes()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn near_misses_are_other() {
+        for name in ["", "Vias", "Vi", "Call-Id-", "Content_Length", "C%6Fntact", "Fr0m"] {
+            assert_eq!(HeaderName::from_bytes(name.as_bytes()), HeaderName::Other, "{name}");
+        }
+        assert_eq!(HeaderName::Other.as_str(), "");
     }
 }
