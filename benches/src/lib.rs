@@ -1,1 +1,18 @@
-//! presence-benches: shared code of the bench suite.
+//! presence-benches: the bench suite's shared code, chiefly `sipload`, the
+//! SIP load generator (open/closed-loop UDP load with batched syscalls,
+//! RFC 3261 retransmissions, hdrhistogram latency, an in-process echo
+//! baseline) and its scenarios.
+
+pub mod cli;
+pub mod commands;
+pub mod echo;
+pub mod engine;
+pub mod inbound;
+pub mod pacing;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod sip_text;
+pub mod socket;
+pub mod txn;
+pub mod wire;

@@ -1,0 +1,220 @@
+//! sipload's command line: one subcommand per scenario plus the echo
+//! baseline, sharing the load options (`LoadArgs`).
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// SIP load generator for presenced (UDP, loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "sipload", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// OPTIONS transactions; success = 200.
+    Options(OptionsArgs),
+    /// PUBLISH over many presentities with a mix of initial/refresh/modify.
+    Publish(PublishArgs),
+    /// SUBSCRIBE dialogs: subscribe, NOTIFY, unsubscribe, final NOTIFY.
+    Subscribe(SubscribeArgs),
+    /// K watchers per presentity, then PUBLISH and measure every NOTIFY.
+    Fanout(FanoutArgs),
+    /// OPTIONS load against an in-process UDP echo server (raw loopback limit).
+    EchoBaseline(LoadArgs),
+}
+
+/// Options shared by every scenario.
+#[derive(Clone, Debug, Args)]
+pub struct LoadArgs {
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    pub target: SocketAddr,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// UDP sockets in total, spread over the threads.
+    #[arg(long, default_value_t = 64)]
+    pub sockets: usize,
+    /// Open-loop rate in units (transactions, dialogs, PUBLISHes) per second;
+    /// 0 or absent = closed loop with --window units in flight per socket.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: units in flight per socket.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Seconds of unmeasured load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// A transaction without final response after this is a timeout
+    /// (retransmissions at 500 ms, doubling up to 4 s, as RFC 3261 Timer E).
+    #[arg(long, default_value_t = 4000)]
+    pub timeout_ms: u64,
+    /// Pin client thread i to CPU i.
+    #[arg(long)]
+    pub pin: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Domain of presentity and watcher AORs.
+    #[arg(long, default_value = "example.com")]
+    pub domain: String,
+    /// Read responses with sipload's minimal scanner instead of
+    /// presence-core's parser (cheaper client CPU).
+    #[arg(long)]
+    pub light_parse: bool,
+    /// Run against an in-process echo server instead of --target (OPTIONS only).
+    #[arg(long)]
+    pub baseline: bool,
+    /// Echo server threads (default: number of CPUs).
+    #[arg(long)]
+    pub server_threads: Option<usize>,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct OptionsArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Run against the echo baseline first, then the target, and print the ratio.
+    #[arg(long)]
+    pub compare_echo: bool,
+}
+
+/// Shares of initial, refresh and modify PUBLISHes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub initial: u32,
+    pub refresh: u32,
+    pub modify: u32,
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mix, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [initial, refresh, modify] = parts.as_slice() else {
+            return Err("expected initial:refresh:modify, e.g. 20:60:20".into());
+        };
+        let parse = |p: &str| p.trim().parse::<u32>().map_err(|_| format!("bad share {p:?}"));
+        let mix = Mix {
+            initial: parse(initial)?,
+            refresh: parse(refresh)?,
+            modify: parse(modify)?,
+        };
+        if mix.initial == 0 && mix.refresh == 0 && mix.modify == 0 {
+            return Err("at least one share must be positive".into());
+        }
+        if u64::from(mix.initial) + u64::from(mix.refresh) + u64::from(mix.modify) > 1_000_000 {
+            return Err("shares too large".into());
+        }
+        Ok(mix)
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Distinct presentities (sip:u<N>@domain).
+    #[arg(long, default_value_t = 10_000)]
+    pub presentities: u32,
+    /// Shares initial:refresh:modify.
+    #[arg(long, default_value = "20:60:20")]
+    pub mix: Mix,
+    /// Expires of every PUBLISH.
+    #[arg(long, default_value_t = 3600)]
+    pub expires: u32,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Distinct presentities subscribed to, round-robin.
+    #[arg(long, default_value_t = 10_000)]
+    pub presentities: u32,
+    /// Expires of the initial SUBSCRIBE.
+    #[arg(long, default_value_t = 600)]
+    pub expires: u32,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Presentities published to (round-robin).
+    #[arg(long, default_value_t = 100)]
+    pub presentities: u32,
+    /// Watchers subscribed to each presentity.
+    #[arg(long, default_value_t = 10)]
+    pub watchers: u32,
+    /// SUBSCRIBEs (and unSUBSCRIBEs) in flight per socket during setup and teardown.
+    #[arg(long, default_value_t = 16)]
+    pub setup_window: usize,
+    /// Seconds allowed for setting up (and for tearing down) all subscriptions.
+    #[arg(long, default_value_t = 60.0)]
+    pub setup_timeout: f64,
+    /// Expires of the subscriptions.
+    #[arg(long, default_value_t = 600)]
+    pub expires: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_every_subcommand() {
+        let cli = Cli::parse_from(["sipload", "options", "--compare-echo", "--duration", "3"]);
+        assert!(matches!(cli.command, Command::Options(ref o) if o.compare_echo && o.load.duration == 3.0));
+        let cli = Cli::parse_from(["sipload", "publish", "--mix", "10:80:10", "--rate", "5000"]);
+        match cli.command {
+            Command::Publish(p) => {
+                assert_eq!(
+                    p.mix,
+                    Mix {
+                        initial: 10,
+                        refresh: 80,
+                        modify: 10
+                    }
+                );
+                assert_eq!(p.load.rate, Some(5000.0));
+                assert_eq!(p.presentities, 10_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::parse_from(["sipload", "fanout", "--presentities", "1", "--watchers", "10000"]);
+        assert!(matches!(cli.command, Command::Fanout(ref f) if f.presentities == 1 && f.watchers == 10_000));
+        let cli = Cli::parse_from(["sipload", "echo-baseline", "--threads", "2"]);
+        assert!(matches!(cli.command, Command::EchoBaseline(ref l) if l.threads == 2 && l.sockets == 64));
+    }
+
+    #[test]
+    fn mix_rejects_nonsense() {
+        assert!("1:2".parse::<Mix>().is_err());
+        assert!("a:b:c".parse::<Mix>().is_err());
+        assert!("0:0:0".parse::<Mix>().is_err());
+        assert_eq!(
+            "0:1:0".parse::<Mix>(),
+            Ok(Mix {
+                initial: 0,
+                refresh: 1,
+                modify: 0
+            })
+        );
+    }
+}

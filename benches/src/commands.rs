@@ -1,0 +1,135 @@
+//! What each subcommand does: turn arguments into a `LoadConfig`, start the
+//! echo server when the baseline is asked for, run the scenario and print
+//! the report (table or JSON).
+
+use serde::Serialize;
+
+use crate::cli::{Command, LoadArgs, OptionsArgs};
+use crate::echo::{EchoServer, EchoStats};
+use crate::inbound::Reader;
+use crate::report::Report;
+use crate::runner::{available_cpus, run, LoadConfig, RunError};
+use crate::scenario::options::{self, Options};
+
+fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
+    LoadConfig {
+        scenario: scenario.to_owned(),
+        target: load.target,
+        threads: load.threads,
+        sockets: load.sockets,
+        rate: load.rate.filter(|r| *r > 0.0),
+        window: load.window,
+        warmup_s: load.warmup,
+        duration_s: load.duration,
+        timeout_ms: load.timeout_ms,
+        pin: load.pin,
+        domain: load.domain.clone(),
+        reader: if load.light_parse { Reader::Light } else { Reader::Core },
+        echo_baseline: false,
+        extra_drain_s: 0.0,
+        extra_deadline_s: 0.0,
+    }
+}
+
+/// The OPTIONS load against an in-process echo server.
+pub fn run_echo_baseline(load: &LoadArgs) -> Result<(Report, EchoStats), RunError> {
+    let server_threads = load.server_threads.unwrap_or_else(available_cpus);
+    let bind = std::net::SocketAddr::new(load.target.ip(), 0);
+    let server = EchoServer::start(bind, server_threads)?;
+    let mut config = load_config("options (echo baseline)", load);
+    config.target = server.addr();
+    config.echo_baseline = true;
+    let notes = vec![format!(
+        "echo server: {server_threads} thread(s) in sipload's process replying each datagram unchanged"
+    )];
+    let result = run(&config, options::KINDS, 0, notes, |_| Options);
+    let stats = server.stop();
+    let mut report = result?;
+    report.notes.push(format!(
+        "echo server received {} datagrams, used {:.2} CPU s",
+        stats.received, stats.cpu_s
+    ));
+    Ok((report, stats))
+}
+
+fn run_options_against_target(load: &LoadArgs) -> Result<Report, RunError> {
+    run(&load_config("options", load), options::KINDS, 0, Vec::new(), |_| {
+        Options
+    })
+}
+
+#[derive(Serialize)]
+struct Comparison<'a> {
+    echo: &'a Report,
+    server: &'a Report,
+    /// server achieved rate / echo achieved rate
+    ratio: f64,
+}
+
+fn print_report(report: &Report, json: bool) {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(text) => println!("{text}"),
+            Err(err) => eprintln!("sipload: cannot encode the report: {err}"),
+        }
+    } else {
+        print!("{}", report.to_table());
+    }
+}
+
+fn options_command(args: &OptionsArgs) -> Result<(), RunError> {
+    let load = &args.load;
+    if !args.compare_echo {
+        let report = if load.baseline {
+            run_echo_baseline(load)?.0
+        } else {
+            run_options_against_target(load)?
+        };
+        print_report(&report, load.json);
+        return Ok(());
+    }
+    let (echo, _) = run_echo_baseline(load)?;
+    let server = run_options_against_target(load)?;
+    let ratio = if echo.achieved_rate > 0.0 {
+        server.achieved_rate / echo.achieved_rate
+    } else {
+        0.0
+    };
+    if load.json {
+        let comparison = Comparison {
+            echo: &echo,
+            server: &server,
+            ratio: (ratio * 10_000.0).round() / 10_000.0,
+        };
+        match serde_json::to_string(&comparison) {
+            Ok(text) => println!("{text}"),
+            Err(err) => eprintln!("sipload: cannot encode the report: {err}"),
+        }
+    } else {
+        print!("{}", echo.to_table());
+        println!();
+        print!("{}", server.to_table());
+        println!(
+            "\nserver / echo baseline: {:.1}/s / {:.1}/s = {:.1}%",
+            server.achieved_rate,
+            echo.achieved_rate,
+            ratio * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// Run one parsed command line.
+pub fn execute(command: &Command) -> Result<(), RunError> {
+    match command {
+        Command::Options(args) => options_command(args),
+        Command::EchoBaseline(load) => {
+            let (report, _) = run_echo_baseline(load)?;
+            print_report(&report, load.json);
+            Ok(())
+        }
+        Command::Publish(_) | Command::Subscribe(_) | Command::Fanout(_) => {
+            Err(RunError::Config("scenario not implemented yet".into()))
+        }
+    }
+}
