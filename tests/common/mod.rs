@@ -244,21 +244,21 @@ pub fn status_of(text: &str) -> u16 {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-/// First value of a header in a message text (full name, case-insensitive).
+/// The whole value of the first line of a header (any form of its name).
 pub fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let msg = Message::parse(text.as_bytes()).ok()?;
     let want = presence_core::sip::HeaderName::from_bytes(name.as_bytes());
-    if want != presence_core::sip::HeaderName::Other {
-        return msg.header(want).map(|v| {
-            // re-borrow from `text` (same bytes)
-            let start = v.as_ptr() as usize - text.as_ptr() as usize;
-            &text[start..start + v.len()]
-        });
-    }
-    text.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
+    let entry = msg.headers().iter().find(|h| {
+        if want == presence_core::sip::HeaderName::Other {
+            msg.header_name_str(h).eq_ignore_ascii_case(name)
+        } else {
+            h.name == want
+        }
+    })?;
+    let value = msg.header_value(entry);
+    // Re-borrow from `text`: the view's slices point into the same bytes.
+    let start = value.as_ptr() as usize - text.as_ptr() as usize;
+    text.get(start..start + value.len())
 }
 
 /// The To-tag of a response.

@@ -270,6 +270,7 @@ async fn run_shard(start: StartContext) {
         let ctx = ctx.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(batch) = receiver.recv().await {
+                tracing::trace!(shard = ctx.id, n = batch.len(), "hand-off received");
                 on_mesh_batch(&ctx, batch);
                 flush(&ctx).await;
             }
@@ -355,7 +356,10 @@ async fn udp_mmsg_loop(ctx: Rc<ShardCtx>) {
         };
         if received == 0 {
             // Wait for readability through io_uring, then drain again.
-            let _ = ctx.udp.peek(&mut peek).await;
+            if let Err(e) = ctx.udp.peek_from(&mut peek).await {
+                tracing::warn!(shard = ctx.id, error = %e, "UDP readiness wait failed");
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
             continue;
         }
         let now = ctx.clock.now();
@@ -487,6 +491,9 @@ async fn send_handoffs(ctx: &Rc<ShardCtx>) {
         let Some(&peer) = ctx.mesh_peer_of_shard.get(shard) else { continue };
         // Completes at once while there is room; otherwise the owner is
         // behind and this waits (back-pressure), never grows a queue.
-        let _ = ctx.mesh.send_to(peer, batch).await;
+        tracing::trace!(shard = ctx.id, to = shard, peer, n = batch.len(), "hand-off batch");
+        if let Err(e) = ctx.mesh.send_to(peer, batch).await {
+            tracing::warn!(shard = ctx.id, to = shard, error = %e, "hand-off failed");
+        }
     }
 }
