@@ -2,8 +2,34 @@
 //! spans over the stored bytes (tuples, persons, devices, notes, everything
 //! else) plus the namespace declarations in scope, so composition copies
 //! bytes and never re-parses. Rejects what is not safe or not PIDF.
+//!
+//! quick-xml is only the tokenizer. This reader adds what XML 1.0 and
+//! Namespaces in XML require of a well-formed document and the tokenizer
+//! leaves to its caller (legal characters and names, attribute syntax and
+//! uniqueness, references, one root, declared prefixes), refuses any DOCTYPE
+//! (so no DTD processing and no entity but the five predefined ones), and
+//! bounds depth, element count and attributes per element.
+//!
+//! For every top-level child (and every direct child of a dm:person) it also
+//! records what copying the element's bytes into another document needs
+//! ([`CopyInfo`]): the namespace bindings the element uses but inherits
+//! from its ancestors, and the `xml:lang` it inherits.
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use quick_xml::events::Event;
+use quick_xml::reader::Reader;
+
+// Declared here rather than in `presence/mod.rs` to keep the lexical
+// helpers next to their only users (this reader and the composer).
+#[path = "xml.rs"]
+pub(crate) mod xml;
+
+/// The PIDF namespace (RFC 3863).
+pub const PIDF_NAMESPACE: &str = "urn:ietf:params:xml:ns:pidf";
+/// The PIDF data model namespace (RFC 4479): person and device.
+pub const DATA_MODEL_NAMESPACE: &str = "urn:ietf:params:xml:ns:pidf:data-model";
 
 /// Bounds on what a published document may contain.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +72,10 @@ pub enum PidfError {
     TooManyAttributes,
     #[error("Body is not UTF-8")]
     NotUtf8,
+    /// a tuple, person or device without a (non-empty) id attribute: the
+    /// composer merges by id, and the schemas require it
+    #[error("PIDF tuple, person or device without id")]
+    MissingId,
 }
 
 /// A namespace declaration in scope of a top-level child (prefix "" = default).
@@ -64,10 +94,21 @@ pub enum ElementKind {
     Person { id: String, children: Vec<ChildElement> },
     /// dm:device with its id
     Device { id: String },
-    /// pidf:note with xml:lang (may be empty) and its text content
+    /// pidf:note with xml:lang (may be empty; inherited from <presence> when
+    /// the note has none) and its text content
     Note { lang: String, text: String },
     /// anything else (extensions), carried through
     Other,
+}
+
+impl ElementKind {
+    /// The xs:ID of a tuple, person or device.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ElementKind::Tuple { id } | ElementKind::Person { id, .. } | ElementKind::Device { id } => Some(id),
+            ElementKind::Note { .. } | ElementKind::Other => None,
+        }
+    }
 }
 
 /// A direct child of dm:person.
@@ -76,6 +117,7 @@ pub struct ChildElement {
     pub namespace: String,
     pub local_name: String,
     pub span: Range<usize>,
+    pub copy: CopyInfo,
 }
 
 /// One top-level child of <presence>: its kind and its byte span in the body.
@@ -83,6 +125,34 @@ pub struct ChildElement {
 pub struct Element {
     pub kind: ElementKind,
     pub span: Range<usize>,
+    pub copy: CopyInfo,
+}
+
+/// What it takes to copy an element's bytes into another document and keep
+/// its meaning. Offsets are absolute in the body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyInfo {
+    /// just after the element's qualified name in its start tag: where
+    /// declarations can be inserted
+    pub name_end: usize,
+    /// just after the `>` of the start tag
+    pub start_tag_end: usize,
+    /// `<x/>` rather than `<x>...</x>`
+    pub self_closing: bool,
+    /// bindings the element's subtree uses (element and attribute names)
+    /// but does not declare itself, with the URI each resolves to in the
+    /// source. Prefix "" is the default namespace; URI "" with prefix ""
+    /// means "no default namespace". Never lists `xml`.
+    pub needs: Vec<NsDecl>,
+    /// declarations on the element's own start tag
+    pub declares: Vec<NsDecl>,
+    /// the `xml:lang` in effect for the element (its own or inherited);
+    /// None when no ancestor-or-self has one
+    pub lang: Option<String>,
+    /// the element's start tag carries `xml:lang` itself
+    pub own_lang: bool,
+    /// the raw value (between the quotes) of the unprefixed `id` attribute
+    pub id_span: Option<Range<usize>>,
 }
 
 /// A publication's body, parsed once.
@@ -97,11 +167,684 @@ pub struct ParsedPidf {
 
 /// Parse `body`. When `presentity` is given, the entity must denote it
 /// (compared as canonical AORs; "pres:" and "sip:" forms of the same AOR match).
-pub fn parse(
-    body: &[u8],
-    presentity: Option<&str>,
-    limits: &PidfLimits,
-) -> Result<ParsedPidf, PidfError> {
-    let _ = (body, presentity, limits);
-    todo!("pidf helper")
+pub fn parse(body: &[u8], presentity: Option<&str>, limits: &PidfLimits) -> Result<ParsedPidf, PidfError> {
+    let text = std::str::from_utf8(body).map_err(|_| PidfError::NotUtf8)?;
+    if !xml::all_chars_allowed(text) {
+        return Err(PidfError::NotWellFormed);
+    }
+    let content_start = if text.starts_with('\u{FEFF}') {
+        '\u{FEFF}'.len_utf8()
+    } else {
+        0
+    };
+    let content = text.get(content_start..).unwrap_or_default();
+    let mut reader = Reader::from_str(content);
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.check_comments = true;
+    config.allow_dangling_amp = false;
+    config.allow_unmatched_ends = false;
+    config.expand_empty_elements = false;
+    config.trim_text(false);
+
+    let mut reading = Reading::new(text, presentity, limits);
+    let mut attributes = Vec::new();
+    let mut first_event = true;
+    loop {
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(_) => {
+                let at = content_start + position(reader.error_position());
+                let markup = content.as_bytes().get(at - content_start..).unwrap_or_default();
+                let doctype = markup.get(..9).is_some_and(|m| m.eq_ignore_ascii_case(b"<!DOCTYPE"));
+                return Err(if doctype {
+                    PidfError::Doctype
+                } else {
+                    PidfError::NotWellFormed
+                });
+            }
+        };
+        let end = content_start + position(reader.buffer_position());
+        match event {
+            Event::Start(tag) => {
+                let start = end.checked_sub(tag.len() + 2).ok_or(PidfError::NotWellFormed)?;
+                reading.start_element(start..end, false, &mut attributes)?;
+            }
+            Event::Empty(tag) => {
+                let start = end.checked_sub(tag.len() + 3).ok_or(PidfError::NotWellFormed)?;
+                reading.start_element(start..end, true, &mut attributes)?;
+                reading.end_element(end);
+            }
+            Event::End(_) => reading.end_element(end),
+            Event::Text(text) => reading.text(&text)?,
+            Event::GeneralRef(reference) => {
+                let c = xml::decode_reference(&reference).ok_or(PidfError::NotWellFormed)?;
+                reading.character_data(c.encode_utf8(&mut [0; 4]))?;
+            }
+            Event::CData(data) => reading.character_data(&data)?,
+            Event::Comment(_) => {}
+            Event::PI(instruction) => {
+                let target = instruction.target();
+                if !xml::is_ncname(target) || target.eq_ignore_ascii_case("xml") {
+                    return Err(PidfError::NotWellFormed);
+                }
+            }
+            Event::Decl(declaration) => {
+                if !first_event {
+                    return Err(PidfError::NotWellFormed);
+                }
+                check_declaration(declaration.as_bytes())?;
+            }
+            Event::DocType(_) => return Err(PidfError::Doctype),
+            Event::Eof => break,
+        }
+        first_event = false;
+    }
+    reading.finish()
+}
+
+fn position(offset: u64) -> usize {
+    usize::try_from(offset).unwrap_or(usize::MAX)
+}
+
+/// `<?xml version="1.x" encoding="UTF-8" standalone="yes|no"?>`, attributes
+/// in that order, only version required. `inner` starts with "xml".
+fn check_declaration(inner: &[u8]) -> Result<(), PidfError> {
+    let mut attributes = Vec::new();
+    xml::split_start_tag(inner, 0, 3, &mut attributes).map_err(|_| PidfError::NotWellFormed)?;
+    let text = |range: &Range<usize>| {
+        inner
+            .get(range.clone())
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    };
+    let mut expected = ["version", "encoding", "standalone"].into_iter();
+    for (index, attribute) in attributes.iter().enumerate() {
+        let name = text(&attribute.name).ok_or(PidfError::NotWellFormed)?;
+        let value = text(&attribute.value).ok_or(PidfError::NotWellFormed)?;
+        if !expected.any(|expected| expected == name) || (index == 0) != (name == "version") {
+            return Err(PidfError::NotWellFormed);
+        }
+        let valid = match name {
+            "version" => value
+                .strip_prefix("1.")
+                .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())),
+            "encoding" => {
+                if !(value.eq_ignore_ascii_case("UTF-8") || value.eq_ignore_ascii_case("US-ASCII")) {
+                    return Err(PidfError::NotUtf8);
+                }
+                true
+            }
+            _ => value == "yes" || value == "no",
+        };
+        if !valid {
+            return Err(PidfError::NotWellFormed);
+        }
+    }
+    if attributes.is_empty() {
+        return Err(PidfError::NotWellFormed);
+    }
+    Ok(())
+}
+
+/// A namespace declaration in scope while reading.
+struct Binding<'b> {
+    prefix: &'b str,
+    uri: Cow<'b, str>,
+    /// depth of the element that declares it (root = 1)
+    depth: usize,
+}
+
+/// The URI `prefix` is bound to and the depth of the declaring element
+/// (0 for the built-in `xml` binding and for "no default namespace").
+fn resolve<'a>(bindings: &'a [Binding<'_>], prefix: &str) -> Result<(&'a str, usize), PidfError> {
+    if prefix == "xml" {
+        return Ok((xml::XML_NAMESPACE, 0));
+    }
+    match bindings.iter().rev().find(|binding| binding.prefix == prefix) {
+        Some(binding) => Ok((&binding.uri, binding.depth)),
+        None if prefix.is_empty() => Ok(("", 0)),
+        None => Err(PidfError::NotWellFormed),
+    }
+}
+
+/// An attribute's decoded value and the span of its raw value.
+type AttributeValue<'b> = (Cow<'b, str>, Range<usize>);
+
+/// Depth of the children of <presence>, and of the children of a dm:person.
+const TOP_LEVEL: usize = 2;
+const PERSON_CHILD: usize = 3;
+
+/// An element being read whose span and copy needs are recorded.
+struct Open {
+    kind: ElementKind,
+    start: usize,
+    copy: CopyInfo,
+    /// for a person's child
+    name: Option<(String, String)>,
+}
+
+struct Reading<'b, 'p> {
+    text: &'b str,
+    presentity: Option<&'p str>,
+    limits: &'p PidfLimits,
+    depth: usize,
+    element_count: usize,
+    root_seen: bool,
+    root_closed: bool,
+    /// in-scope declarations, innermost last
+    bindings: Vec<Binding<'b>>,
+    /// in-scope xml:lang values with the depth that set them, innermost last
+    langs: Vec<(usize, Cow<'b, str>)>,
+    top: Option<Open>,
+    person_child: Option<Open>,
+    note_text: String,
+    result: ParsedPidf,
+}
+
+impl<'b, 'p> Reading<'b, 'p> {
+    fn new(text: &'b str, presentity: Option<&'p str>, limits: &'p PidfLimits) -> Self {
+        Reading {
+            text,
+            presentity,
+            limits,
+            depth: 0,
+            element_count: 0,
+            root_seen: false,
+            root_closed: false,
+            bindings: Vec::new(),
+            langs: Vec::new(),
+            top: None,
+            person_child: None,
+            note_text: String::new(),
+            result: ParsedPidf::default(),
+        }
+    }
+
+    fn slice(&self, range: Range<usize>) -> Result<&'b str, PidfError> {
+        self.text.get(range).ok_or(PidfError::NotWellFormed)
+    }
+
+    fn resolve(&self, prefix: &str) -> Result<(&str, usize), PidfError> {
+        resolve(&self.bindings, prefix)
+    }
+
+    /// Records that an element or attribute name uses `prefix`: a recorded
+    /// element above the declaration now needs it when copied.
+    fn note_use(&mut self, prefix: &str) -> Result<(), PidfError> {
+        if prefix == "xml" {
+            return Ok(());
+        }
+        let (uri, declared_at) = resolve(&self.bindings, prefix)?;
+        for (open, depth) in [(&mut self.top, TOP_LEVEL), (&mut self.person_child, PERSON_CHILD)] {
+            if let Some(open) = open {
+                if declared_at < depth && !open.copy.needs.iter().any(|need| need.prefix == prefix) {
+                    open.copy.needs.push(NsDecl {
+                        prefix: prefix.to_owned(),
+                        uri: uri.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_element(
+        &mut self,
+        tag: Range<usize>,
+        self_closing: bool,
+        attributes: &mut Vec<xml::RawAttribute>,
+    ) -> Result<(), PidfError> {
+        let depth = self.depth + 1;
+        if depth > self.limits.max_depth {
+            return Err(PidfError::TooDeep);
+        }
+        self.element_count += 1;
+        if self.element_count > self.limits.max_elements {
+            return Err(PidfError::TooManyElements);
+        }
+        if self.root_closed {
+            return Err(PidfError::NotWellFormed);
+        }
+        let inner_end = tag
+            .end
+            .checked_sub(if self_closing { 2 } else { 1 })
+            .ok_or(PidfError::NotWellFormed)?;
+        let inner = self
+            .text
+            .as_bytes()
+            .get(tag.start + 1..inner_end)
+            .ok_or(PidfError::NotWellFormed)?;
+        attributes.clear();
+        let name_range =
+            xml::split_start_tag(inner, tag.start + 1, self.limits.max_attributes, attributes).map_err(|error| {
+                match error {
+                    xml::TagError::Malformed => PidfError::NotWellFormed,
+                    xml::TagError::TooManyAttributes => PidfError::TooManyAttributes,
+                }
+            })?;
+        let qname = self.slice(name_range.clone())?;
+        let (prefix, local_name) = xml::split_qname(qname).ok_or(PidfError::NotWellFormed)?;
+
+        // Declarations come first: they are in scope for the element's own
+        // name and attributes.
+        let mut own_lang = None;
+        for (index, attribute) in attributes.iter().enumerate() {
+            let name = self.slice(attribute.name.clone())?;
+            let (attribute_prefix, attribute_local) = xml::split_qname(name).ok_or(PidfError::NotWellFormed)?;
+            let raw = self.slice(attribute.value.clone())?;
+            let value = xml::decode_attribute_value(raw).ok_or(PidfError::NotWellFormed)?;
+            let earlier = attributes.get(..index).unwrap_or_default();
+            if earlier
+                .iter()
+                .any(|other| self.text.get(other.name.clone()) == Some(name))
+            {
+                return Err(PidfError::NotWellFormed);
+            }
+            let declared = match (attribute_prefix, attribute_local) {
+                ("", "xmlns") => Some(""),
+                ("xmlns", declared) => Some(declared),
+                _ => None,
+            };
+            if let Some(declared) = declared {
+                self.declare(declared, value, depth)?;
+            } else if (attribute_prefix, attribute_local) == ("xml", "lang") {
+                own_lang = Some(value);
+            }
+        }
+        if let Some(lang) = own_lang.clone() {
+            self.langs.push((depth, lang));
+        }
+        self.check_attribute_namespaces(attributes)?;
+
+        let (namespace, _) = self.resolve(prefix)?;
+        let namespace = namespace.to_owned();
+        match depth {
+            1 => {
+                self.root_seen = true;
+                if local_name != "presence" {
+                    return Err(PidfError::WrongRoot);
+                }
+                if namespace != PIDF_NAMESPACE {
+                    return Err(PidfError::WrongNamespace);
+                }
+                let entity = match self.unprefixed_attribute(attributes, "entity")? {
+                    Some((entity, _)) if !entity.is_empty() => entity.into_owned(),
+                    _ => return Err(PidfError::MissingEntity),
+                };
+                if let Some(presentity) = self.presentity {
+                    if !same_presentity(&entity, presentity) {
+                        return Err(PidfError::ForeignEntity);
+                    }
+                }
+                self.result.entity = entity;
+                self.result.namespaces = self.declarations_at(depth);
+            }
+            TOP_LEVEL => {
+                let id = self.unprefixed_attribute(attributes, "id")?;
+                let required_id = || match id {
+                    Some((id, span)) if !id.is_empty() => Ok((id.into_owned(), Some(span))),
+                    _ => Err(PidfError::MissingId),
+                };
+                let (kind, id_span) = match (namespace.as_str(), local_name) {
+                    (PIDF_NAMESPACE, "tuple") => {
+                        let (id, span) = required_id()?;
+                        (ElementKind::Tuple { id }, span)
+                    }
+                    (DATA_MODEL_NAMESPACE, "person") => {
+                        let (id, span) = required_id()?;
+                        (
+                            ElementKind::Person {
+                                id,
+                                children: Vec::new(),
+                            },
+                            span,
+                        )
+                    }
+                    (DATA_MODEL_NAMESPACE, "device") => {
+                        let (id, span) = required_id()?;
+                        (ElementKind::Device { id }, span)
+                    }
+                    (PIDF_NAMESPACE, "note") => {
+                        self.note_text.clear();
+                        let lang = self.langs.last().map(|(_, lang)| lang.to_string()).unwrap_or_default();
+                        (
+                            ElementKind::Note {
+                                lang,
+                                text: String::new(),
+                            },
+                            None,
+                        )
+                    }
+                    _ => (ElementKind::Other, None),
+                };
+                let copy = self.copy_info(&tag, name_range.end, self_closing, own_lang.is_some(), id_span);
+                self.top = Some(Open {
+                    kind,
+                    start: tag.start,
+                    copy,
+                    name: None,
+                });
+            }
+            PERSON_CHILD
+                if matches!(
+                    self.top,
+                    Some(Open {
+                        kind: ElementKind::Person { .. },
+                        ..
+                    })
+                ) =>
+            {
+                let copy = self.copy_info(&tag, name_range.end, self_closing, own_lang.is_some(), None);
+                let name = Some((namespace, local_name.to_owned()));
+                self.person_child = Some(Open {
+                    kind: ElementKind::Other,
+                    start: tag.start,
+                    copy,
+                    name,
+                });
+            }
+            _ => {}
+        }
+
+        self.note_use(prefix)?;
+        for attribute in attributes.iter() {
+            let name = self.slice(attribute.name.clone())?;
+            if let Some((attribute_prefix, _)) = name.split_once(':') {
+                if attribute_prefix != "xmlns" {
+                    self.note_use(attribute_prefix)?;
+                }
+            }
+        }
+        self.depth = depth;
+        Ok(())
+    }
+
+    /// Checks and pushes one `xmlns` / `xmlns:prefix` declaration.
+    fn declare(&mut self, prefix: &'b str, uri: Cow<'b, str>, depth: usize) -> Result<(), PidfError> {
+        let reserved_uri = uri == xml::XML_NAMESPACE || uri == xml::XMLNS_NAMESPACE;
+        match prefix {
+            // `xml` may only be (re)bound to its own namespace, and needs no entry.
+            "xml" if uri == xml::XML_NAMESPACE => Ok(()),
+            "xml" | "xmlns" => Err(PidfError::NotWellFormed),
+            _ if reserved_uri => Err(PidfError::NotWellFormed),
+            // Namespaces in XML 1.0 has no prefix undeclaring.
+            _ if !prefix.is_empty() && uri.is_empty() => Err(PidfError::NotWellFormed),
+            _ => {
+                self.bindings.push(Binding { prefix, uri, depth });
+                Ok(())
+            }
+        }
+    }
+
+    /// No two attributes may have the same expanded name: `a:x` and `b:x`
+    /// clash when `a` and `b` are bound to the same URI.
+    fn check_attribute_namespaces(&self, attributes: &[xml::RawAttribute]) -> Result<(), PidfError> {
+        for (index, attribute) in attributes.iter().enumerate() {
+            let name = self.slice(attribute.name.clone())?;
+            let Some((prefix, local)) = name.split_once(':') else {
+                continue;
+            };
+            if prefix == "xmlns" {
+                continue;
+            }
+            let (uri, _) = self.resolve(prefix)?;
+            for other in attributes.get(..index).unwrap_or_default() {
+                let other_name = self.slice(other.name.clone())?;
+                if let Some((other_prefix, other_local)) = other_name.split_once(':') {
+                    if other_prefix != "xmlns" && other_local == local && self.resolve(other_prefix)?.0 == uri {
+                        return Err(PidfError::NotWellFormed);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decoded value and raw value span of an attribute without prefix.
+    fn unprefixed_attribute(
+        &self,
+        attributes: &[xml::RawAttribute],
+        wanted: &str,
+    ) -> Result<Option<AttributeValue<'b>>, PidfError> {
+        for attribute in attributes {
+            if self.slice(attribute.name.clone())? == wanted {
+                let raw = self.slice(attribute.value.clone())?;
+                let value = xml::decode_attribute_value(raw).ok_or(PidfError::NotWellFormed)?;
+                return Ok(Some((value, attribute.value.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    fn declarations_at(&self, depth: usize) -> Vec<NsDecl> {
+        self.bindings
+            .iter()
+            .filter(|binding| binding.depth == depth)
+            .map(|binding| NsDecl {
+                prefix: binding.prefix.to_owned(),
+                uri: binding.uri.to_string(),
+            })
+            .collect()
+    }
+
+    fn copy_info(
+        &self,
+        tag: &Range<usize>,
+        name_end: usize,
+        self_closing: bool,
+        own_lang: bool,
+        id_span: Option<Range<usize>>,
+    ) -> CopyInfo {
+        CopyInfo {
+            name_end,
+            start_tag_end: tag.end,
+            self_closing,
+            needs: Vec::new(),
+            declares: self.declarations_at(self.depth + 1),
+            lang: self.langs.last().map(|(_, lang)| lang.to_string()),
+            own_lang,
+            id_span,
+        }
+    }
+
+    fn end_element(&mut self, end: usize) {
+        let depth = self.depth;
+        match depth {
+            1 => self.root_closed = true,
+            TOP_LEVEL => {
+                if let Some(mut open) = self.top.take() {
+                    if let ElementKind::Note { text, .. } = &mut open.kind {
+                        *text = std::mem::take(&mut self.note_text);
+                    }
+                    self.result.elements.push(Element {
+                        kind: open.kind,
+                        span: open.start..end,
+                        copy: open.copy,
+                    });
+                }
+            }
+            PERSON_CHILD => {
+                if let (
+                    Some(child),
+                    Some(Open {
+                        kind: ElementKind::Person { children, .. },
+                        ..
+                    }),
+                ) = (self.person_child.take(), self.top.as_mut())
+                {
+                    let (namespace, local_name) = child.name.unwrap_or_default();
+                    children.push(ChildElement {
+                        namespace,
+                        local_name,
+                        span: child.start..end,
+                        copy: child.copy,
+                    });
+                }
+            }
+            _ => {}
+        }
+        while self.bindings.last().is_some_and(|binding| binding.depth >= depth) {
+            self.bindings.pop();
+        }
+        while self.langs.last().is_some_and(|(lang_depth, _)| *lang_depth >= depth) {
+            self.langs.pop();
+        }
+        self.depth = depth.saturating_sub(1);
+    }
+
+    fn text(&mut self, text: &str) -> Result<(), PidfError> {
+        if self.depth == 0 {
+            // Outside the root only white space may appear.
+            if !text.bytes().all(xml::is_space) {
+                return Err(PidfError::NotWellFormed);
+            }
+            return Ok(());
+        }
+        if text.contains("]]>") {
+            return Err(PidfError::NotWellFormed);
+        }
+        self.character_data(text)
+    }
+
+    fn character_data(&mut self, text: &str) -> Result<(), PidfError> {
+        if self.depth == 0 {
+            return Err(PidfError::NotWellFormed);
+        }
+        if matches!(
+            self.top,
+            Some(Open {
+                kind: ElementKind::Note { .. },
+                ..
+            })
+        ) {
+            self.note_text.push_str(text);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ParsedPidf, PidfError> {
+        if !self.root_seen || !self.root_closed {
+            return Err(PidfError::NotWellFormed);
+        }
+        Ok(self.result)
+    }
+}
+
+/// The parts of a presentity URI that identify it (RFC 3261 §19.1.4 minus
+/// parameters and headers): user, host, port.
+struct AddressOfRecord<'a> {
+    user: Option<&'a str>,
+    host: &'a str,
+    port: Option<u16>,
+}
+
+impl<'a> AddressOfRecord<'a> {
+    /// `sip:`, `sips:` and `pres:` URIs of the same user@host denote the
+    /// same presentity.
+    fn of(uri: &'a str) -> Option<Self> {
+        let (scheme, rest) = uri.trim().split_once(':')?;
+        if !["sip", "sips", "pres"]
+            .iter()
+            .any(|known| scheme.eq_ignore_ascii_case(known))
+        {
+            return None;
+        }
+        // Parameters and headers cannot hold '@'; the user part may hold ';'.
+        let (user, host_and_rest) = match rest.split_once('@') {
+            Some((userinfo, host)) => (Some(userinfo.split_once(':').map_or(userinfo, |(user, _)| user)), host),
+            None => (None, rest),
+        };
+        let hostport = host_and_rest.split([';', '?']).next().unwrap_or_default();
+        let (host, port) = match hostport.find(']') {
+            Some(close) => hostport.split_at(close + 1),
+            None => hostport
+                .find(':')
+                .map_or((hostport, ""), |colon| hostport.split_at(colon)),
+        };
+        let port = match port.strip_prefix(':') {
+            Some(digits) => Some(digits.parse().ok()?),
+            None if port.is_empty() => None,
+            None => return None,
+        };
+        (!host.is_empty()).then_some(AddressOfRecord { user, host, port })
+    }
+
+    fn same_as(&self, other: &AddressOfRecord<'_>) -> bool {
+        let same_user = match (self.user, other.user) {
+            (Some(a), Some(b)) => percent_decoded(a).eq(percent_decoded(b)),
+            (None, None) => true,
+            _ => false,
+        };
+        same_user && self.host.eq_ignore_ascii_case(other.host) && self.port == other.port
+    }
+}
+
+/// The bytes of a URI component with %-escapes decoded (escaped and plain
+/// characters compare equal).
+fn percent_decoded(text: &str) -> impl Iterator<Item = u8> + '_ {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let byte = *bytes.get(at)?;
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                at += 3;
+                Some(decoded)
+            }
+            None => {
+                at += 1;
+                Some(byte)
+            }
+        }
+    })
+}
+
+fn same_presentity(entity: &str, presentity: &str) -> bool {
+    match (AddressOfRecord::of(entity), AddressOfRecord::of(presentity)) {
+        (Some(entity), Some(presentity)) => entity.same_as(&presentity),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presentities_compare_as_canonical_aors() {
+        assert!(same_presentity("pres:alice@Example.COM", "sip:alice@example.com"));
+        assert!(same_presentity(
+            "sip:%61lice@example.com;transport=tcp",
+            "sip:alice@example.com"
+        ));
+        assert!(same_presentity("sip:alice:secret@[::1]:5060", "pres:alice@[::1]:5060"));
+        assert!(!same_presentity("sip:Alice@example.com", "sip:alice@example.com"));
+        assert!(!same_presentity("sip:alice@example.com:5060", "sip:alice@example.com"));
+        assert!(!same_presentity("mailto:alice@example.com", "sip:alice@example.com"));
+        assert!(!same_presentity("sip:bob@example.com", "sip:alice@example.com"));
+    }
+
+    #[test]
+    fn spans_start_at_the_tag_and_end_after_it() {
+        let body = b"<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:a@b'>\n <tuple id='t'><status/></tuple><note/>\n</presence>";
+        let parsed = parse(body, None, &PidfLimits::default()).expect("valid");
+        let spans: Vec<&[u8]> = parsed.elements.iter().map(|e| &body[e.span.clone()]).collect();
+        assert_eq!(spans, [&b"<tuple id='t'><status/></tuple>"[..], b"<note/>"]);
+        let tuple = &parsed.elements[0];
+        assert_eq!(&body[tuple.copy.id_span.clone().expect("id")], b"t");
+        assert_eq!(&body[tuple.span.start..tuple.copy.name_end], b"<tuple");
+    }
+
+    #[test]
+    fn a_byte_order_mark_shifts_nothing() {
+        let body = "\u{FEFF}<?xml version='1.0'?><presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:a@b'><tuple id='t'/></presence>";
+        let parsed = parse(body.as_bytes(), None, &PidfLimits::default()).expect("valid");
+        assert_eq!(&body.as_bytes()[parsed.elements[0].span.clone()], b"<tuple id='t'/>");
+    }
 }
