@@ -12,7 +12,7 @@ use crate::sip::typed::Via;
 use crate::sip::uri::{Uri, UriError};
 use crate::sip::writer::{MessageWriter, PRODUCT};
 use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
-use crate::stats::{self, ShardStats};
+use crate::stats::{self, ShardGauges, ShardStats};
 use crate::time::Instant;
 use crate::transaction::client::{Action, ClientTransactions, Outcome};
 use crate::transaction::server::{Lookup, ServerTransactions};
@@ -96,6 +96,7 @@ pub struct Shard {
     merge_buf: Vec<u8>,
     tag_buf: String,
     shutting_down: bool,
+    tcp_connections: u64,
 }
 
 impl Shard {
@@ -115,6 +116,7 @@ impl Shard {
             merge_buf: Vec::with_capacity(256),
             tag_buf: String::with_capacity(32),
             shutting_down: false,
+            tcp_connections: 0,
         }
     }
 
@@ -135,6 +137,23 @@ impl Shard {
         self.stats.client_retransmissions = self.client.stats.retransmitted;
         self.stats.client_timeouts = self.client.stats.timed_out;
         &self.stats
+    }
+
+    /// Current sizes of the shard's state.
+    pub fn gauges(&self) -> ShardGauges {
+        ShardGauges {
+            presentities: 0,
+            publications: 0,
+            subscriptions: 0,
+            server_transactions: self.server.len() as u64,
+            client_transactions: self.client.len() as u64,
+            tcp_connections: self.tcp_connections,
+        }
+    }
+
+    /// The driver reports how many TCP connections this shard holds.
+    pub fn set_tcp_connections(&mut self, n: u64) {
+        self.tcp_connections = n;
     }
 
     /// What to send; the driver sends it and then calls `Outbox::clear`.

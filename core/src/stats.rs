@@ -28,6 +28,17 @@ pub const DROP_STRAY_RESPONSE: usize = 2;
 pub const DROP_OVERSIZED: usize = 3;
 pub const DROP_SHUTDOWN: usize = 4;
 
+/// Current sizes of a shard's state (gauges), read on demand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardGauges {
+    pub presentities: u64,
+    pub publications: u64,
+    pub subscriptions: u64,
+    pub server_transactions: u64,
+    pub client_transactions: u64,
+    pub tcp_connections: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
     /// requests received, by `METHODS` index

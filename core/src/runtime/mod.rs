@@ -306,6 +306,8 @@ async fn run_shard(start: StartContext) {
 }
 
 fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) {
+    let connections = ctx.tcp.borrow().len() as u64;
+    ctx.shard.borrow_mut().set_tcp_connections(connections);
     while let Ok(control) = controls.try_recv() {
         let now = ctx.clock.now();
         control(&mut ctx.shard.borrow_mut(), now);
