@@ -318,8 +318,14 @@ mod tests {
         l: 0\r\n\r\n";
 
     #[test]
-    fn light_reader_reads_a_notify() {
-        let msg = Inbound::read(NOTIFY.as_bytes(), Reader::Light).unwrap();
+    fn both_readers_read_a_notify() {
+        for reader in [Reader::Light, Reader::Core] {
+            notify_is_read(reader);
+        }
+    }
+
+    fn notify_is_read(reader: Reader) {
+        let msg = Inbound::read(NOTIFY.as_bytes(), reader).unwrap();
         assert_eq!(msg.method(), Some("NOTIFY"));
         assert_eq!(msg.branch, Some("z9hG4bK-pd0x1"));
         assert_eq!(msg.from_tag, Some("0x77"));
@@ -334,8 +340,14 @@ mod tests {
     }
 
     #[test]
-    fn light_reader_reads_compact_response() {
-        let msg = Inbound::read(OK.as_bytes(), Reader::Light).unwrap();
+    fn both_readers_read_a_compact_response() {
+        for reader in [Reader::Light, Reader::Core] {
+            response_is_read(reader);
+        }
+    }
+
+    fn response_is_read(reader: Reader) {
+        let msg = Inbound::read(OK.as_bytes(), reader).unwrap();
         assert_eq!(msg.status(), Some(200));
         assert_eq!(msg.branch, Some("z9hG4bKsl1.0.2.3"));
         assert_eq!(msg.to_tag, Some("0x9"));
@@ -344,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn light_reader_rejects_garbage_without_panicking() {
+    fn readers_reject_garbage_without_panicking() {
         for bad in [
             &b""[..],
             b"\r\n\r\n",
@@ -355,6 +367,7 @@ mod tests {
             b"\xff\xfe\r\n\r\n",
         ] {
             assert!(Inbound::read(bad, Reader::Light).is_err(), "{bad:?}");
+            assert!(Inbound::read(bad, Reader::Core).is_err(), "{bad:?}");
         }
         let odd = Inbound::read(b"SIP/2.0 200 OK\r\nTo: <sip:a;tag=\r\nVia:\r\n\r\n", Reader::Light);
         assert!(odd.is_ok());

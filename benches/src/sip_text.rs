@@ -508,6 +508,48 @@ mod tests {
     }
 
     #[test]
+    fn templates_parse_with_presence_core() {
+        use presence_core::sip::{HeaderName, Message, Method};
+        let options = options_text();
+        let msg = Message::parse(options.as_bytes()).unwrap();
+        assert_eq!(msg.method(), Some(Method::Options));
+        let via = msg.via().unwrap();
+        assert!(via.has_rport());
+        assert_eq!(parse_branch(via.branch().unwrap(), ORIGIN.nonce), Some(TXN));
+        assert!(msg.from_header().unwrap().tag().is_some());
+        assert_eq!(msg.max_forwards().unwrap(), Some(70));
+        assert_eq!(msg.content_length().unwrap(), Some(0));
+
+        let initial = publish_text(PublishKind::Initial, None);
+        let msg = Message::parse(initial.as_bytes()).unwrap();
+        assert_eq!(msg.method(), Some(Method::Publish));
+        assert_eq!(msg.request_uri(), Some("sip:u12345@example.com"));
+        assert_eq!(msg.event().unwrap().unwrap().package, "presence");
+        assert!(msg.content_type().unwrap().unwrap().matches("application/pidf+xml"));
+        assert_eq!(msg.sip_if_match(), None);
+        let pidf =
+            presence_core::presence::pidf::parse(msg.body(), Some("sip:u12345@example.com"), &Default::default());
+        assert!(pidf.is_ok(), "{pidf:?}");
+
+        for (kind, etag) in [(PublishKind::Refresh, "e1"), (PublishKind::Modify, "e2")] {
+            let text = publish_text(kind, Some(etag));
+            let msg = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(msg.sip_if_match(), Some(etag));
+            assert_eq!(msg.expires().unwrap(), Some(3600));
+        }
+
+        let unsubscribe = subscribe_text(Some("1xab"), 0);
+        let msg = Message::parse(unsubscribe.as_bytes()).unwrap();
+        assert_eq!(msg.method(), Some(Method::Subscribe));
+        assert_eq!(msg.to_header().unwrap().tag(), Some("1xab"));
+        assert_eq!(msg.expires().unwrap(), Some(0));
+        assert_eq!(msg.cseq().unwrap().seq, 2);
+        assert_eq!(msg.contact().unwrap().unwrap().uri, "sip:w6@127.0.0.1:40000");
+        assert!(msg.accept().any(|m| m.matches("application/pidf+xml")));
+        assert_eq!(msg.header(HeaderName::Event), Some("presence"));
+    }
+
+    #[test]
     fn seq_tag_absent_or_garbled_is_none() {
         assert_eq!(find_seq_tag(b"<note>nothing</note>"), None);
         assert_eq!(find_seq_tag(b"slseq-zz"), None);
