@@ -64,7 +64,7 @@ elif [ $UAS = 1 ]; then TMO=120
 else TMO=$(awk -v c="$CALLS" -v r="$RATE" 'BEGIN{ r = (r > 0) ? r : 1; printf "%d", c / r + 30 }')
 fi
 
-ARGS=(-sf "$SF" -s "${SIPP_USER:-user}" -m "$CALLS" -t "${SIPP_TRANSPORT:-u1}"
+ARGS=(-sf "$SF" -s "${SIPP_USER:-user}" -default_behaviors all,-bye -m "$CALLS" -t "${SIPP_TRANSPORT:-u1}"
       -buff_size 4194304 -max_recv_loops 10000 -max_sched_loops 10000
       -recv_timeout "${SIPP_RECV_TIMEOUT:-10000}" -timeout "${TMO}s" -timeout_error
       -trace_stat -stf "$OUT/$NAME.stat.csv" -fd 1
