@@ -32,6 +32,7 @@ pub struct EngineConfig {
     pub udp: UdpConfig,
     pub tcp: TcpConfig,
     pub transactions: TransactionConfig,
+    pub presence: PresenceConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -76,6 +77,70 @@ pub struct TransactionConfig {
     pub server_capacity: usize,
 }
 
+/// A source whose publications rank above (or below) user agents'.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRank {
+    /// Source address or network in CIDR form ("10.0.0.0/8", "::1/128").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Asserted identity (P-Asserted-Identity URI), compared as an AOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Higher wins before recency; user agents are rank 0.
+    pub rank: u8,
+}
+
+/// What subscribers see while a presentity has no live publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyPresence {
+    /// A document with one tuple whose basic status is closed.
+    #[default]
+    Closed,
+    /// No document (NOTIFY without body).
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Shortest publication interval accepted (shorter → 423 Min-Expires).
+    pub min_expires: u32,
+    /// Longest publication interval granted (longer requests get this).
+    pub max_expires: u32,
+    /// Interval granted when PUBLISH has no Expires.
+    pub default_expires: u32,
+    /// Largest PIDF body accepted (larger → 413).
+    pub max_body: usize,
+    /// Live publications per presentity (more → 503).
+    pub max_publications_per_presentity: usize,
+    /// Presentities per shard (more → 503).
+    pub max_presentities_per_shard: usize,
+    /// How dm:person elements of several sources combine: "newest" or "merge".
+    pub person_policy: crate::presence::compose::PersonPolicy,
+    /// Document while no publication is live: "closed" or "none".
+    pub empty_document: EmptyPresence,
+    /// Ranking of publication sources, applied before recency.
+    pub source_ranks: Vec<SourceRank>,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_body: 64 << 10,
+            max_publications_per_presentity: 32,
+            max_presentities_per_shard: 1_000_000,
+            person_policy: crate::presence::compose::PersonPolicy::Newest,
+            empty_document: EmptyPresence::Closed,
+            source_ranks: Vec::new(),
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -86,6 +151,7 @@ impl Default for EngineConfig {
             udp: UdpConfig::default(),
             tcp: TcpConfig::default(),
             transactions: TransactionConfig::default(),
+            presence: PresenceConfig::default(),
             shutdown_grace_secs: 5,
         }
     }
