@@ -384,6 +384,40 @@ fn parse_start_line(raw: &[u8], line: &Line) -> Result<StartSpans, ParseError> {
     })
 }
 
+/// How `parse_with` treats a broken start line and Content-Length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    ForReply,
+}
+
+/// Splits a malformed Request-Line at its first and last space. A line that
+/// looks like a Status-Line is refused: responses are never answered.
+fn lenient_request_spans(raw: &[u8], line: &Line) -> Result<StartSpans, ParseError> {
+    let text = raw.get(line.start..line.end).ok_or(ParseError::StartLine)?;
+    if text.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+        return Err(ParseError::StartLine);
+    }
+    let at = |offset: usize| line.start + offset;
+    let first_space = text.iter().position(|&b| b == b' ').unwrap_or(text.len());
+    let last_space = text.iter().rposition(|&b| b == b' ').unwrap_or(text.len());
+    let method_end = if is_token(text.get(..first_space).unwrap_or(&[])) {
+        first_space
+    } else {
+        0
+    };
+    let (uri, version) = if last_space > first_space {
+        ((first_space + 1, last_space), (last_space + 1, text.len()))
+    } else {
+        ((text.len(), text.len()), (text.len(), text.len()))
+    };
+    Ok(StartSpans::Request {
+        method: (at(0), at(method_end)),
+        uri: (at(uri.0), at(uri.1.max(uri.0))),
+        version: (at(version.0), at(version.1)),
+    })
+}
+
 fn span_u32(position: usize) -> u32 {
     // Callers check up front that the message length fits in u32.
     u32::try_from(position).unwrap_or(u32::MAX)
@@ -393,6 +427,21 @@ impl<'a> Message<'a> {
     /// Parse one complete message. For datagrams the body is what follows the
     /// blank line, cut to Content-Length when that is smaller.
     pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        Self::parse_with(raw, Mode::Strict)
+    }
+
+    /// A best-effort view of a request that `parse` rejected, for answering
+    /// it with 400 (RFC 3261 §8.2; RFC 4475 expects 400 for e.g. a malformed
+    /// Request-Line or a Content-Length larger than the datagram). The
+    /// header section must still be well-formed; the Request-Line is taken
+    /// apart at its first and last space without validation (its fields are
+    /// only fit for logging), Content-Length is ignored and the body is what
+    /// follows the blank line. Responses give `Err`: they are never answered.
+    pub fn parse_for_reply(raw: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        Self::parse_with(raw, Mode::ForReply)
+    }
+
+    fn parse_with(raw: &'a [u8], mode: Mode) -> Result<Message<'a>, ParseError> {
         // Spans are u32; such a message cannot arrive (a datagram is at most
         // 64 KiB and stream frames are bounded far below this).
         if u32::try_from(raw.len()).is_err() {
@@ -408,7 +457,15 @@ impl<'a> Message<'a> {
             ParseError::Truncated => ParseError::Truncated,
             _ => ParseError::StartLine,
         })?;
-        let start = parse_start_line(raw, &start_line)?;
+        let start = match (parse_start_line(raw, &start_line), mode) {
+            (Ok(spans), Mode::Strict) => spans,
+            (Err(error), Mode::Strict) => return Err(error),
+            (Ok(StartSpans::Request { method, uri, version }), Mode::ForReply) => {
+                StartSpans::Request { method, uri, version }
+            }
+            (Ok(StartSpans::Response { .. }), Mode::ForReply) => return Err(ParseError::StartLine),
+            (Err(_), Mode::ForReply) => lenient_request_spans(raw, &start_line)?,
+        };
         position = start_line.next;
 
         let mut headers = [HeaderEntry::UNUSED; MAX_HEADERS];
@@ -465,7 +522,7 @@ impl<'a> Message<'a> {
             let value = trim_span(head, entry.value_start, entry.value_end);
             entry.value_start = value.0;
             entry.value_end = value.1;
-            if entry.name == HeaderName::ContentLength {
+            if entry.name == HeaderName::ContentLength && mode == Mode::Strict {
                 let text = head.get(value.0 as usize..value.1 as usize).unwrap_or("").as_bytes();
                 let length = parse_digits(text)
                     .and_then(|n| usize::try_from(n).ok())
@@ -830,6 +887,35 @@ Contact: \"Doe, John\" <sip:j@h;a=1,2>;q=0.5 , <sip:k@h>\r\nContact: sip:l@h\r\n
         assert_eq!(other, [";;", ";"]);
         let quoted: Vec<_> = ListItems::new("\"a\\\",b\", c").collect();
         assert_eq!(quoted, ["\"a\\\",b\"", "c"]);
+    }
+
+    #[test]
+    fn parse_for_reply_recovers_requests_only() {
+        let broken_line =
+            b"INVITE  sip:a@b  SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 99\r\n\r\nx";
+        assert_eq!(Message::parse(broken_line).err(), Some(ParseError::StartLine));
+        let msg = Message::parse_for_reply(broken_line).expect("recovered");
+        assert_eq!(msg.method(), Some(Method::Invite));
+        assert_eq!(msg.header(HeaderName::Via), Some("SIP/2.0/UDP h;branch=z9hG4bK1"));
+        assert_eq!(msg.body(), b"x");
+
+        let bad_length = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n";
+        assert_eq!(Message::parse(bad_length).err(), Some(ParseError::BadContentLength));
+        let msg = Message::parse_for_reply(bad_length).expect("recovered");
+        assert_eq!(msg.request_uri(), Some("sip:a@b"));
+
+        let garbage_method = Message::parse_for_reply(b"<x> y\r\n\r\n").expect("recovered");
+        assert_eq!(garbage_method.method(), Some(Method::Extension("")));
+        assert_eq!(garbage_method.request_uri(), Some(""));
+
+        for refused in [
+            &b"SIP/2.0 4294967301 big\r\nVia: x\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nbroken header\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n",
+        ] {
+            assert!(Message::parse_for_reply(refused).is_err());
+        }
     }
 
     #[test]
