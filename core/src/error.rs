@@ -6,7 +6,7 @@ use crate::sip::writer::MessageWriter;
 use std::borrow::Cow;
 
 /// Methods the server implements, for Allow.
-pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE, NOTIFY, REGISTER";
+pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE";
 /// Option tags the server supports, for Supported.
 pub const SUPPORTED: &str = "";
 

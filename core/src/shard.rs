@@ -5,7 +5,10 @@
 //! §8.2 (OPTIONS, 405/501/420/416/505/483/400, Via routing of responses)
 //! live here; method handlers plug in below.
 
-use crate::config::EngineConfig;
+use crate::config::{EmptyPresence, EngineConfig};
+use crate::presence::compose::{ComposePolicy, EmptyDocument};
+use crate::presence::publish::{self, SourceRanker};
+use crate::presence::store::PresenceStore;
 use crate::error::{SipError, ALLOW, SUPPORTED};
 use crate::routing::{self, ShardId};
 use crate::sip::typed::Via;
@@ -83,7 +86,16 @@ impl Responder<'_, '_> {
     }
 }
 
+/// The method handlers' state: what the shard knows about presence.
+pub struct Services {
+    pub presence: PresenceStore,
+    ranker: SourceRanker,
+    aor_buf: String,
+    etag_buf: String,
+}
+
 pub struct Shard {
+    services: Services,
     id: ShardId,
     shards: u16,
     config: EngineConfig,
@@ -103,7 +115,24 @@ impl Shard {
     pub fn new(id: ShardId, shards: u16, config: EngineConfig, seed: u64) -> Self {
         let timers = config.transactions.timers();
         let server = ServerTransactions::new(timers.sixty_four_t1(), config.transactions.server_capacity);
+        let policy = ComposePolicy {
+            person: config.presence.person_policy,
+            empty: match config.presence.empty_document {
+                EmptyPresence::Closed => EmptyDocument::Closed,
+                EmptyPresence::None => EmptyDocument::None,
+            },
+        };
+        let ranker = SourceRanker::new(&config.presence.source_ranks).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "ignoring invalid source ranks");
+            SourceRanker::default()
+        });
         Shard {
+            services: Services {
+                presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
+                ranker,
+                aor_buf: String::with_capacity(64),
+                etag_buf: String::with_capacity(32),
+            },
             id,
             shards: shards.max(1),
             server,
@@ -128,6 +157,11 @@ impl Shard {
         &self.config
     }
 
+    /// The presence state (for inspection and tests).
+    pub fn presence(&mut self) -> &mut PresenceStore {
+        &mut self.services.presence
+    }
+
     /// Counters, refreshed from the transaction layers.
     pub fn stats(&mut self) -> &ShardStats {
         self.stats.retransmissions_absorbed = self.server.stats.retransmissions_absorbed;
@@ -142,8 +176,8 @@ impl Shard {
     /// Current sizes of the shard's state.
     pub fn gauges(&self) -> ShardGauges {
         ShardGauges {
-            presentities: 0,
-            publications: 0,
+            presentities: self.services.presence.presentity_count() as u64,
+            publications: self.services.presence.publication_count() as u64,
             subscriptions: 0,
             server_transactions: self.server.len() as u64,
             client_transactions: self.client.len() as u64,
@@ -315,8 +349,9 @@ impl Shard {
             return; // never answered
         }
         self.tag_buf.clear();
+        let tag_nonce = self.next_random();
+        routing::write_owned_id(&mut self.tag_buf, self.id, tag_nonce);
         let nonce = self.next_random();
-        routing::write_owned_id(&mut self.tag_buf, self.id, nonce);
         let start = self.out.buf.len();
         let mut responder = Responder {
             out: &mut self.out,
@@ -328,7 +363,10 @@ impl Shard {
         let result = if self.shutting_down {
             Err(SipError::ServiceUnavailable { retry_after: 5 })
         } else {
-            Self::validate(&self.config, msg, &method).and_then(|()| Self::dispatch(now, msg, &method, &mut responder))
+            let config = &self.config;
+            let services = &mut self.services;
+            Self::validate(config, msg, &method)
+                .and_then(|()| Self::dispatch(services, config, self.id, nonce, now, msg, &method, peer, &mut responder))
         };
         if let Err(error) = &result {
             if error.status() == 400 {
@@ -455,9 +493,40 @@ impl Shard {
         Ok(())
     }
 
-    fn dispatch(now: Instant, msg: &Message<'_>, method: &Method<'_>, responder: &mut Responder<'_, '_>) -> Result<(), SipError> {
-        let _ = (now, msg);
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        services: &mut Services,
+        config: &EngineConfig,
+        shard: ShardId,
+        nonce: u64,
+        now: Instant,
+        msg: &Message<'_>,
+        method: &Method<'_>,
+        peer: SocketAddr,
+        responder: &mut Responder<'_, '_>,
+    ) -> Result<(), SipError> {
         match method {
+            Method::Publish => {
+                let uri = msg
+                    .request_uri()
+                    .and_then(|uri| Uri::parse(uri).ok())
+                    .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
+                services.aor_buf.clear();
+                uri.write_aor(&mut services.aor_buf);
+                services.etag_buf.clear();
+                routing::write_owned_id(&mut services.etag_buf, shard, nonce);
+                publish::handle(
+                    &mut services.presence,
+                    &config.presence,
+                    &services.ranker,
+                    now,
+                    msg,
+                    peer,
+                    &services.aor_buf,
+                    &services.etag_buf,
+                    responder,
+                )
+            }
             Method::Options => {
                 responder.reply(
                     200,
@@ -482,6 +551,7 @@ impl Shard {
     /// Run due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.server.expire(now);
+        self.services.presence.expire(now);
         let mut outcomes = Vec::new();
         let out = &mut self.out;
         self.client.on_timers(now, |action| match action {
@@ -495,7 +565,14 @@ impl Shard {
 
     /// When the shard next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.server.next_deadline(), self.client.next_deadline()].into_iter().flatten().min()
+        [
+            self.server.next_deadline(),
+            self.client.next_deadline(),
+            self.services.presence.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// End of a batch of input: flush coalesced work into the outbox.

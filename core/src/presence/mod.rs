@@ -4,3 +4,5 @@
 
 pub mod compose;
 pub mod pidf;
+pub mod publish;
+pub mod store;

@@ -1,0 +1,342 @@
+//! The presence state of one shard: its presentities, each with its live
+//! publications (RFC 3903) and its composed document, cached until the next
+//! change. Plain owned data (no Rc, no cells, no handles to I/O) so that it
+//! can be snapshotted, and later made durable and replicated.
+//!
+//! Presentities live in a slab addressed by `PresentityId`; the canonical
+//! AOR indexes it. A presentity stays while it has publications or while
+//! another layer holds it (its subscriptions). Every change is queued so the
+//! subscription layer can notify at the end of the batch.
+//!
+//! Memory per presentity: the AOR, the slab slot and index entry (~150 B),
+//! plus per publication its body, its parsed spans (~100 B + ids) and the
+//! composed document once composed.
+
+use super::compose::{ComposePolicy, Composer, Source};
+use super::pidf::ParsedPidf;
+use crate::time::Instant;
+use crate::timer::TimerQueue;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+pub type PresentityId = u32;
+
+/// One live publication.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    /// Stable for the publication's life (timers refer to it).
+    pub id: u64,
+    /// The current entity-tag; changes on every refresh and modify.
+    pub etag: String,
+    pub body: Vec<u8>,
+    pub parsed: ParsedPidf,
+    pub expires_at: Instant,
+    /// Recency order within the shard.
+    pub sequence: u64,
+    pub rank: u8,
+    pub source: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Presentity {
+    pub aor: String,
+    pub publications: Vec<Publication>,
+    /// Incremented on every change of the composed state.
+    pub version: u64,
+    /// When the state last changed (for PUBLISH→NOTIFY latency).
+    pub changed_at: Instant,
+    /// Holds by other layers (subscriptions); the presentity stays while > 0.
+    pub holds: u32,
+    composed: Vec<u8>,
+    composed_version: Option<u64>,
+    composed_is_document: bool,
+}
+
+impl Presentity {
+    fn new(aor: &str, now: Instant) -> Self {
+        Presentity {
+            aor: aor.to_owned(),
+            publications: Vec::new(),
+            version: 0,
+            changed_at: now,
+            holds: 0,
+            composed: Vec::new(),
+            composed_version: None,
+            composed_is_document: false,
+        }
+    }
+
+    pub fn publication_by_etag(&self, etag: &str) -> Option<usize> {
+        self.publications.iter().position(|p| p.etag == etag)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("too many presentities on this shard")]
+    TooManyPresentities,
+    #[error("unknown presentity")]
+    UnknownPresentity,
+}
+
+pub struct PresenceStore {
+    slots: Vec<Option<Presentity>>,
+    free: Vec<PresentityId>,
+    index: HashMap<String, PresentityId>,
+    /// publication id → presentity, for expiry timers
+    owners: HashMap<u64, PresentityId>,
+    expiries: TimerQueue<u64>,
+    next_publication: u64,
+    next_sequence: u64,
+    changes: Vec<PresentityId>,
+    max_presentities: usize,
+    policy: ComposePolicy,
+    composer: Composer,
+    publication_count: usize,
+}
+
+impl PresenceStore {
+    pub fn new(policy: ComposePolicy, max_presentities: usize) -> Self {
+        PresenceStore {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            owners: HashMap::new(),
+            expiries: TimerQueue::default(),
+            next_publication: 0,
+            next_sequence: 0,
+            changes: Vec::new(),
+            max_presentities,
+            policy,
+            composer: Composer::new(),
+            publication_count: 0,
+        }
+    }
+
+    pub fn lookup(&self, aor: &str) -> Option<PresentityId> {
+        self.index.get(aor).copied()
+    }
+
+    pub fn get(&self, id: PresentityId) -> Option<&Presentity> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: PresentityId) -> Option<&mut Presentity> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    pub fn presentity_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn publication_count(&self) -> usize {
+        self.publication_count
+    }
+
+    /// Every live presentity (for inspection and snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = (PresentityId, &Presentity)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| slot.as_ref().map(|p| (i as PresentityId, p)))
+    }
+
+    pub fn get_or_create(&mut self, aor: &str, now: Instant) -> Result<PresentityId, StoreError> {
+        if let Some(id) = self.lookup(aor) {
+            return Ok(id);
+        }
+        if self.index.len() >= self.max_presentities {
+            return Err(StoreError::TooManyPresentities);
+        }
+        let presentity = Presentity::new(aor, now);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(presentity);
+                id
+            }
+            None => {
+                self.slots.push(Some(presentity));
+                (self.slots.len() - 1) as PresentityId
+            }
+        };
+        self.index.insert(aor.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Another layer keeps this presentity alive (a subscription).
+    pub fn hold(&mut self, id: PresentityId) {
+        if let Some(p) = self.get_mut(id) {
+            p.holds += 1;
+        }
+    }
+
+    pub fn release(&mut self, id: PresentityId) {
+        if let Some(p) = self.get_mut(id) {
+            p.holds = p.holds.saturating_sub(1);
+        }
+        self.collect(id);
+    }
+
+    /// Drop a presentity nobody needs any more.
+    fn collect(&mut self, id: PresentityId) {
+        let unused = self.get(id).is_some_and(|p| p.holds == 0 && p.publications.is_empty());
+        if unused {
+            if let Some(p) = self.slots.get_mut(id as usize).and_then(Option::take) {
+                self.index.remove(&p.aor);
+                self.free.push(id);
+            }
+        }
+    }
+
+    fn changed(&mut self, id: PresentityId, now: Instant) {
+        if let Some(p) = self.get_mut(id) {
+            p.version += 1;
+            p.changed_at = now;
+        }
+        self.changes.push(id);
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.next_sequence += 1;
+        self.next_sequence
+    }
+
+    /// Add a new publication; returns its index in the presentity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        id: PresentityId,
+        now: Instant,
+        etag: &str,
+        body: &[u8],
+        parsed: ParsedPidf,
+        expires_at: Instant,
+        rank: u8,
+        source: SocketAddr,
+    ) -> Result<(), StoreError> {
+        self.next_publication += 1;
+        let publication_id = self.next_publication;
+        let sequence = self.next_sequence();
+        let presentity = self.get_mut(id).ok_or(StoreError::UnknownPresentity)?;
+        presentity.publications.push(Publication {
+            id: publication_id,
+            etag: etag.to_owned(),
+            body: body.to_vec(),
+            parsed,
+            expires_at,
+            sequence,
+            rank,
+            source,
+        });
+        self.publication_count += 1;
+        self.owners.insert(publication_id, id);
+        self.expiries.arm(expires_at, publication_id);
+        self.changed(id, now);
+        Ok(())
+    }
+
+    /// Extend a publication's life and give it a new entity-tag. The state
+    /// does not change, so nobody is notified.
+    pub fn refresh(&mut self, id: PresentityId, index: usize, etag: &str, expires_at: Instant) {
+        let Some(publication) = self.get_mut(id).and_then(|p| p.publications.get_mut(index)) else {
+            return;
+        };
+        publication.etag.clear();
+        publication.etag.push_str(etag);
+        publication.expires_at = expires_at;
+        let publication_id = publication.id;
+        self.expiries.arm(expires_at, publication_id);
+    }
+
+    /// Replace a publication's document (and entity-tag and expiry).
+    #[allow(clippy::too_many_arguments)]
+    pub fn modify(
+        &mut self,
+        id: PresentityId,
+        index: usize,
+        now: Instant,
+        etag: &str,
+        body: &[u8],
+        parsed: ParsedPidf,
+        expires_at: Instant,
+    ) {
+        let sequence = self.next_sequence();
+        let Some(publication) = self.get_mut(id).and_then(|p| p.publications.get_mut(index)) else {
+            return;
+        };
+        publication.etag.clear();
+        publication.etag.push_str(etag);
+        publication.body.clear();
+        publication.body.extend_from_slice(body);
+        publication.parsed = parsed;
+        publication.expires_at = expires_at;
+        publication.sequence = sequence;
+        let publication_id = publication.id;
+        self.expiries.arm(expires_at, publication_id);
+        self.changed(id, now);
+    }
+
+    /// Remove a publication (PUBLISH with Expires: 0, or expiry).
+    pub fn remove(&mut self, id: PresentityId, index: usize, now: Instant) {
+        let Some(presentity) = self.get_mut(id) else { return };
+        if index >= presentity.publications.len() {
+            return;
+        }
+        let publication = presentity.publications.swap_remove(index);
+        self.owners.remove(&publication.id);
+        self.publication_count -= 1;
+        self.changed(id, now);
+        self.collect(id);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.expiries.next_deadline()
+    }
+
+    /// Remove publications whose interval ran out.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(publication_id) = self.expiries.pop_due(now) {
+            let Some(&id) = self.owners.get(&publication_id) else {
+                continue; // removed meanwhile
+            };
+            let index = self.get(id).and_then(|p| {
+                p.publications
+                    .iter()
+                    .position(|publication| publication.id == publication_id && publication.expires_at <= now)
+            });
+            // Not found: refreshed since this timer was armed.
+            if let Some(index) = index {
+                self.remove(id, index, now);
+            }
+        }
+    }
+
+    /// Presentities changed since the last call (may repeat an id).
+    pub fn take_changes(&mut self, into: &mut Vec<PresentityId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.changes);
+    }
+
+    /// The composed document of a presentity, composed at most once per
+    /// change. `None` when the policy says there is no document.
+    pub fn composed(&mut self, id: PresentityId) -> Option<&[u8]> {
+        let slot = self.slots.get_mut(id as usize)?.as_mut()?;
+        if slot.composed_version != Some(slot.version) {
+            let sources: Vec<Source<'_>> = slot
+                .publications
+                .iter()
+                .map(|p| Source {
+                    body: &p.body,
+                    parsed: &p.parsed,
+                    rank: p.rank,
+                    sequence: p.sequence,
+                })
+                .collect();
+            let mut out = std::mem::take(&mut slot.composed);
+            slot.composed_is_document = self.composer.compose(&slot.aor, &sources, &self.policy, &mut out);
+            slot.composed = out;
+            slot.composed_version = Some(slot.version);
+        }
+        slot.composed_is_document.then_some(slot.composed.as_slice())
+    }
+}

@@ -1,0 +1,113 @@
+//! A sans-IO harness: one shard driven by a virtual clock, fed request text,
+//! with the outbox read back as text.
+#![allow(dead_code)]
+
+use presence_core::config::EngineConfig;
+use presence_core::shard::{Dispatch, Shard};
+use presence_core::time::Instant;
+use presence_core::transport::{Dest, Origin};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const PIDF: &str = "application/pidf+xml";
+
+pub struct Harness {
+    pub shard: Shard,
+    pub now: Instant,
+    pub peer: SocketAddr,
+    counter: u64,
+}
+
+impl Harness {
+    pub fn new(config: EngineConfig) -> Self {
+        Harness {
+            shard: Shard::new(0, 1, config, 42),
+            now: Instant::from_micros(1_000_000),
+            peer: "127.0.0.1:5070".parse().unwrap(),
+            counter: 0,
+        }
+    }
+
+    pub fn default() -> Self {
+        Self::new(EngineConfig::default())
+    }
+
+    pub fn unique(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}", self.counter)
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.shard.handle_timeout(self.now);
+        self.shard.end_of_batch(self.now);
+    }
+
+    /// Feed bytes from `self.peer` over UDP; return every message produced.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<(Dest, String)> {
+        let d = self.shard.receive(self.now, Origin::udp(self.peer), bytes);
+        assert_eq!(d, Dispatch::Handled);
+        self.shard.end_of_batch(self.now);
+        self.drain()
+    }
+
+    pub fn drain(&mut self) -> Vec<(Dest, String)> {
+        let out = self.shard.outbox();
+        let msgs = out
+            .items
+            .iter()
+            .map(|t| (t.dest, String::from_utf8_lossy(out.bytes(t)).into_owned()))
+            .collect();
+        out.clear();
+        msgs
+    }
+
+    /// Feed a request; return its one response.
+    pub fn request(&mut self, text: &str) -> String {
+        let out = self.feed(text.as_bytes());
+        let responses: Vec<_> = out.into_iter().filter(|(_, m)| m.starts_with("SIP/2.0")).collect();
+        assert_eq!(responses.len(), 1, "expected one response, got {responses:?}");
+        responses.into_iter().next().unwrap().1
+    }
+
+    /// A PUBLISH with the given extra header lines and body.
+    pub fn publish(&mut self, aor: &str, extra: &str, body: &str) -> String {
+        let text = self.publish_text(aor, extra, body);
+        self.request(&text)
+    }
+
+    pub fn publish_text(&mut self, aor: &str, extra: &str, body: &str) -> String {
+        let branch = self.unique("z9hG4bKp");
+        let call = self.unique("call");
+        let ct = if body.is_empty() { String::new() } else { format!("Content-Type: {PIDF}\r\n") };
+        format!(
+            "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <{aor}>;tag=f1\r\nTo: <{aor}>\r\nCall-ID: {call}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n{ct}{extra}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+pub fn status(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n\r\n").next()?.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+pub fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// A small PIDF document for `aor` with one tuple.
+pub fn pidf(aor: &str, tuple: &str, basic: &str, note: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+         <tuple id=\"{tuple}\"><status><basic>{basic}</basic></status><note>{note}</note></tuple></presence>"
+    )
+}
