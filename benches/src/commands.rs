@@ -4,12 +4,14 @@
 
 use serde::Serialize;
 
-use crate::cli::{Command, LoadArgs, OptionsArgs};
+use crate::cli::{Command, LoadArgs, OptionsArgs, PublishArgs, SubscribeArgs};
 use crate::echo::{EchoServer, EchoStats};
 use crate::inbound::Reader;
 use crate::report::Report;
 use crate::runner::{available_cpus, run, LoadConfig, RunError};
 use crate::scenario::options::{self, Options};
+use crate::scenario::publish::{self, Publish};
+use crate::scenario::subscribe::{self, Subscribe};
 
 fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
     LoadConfig {
@@ -119,6 +121,54 @@ fn options_command(args: &OptionsArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+fn reject_baseline(load: &LoadArgs, scenario: &str) -> Result<(), RunError> {
+    if load.baseline {
+        return Err(RunError::Config(format!(
+            "--baseline applies to options only, not {scenario}"
+        )));
+    }
+    Ok(())
+}
+
+fn publish_command(args: &PublishArgs) -> Result<(), RunError> {
+    reject_baseline(&args.load, "publish")?;
+    if args.presentities == 0 {
+        return Err(RunError::Config("--presentities must be positive".into()));
+    }
+    let config = load_config("publish", &args.load);
+    let notes = vec![format!(
+        "{} presentities, mix initial:refresh:modify = {}:{}:{}, one PUBLISH in flight per presentity",
+        args.presentities, args.mix.initial, args.mix.refresh, args.mix.modify
+    )];
+    let report = run(&config, publish::KINDS, usize::from(publish::ALL), notes, |ctx| {
+        Publish::new(ctx.thread, ctx.threads, args.presentities, args.mix, args.expires)
+    })?;
+    print_report(&report, args.load.json);
+    Ok(())
+}
+
+fn subscribe_command(args: &SubscribeArgs) -> Result<(), RunError> {
+    reject_baseline(&args.load, "subscribe")?;
+    let mut config = load_config("subscribe", &args.load);
+    // A dialog is two transactions and two NOTIFY waits long.
+    config.extra_drain_s = 3.0 * args.load.timeout_ms as f64 / 1000.0;
+    let timeout_ns = args.load.timeout_ms.max(1) * 1_000_000;
+    let notes = vec![format!(
+        "{} presentities; a dialog = SUBSCRIBE/200, NOTIFY/200, unSUBSCRIBE/200, final NOTIFY/200; \
+         rate and window count dialogs",
+        args.presentities
+    )];
+    let report = run(
+        &config,
+        subscribe::KINDS,
+        usize::from(subscribe::DIALOG),
+        notes,
+        |ctx| Subscribe::new(ctx.thread, ctx.threads, args.presentities, args.expires, timeout_ns),
+    )?;
+    print_report(&report, args.load.json);
+    Ok(())
+}
+
 /// Run one parsed command line.
 pub fn execute(command: &Command) -> Result<(), RunError> {
     match command {
@@ -128,8 +178,8 @@ pub fn execute(command: &Command) -> Result<(), RunError> {
             print_report(&report, load.json);
             Ok(())
         }
-        Command::Publish(_) | Command::Subscribe(_) | Command::Fanout(_) => {
-            Err(RunError::Config("scenario not implemented yet".into()))
-        }
+        Command::Publish(args) => publish_command(args),
+        Command::Subscribe(args) => subscribe_command(args),
+        Command::Fanout(_) => Err(RunError::Config("scenario not implemented yet".into())),
     }
 }

@@ -17,7 +17,7 @@ use socket2::Socket;
 use crate::inbound::{Inbound, Reader, StartKind};
 use crate::pacing::{Clock, Pacer, NANOS_PER_SEC};
 use crate::report::{thread_cpu_seconds, ThreadStats};
-use crate::sip_text::{parse_branch, Key, Origin};
+use crate::sip_text::{parse_branch, write_response, Key, Origin};
 use crate::socket::{bind_udp, local_addr, Datagram, Poller, RecvBatch, SendBatch};
 use crate::txn::{Expiry, Txn, TxnTable};
 use crate::wire::MessageTooLarge;
@@ -135,16 +135,29 @@ impl Worker {
         }
     }
 
+    /// Answer a received request (NOTIFY) with `status`, copying its Via,
+    /// From, To, Call-ID and CSeq.
+    pub fn respond(&mut self, socket: usize, dest: SocketAddr, status: u16, reason: &str, msg: &Inbound<'_>) -> bool {
+        let copied = msg.copied_headers();
+        self.send_with(socket, dest, |buf, _, _| write_response(buf, status, reason, copied))
+    }
+
     /// Open a transaction and count it started when measured.
     pub fn open_txn(&mut self, kind: u8, socket: usize, scheduled_ns: u64, user: u64) -> (Key, bool) {
         let measured = self.plan.measured(scheduled_ns);
+        (self.open_txn_as(kind, socket, scheduled_ns, user, measured), measured)
+    }
+
+    /// Open a transaction that is measured or not by its unit's choice (e.g.
+    /// an unSUBSCRIBE counts with the dialog it ends).
+    pub fn open_txn_as(&mut self, kind: u8, socket: usize, scheduled_ns: u64, user: u64, measured: bool) -> Key {
         if measured {
             if let Some(k) = self.stats.kinds.get_mut(usize::from(kind)) {
                 k.started += 1;
             }
         }
         let now = self.clock.now_ns();
-        let key = self.txns.open(
+        self.txns.open(
             Txn {
                 kind,
                 socket: socket as u16,
@@ -155,8 +168,7 @@ impl Worker {
                 retransmissions: 0,
             },
             now,
-        );
-        (key, measured)
+        )
     }
 
     pub fn unit_started(&mut self, socket: usize) {
@@ -364,7 +376,11 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
             worker.stats.count("hard_deadline_reached");
             break;
         }
-        if scenario.finished(&worker, now) {
+        let schedule_done = match &drive {
+            Drive::Paced(pacer) => scenario.self_driven() || pacer.peek().is_none(),
+            Drive::Window(_) => true,
+        };
+        if (schedule_done || now >= plan.drain_end_ns) && scenario.finished(&worker, now) {
             break;
         }
 
@@ -475,6 +491,16 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
                     break;
                 }
             }
+        }
+    }
+    if let Drive::Paced(pacer) = &mut drive {
+        // Sends the schedule held that sipload never made (it fell behind).
+        let mut missed = 0u64;
+        while let Some((_, scheduled)) = pacer.take_due(u64::MAX) {
+            missed += u64::from(plan.measured(scheduled));
+        }
+        if missed > 0 && !scenario.self_driven() {
+            worker.stats.add("scheduled_but_not_sent", missed);
         }
     }
     scenario.finish(&mut worker);

@@ -13,6 +13,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sip_text;
+pub mod slab;
 pub mod socket;
 pub mod txn;
 pub mod wire;
