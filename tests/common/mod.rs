@@ -288,3 +288,39 @@ pub fn request(method: &str, uri: &str, via_transport: &str, local: SocketAddr, 
         len = body.len()
     )
 }
+
+/// A small PIDF document for `aor` with one tuple.
+pub fn pidf(aor: &str, tuple: &str, basic: &str, note: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+         <tuple id=\"{tuple}\"><status><basic>{basic}</basic></status><note>{note}</note></tuple></presence>"
+    )
+}
+
+/// A PUBLISH request text for `aor` over UDP from `local`.
+pub fn publish(aor: &str, local: SocketAddr, extra: &str, body: &str) -> String {
+    let extra = if body.is_empty() {
+        format!("Event: presence\r\n{extra}")
+    } else {
+        format!("Event: presence\r\nContent-Type: application/pidf+xml\r\n{extra}")
+    };
+    request("PUBLISH", aor, "UDP", local, &extra, body)
+}
+
+/// Run a SIPp scenario of benches/sipp against the server; panics with
+/// SIPp's output when any call failed.
+pub fn sipp(server: SocketAddr, scenario: &str, rate: u32, calls: u32, env: &[(&str, &str)]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/sipp/run.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(server.to_string())
+        .arg(scenario)
+        .arg(rate.to_string())
+        .arg(calls.to_string())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}. SIPp is the Debian package sip-tester (apt-get install sip-tester)"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "SIPp scenario {scenario} failed:\n{text}");
+    text
+}
