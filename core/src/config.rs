@@ -33,6 +33,7 @@ pub struct EngineConfig {
     pub tcp: TcpConfig,
     pub transactions: TransactionConfig,
     pub presence: PresenceConfig,
+    pub notify: NotifyConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -141,6 +142,40 @@ impl Default for PresenceConfig {
     }
 }
 
+/// How the subscription layer paces NOTIFYs. Changeable at run time through
+/// the management plane (`PUT /v1/config/notify`), which hands the new value
+/// to every shard by message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Changes to a presentity within this many milliseconds of the first are
+    /// folded into one NOTIFY per watcher (0 = notify at once).
+    pub coalesce_window_ms: u64,
+    /// Least time between two NOTIFYs of one subscription, ms (0 = off).
+    pub min_interval_ms: u64,
+    /// Most NOTIFYs per second per shard; the rest wait (0 = off).
+    pub max_rate_per_sec: u64,
+}
+
+impl NotifyConfig {
+    /// Bounds that keep a typo from silencing notifications for hours.
+    pub const MAX_WINDOW_MS: u64 = 60_000;
+
+    /// Why this configuration is refused, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coalesce_window_ms > Self::MAX_WINDOW_MS {
+            return Err(format!("coalesce_window_ms must be at most {}", Self::MAX_WINDOW_MS));
+        }
+        if self.min_interval_ms > Self::MAX_WINDOW_MS {
+            return Err(format!("min_interval_ms must be at most {}", Self::MAX_WINDOW_MS));
+        }
+        if self.max_rate_per_sec > 10_000_000 {
+            return Err("max_rate_per_sec must be at most 10000000".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -152,6 +187,7 @@ impl Default for EngineConfig {
             tcp: TcpConfig::default(),
             transactions: TransactionConfig::default(),
             presence: PresenceConfig::default(),
+            notify: NotifyConfig::default(),
             shutdown_grace_secs: 5,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod inspect;
 pub mod presence;
 pub mod routing;
 pub mod runtime;

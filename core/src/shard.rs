@@ -15,7 +15,7 @@ use crate::sip::typed::Via;
 use crate::sip::uri::{Uri, UriError};
 use crate::sip::writer::{MessageWriter, PRODUCT};
 use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
-use crate::stats::{self, ShardGauges, ShardStats};
+use crate::stats::{self, ShardGauges, ShardHistograms, ShardStats};
 use crate::time::Instant;
 use crate::transaction::client::{Action, ClientTransactions, Outcome};
 use crate::transaction::server::{Lookup, ServerTransactions};
@@ -109,6 +109,7 @@ pub struct Shard {
     tag_buf: String,
     shutting_down: bool,
     tcp_connections: u64,
+    histograms: ShardHistograms,
 }
 
 impl Shard {
@@ -146,6 +147,7 @@ impl Shard {
             tag_buf: String::with_capacity(32),
             shutting_down: false,
             tcp_connections: 0,
+            histograms: ShardHistograms::default(),
         }
     }
 
@@ -188,6 +190,25 @@ impl Shard {
     /// The driver reports how many TCP connections this shard holds.
     pub fn set_tcp_connections(&mut self, n: u64) {
         self.tcp_connections = n;
+    }
+
+    /// Latency histograms (request handling per method, PUBLISH→NOTIFY).
+    pub fn histograms(&self) -> &ShardHistograms {
+        &self.histograms
+    }
+
+    pub fn histograms_mut(&mut self) -> &mut ShardHistograms {
+        &mut self.histograms
+    }
+
+    /// NOTIFY pacing in force on this shard.
+    pub fn notify_config(&self) -> &crate::config::NotifyConfig {
+        &self.config.notify
+    }
+
+    /// Replace the NOTIFY pacing (the management plane sends it to every shard).
+    pub fn set_notify_config(&mut self, notify: crate::config::NotifyConfig) {
+        self.config.notify = notify;
     }
 
     /// What to send; the driver sends it and then calls `Outbox::clear`.
@@ -376,7 +397,7 @@ impl Shard {
         }
         let written = responder.written;
         if let Some((_, code)) = written {
-            self.stats.count_response_sent(code);
+            self.stats.count_answer(stats::method_index(&method), code);
             self.out.push_since(start, dest);
             let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
             let response = self.out.buf.get(start..).unwrap_or(&[]);
@@ -397,7 +418,8 @@ impl Shard {
             written: None,
         };
         responder.reply_error(error);
-        self.stats.count_response_sent(error.status());
+        let method = msg.method().map_or(stats::METHODS.len() - 1, |m| stats::method_index(&m));
+        self.stats.count_answer(method, error.status());
         self.out.push_since(start, dest);
     }
 

@@ -190,6 +190,11 @@ pub(crate) struct ShardCtx {
     tcp: RefCell<TcpTable>,
     timer_target: Cell<Instant>,
     timer_wake: LocalSender<()>,
+    /// When the first input not yet flushed arrived (request-handling latency).
+    batch_started: Cell<Option<Instant>>,
+    /// The shard's request counters at the last flush, to attribute a flush's
+    /// latency to the methods it handled.
+    requests_seen: Cell<[u64; 8]>,
 }
 
 fn bind_udp(config: &EngineConfig) -> std::io::Result<UdpSocket> {
@@ -261,6 +266,8 @@ async fn run_shard(start: StartContext) {
         timer_target: Cell::new(Instant::ZERO),
         timer_wake,
         config: start.config.clone(),
+        batch_started: Cell::new(None),
+        requests_seen: Cell::new([0; 8]),
     });
     tracing::info!(shard = id, addr = %bound, io = ?ctx.config.udp.io, "shard serving");
 
@@ -324,6 +331,7 @@ fn seed_for(id: usize) -> u64 {
 
 /// Feed one received message to the shard; queue a hand-off if another shard owns it.
 pub(crate) fn dispatch_input(ctx: &ShardCtx, shard: &mut Shard, now: Instant, origin: Origin, bytes: &[u8]) {
+    mark_batch_start(ctx, now);
     if let Dispatch::Forward(owner) = shard.receive(now, origin, bytes) {
         if let Some(batch) = ctx.handoffs.borrow_mut().get_mut(usize::from(owner)) {
             batch.push(MeshMsg::Handoff {
@@ -334,8 +342,16 @@ pub(crate) fn dispatch_input(ctx: &ShardCtx, shard: &mut Shard, now: Instant, or
     }
 }
 
+/// Remember when the batch now being received started, for its latency.
+fn mark_batch_start(ctx: &ShardCtx, now: Instant) {
+    if ctx.batch_started.get().is_none() {
+        ctx.batch_started.set(Some(now));
+    }
+}
+
 fn on_mesh_batch(ctx: &Rc<ShardCtx>, batch: Vec<MeshMsg>) {
     let now = ctx.clock.now();
+    mark_batch_start(ctx, now);
     for msg in batch {
         match msg {
             MeshMsg::Handoff { origin, bytes } => ctx.shard.borrow_mut().receive_handoff(now, origin, &bytes),
@@ -428,9 +444,18 @@ async fn timer_loop(ctx: Rc<ShardCtx>, wake: local_channel::LocalReceiver<()>) {
 pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
     let now = ctx.clock.now();
     let mut leftovers: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let batch_started = ctx.batch_started.take();
+    let mut handled = [0u64; 8];
     {
         let mut shard = ctx.shard.borrow_mut();
         shard.end_of_batch(now);
+        if batch_started.is_some() {
+            let requests = shard.stats().requests;
+            let seen = ctx.requests_seen.replace(requests);
+            for ((n, now_count), seen_count) in handled.iter_mut().zip(requests).zip(seen) {
+                *n = now_count.saturating_sub(seen_count);
+            }
+        }
         let next_deadline = shard.poll_timeout();
         let out = shard.outbox();
         if !out.is_empty() {
@@ -477,6 +502,10 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
         let _ = ctx.udp.send_to(&bytes, addr).await;
     }
     send_handoffs(ctx).await;
+    if let Some(started) = batch_started {
+        let micros = (ctx.clock.now() - started).as_micros() as u64;
+        ctx.shard.borrow_mut().histograms_mut().record_requests(micros, &handled);
+    }
 }
 
 async fn send_handoffs(ctx: &Rc<ShardCtx>) {
