@@ -64,12 +64,15 @@ echo "kamailio ${ARGS[*]}" > "$RUNDIR/cmdline"
 setsid kamailio "${ARGS[@]}" > "$RUNDIR/kamailio.log" 2>&1 < /dev/null &
 KPID=$!
 echo "$KPID" > "$PIDF"
+# until it answers, any exit (error, Ctrl-C) stops what was just started
+UP=0
+trap '[ "$UP" = 1 ] || "$HERE/stop.sh" "$PORT" >/dev/null 2>&1 || true' EXIT
+trap 'exit 130' INT TERM
 
 fail() {
   echo "start.sh: $*" >&2
   tail -20 "$RUNDIR/kamailio.log" >&2 || true
-  "$HERE/stop.sh" "$PORT" >/dev/null 2>&1 || true
-  exit 1
+  exit 1   # the EXIT trap stops kamailio
 }
 
 # ---- wait until it answers OPTIONS (plain UDP probe, no SIPp needed)
@@ -97,6 +100,7 @@ PY
 for i in $(seq 1 60); do
   kill -0 "$KPID" 2>/dev/null || fail "kamailio exited during startup"
   if probe; then
+    UP=1
     echo "kamailio up: pid $KPID, udp $IP:$PORT, $WORKERS workers, shm ${SHM_MB} MiB tlsf, rundir $RUNDIR"
     exit 0
   fi
