@@ -34,6 +34,7 @@ pub struct EngineConfig {
     pub transactions: TransactionConfig,
     pub presence: PresenceConfig,
     pub notify: NotifyConfig,
+    pub subscriptions: SubscriptionConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -176,6 +177,38 @@ impl NotifyConfig {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Shortest subscription accepted (shorter, except 0 → 423 Min-Expires).
+    pub min_expires: u32,
+    /// Duration granted when SUBSCRIBE has no Expires (RFC 3856: 3600).
+    pub default_expires: u32,
+    /// Longest duration granted.
+    pub max_expires: u32,
+    /// Subscriptions per presentity (more → 503 with Retry-After).
+    pub max_per_presentity: usize,
+    /// Subscriptions per watcher on one shard (more → 503 with Retry-After).
+    pub max_per_watcher: usize,
+    /// End a subscription whose NOTIFY timed out (408 or no answer). Off by
+    /// default: a busy-lamp phone that misses one NOTIFY keeps its
+    /// subscription, and the next change is tried again.
+    pub terminate_on_timeout: bool,
+}
+
+impl Default for SubscriptionConfig {
+    fn default() -> Self {
+        SubscriptionConfig {
+            min_expires: 60,
+            default_expires: 3600,
+            max_expires: 7200,
+            max_per_presentity: 100_000,
+            max_per_watcher: 1_000,
+            terminate_on_timeout: false,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -188,6 +221,7 @@ impl Default for EngineConfig {
             transactions: TransactionConfig::default(),
             presence: PresenceConfig::default(),
             notify: NotifyConfig::default(),
+            subscriptions: SubscriptionConfig::default(),
             shutdown_grace_secs: 5,
         }
     }

@@ -13,6 +13,7 @@ pub mod routing;
 pub mod runtime;
 pub mod shard;
 pub mod stats;
+pub mod subscription;
 pub mod sip;
 pub mod time;
 pub mod timer;

@@ -9,6 +9,10 @@ use crate::config::{EmptyPresence, EngineConfig};
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::publish::{self, SourceRanker};
 use crate::presence::store::PresenceStore;
+use crate::subscription::notify::NotifySink;
+use crate::subscription::package::PackageState;
+use crate::subscription::subscribe::{self, SubscribeContext};
+use crate::subscription::Subscriptions;
 use crate::error::{SipError, ALLOW, SUPPORTED};
 use crate::routing::{self, ShardId};
 use crate::sip::typed::Via;
@@ -81,14 +85,34 @@ impl Responder<'_, '_> {
         self.reply(error.status(), &reason, |w| error.write_headers(w), None);
     }
 
+    /// The To-tag this response carries unless the handler picks another.
+    pub fn default_tag(&self) -> &str {
+        self.default_tag
+    }
+
     pub fn has_replied(&self) -> bool {
         self.written.is_some()
     }
 }
 
+/// What a method handler knows about the request besides the message.
+#[derive(Clone, Copy)]
+struct RequestContext {
+    shard: ShardId,
+    /// fresh randomness for identifiers the handler hands out (SIP-ETag)
+    nonce: u64,
+    now: Instant,
+    /// where the response goes
+    peer: SocketAddr,
+    origin: Origin,
+    /// the server's own address
+    local: SocketAddr,
+}
+
 /// The method handlers' state: what the shard knows about presence.
 pub struct Services {
     pub presence: PresenceStore,
+    pub subscriptions: Subscriptions,
     ranker: SourceRanker,
     aor_buf: String,
     etag_buf: String,
@@ -108,6 +132,8 @@ pub struct Shard {
     merge_buf: Vec<u8>,
     tag_buf: String,
     shutting_down: bool,
+    local: SocketAddr,
+    branch_buf: String,
     tcp_connections: u64,
     histograms: ShardHistograms,
 }
@@ -127,9 +153,12 @@ impl Shard {
             tracing::error!(error = %e, "ignoring invalid source ranks");
             SourceRanker::default()
         });
+        let local = config.listen;
         Shard {
+            local,
             services: Services {
                 presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
+                subscriptions: Subscriptions::new(config.subscriptions.clone()),
                 ranker,
                 aor_buf: String::with_capacity(64),
                 etag_buf: String::with_capacity(32),
@@ -146,6 +175,7 @@ impl Shard {
             merge_buf: Vec::with_capacity(256),
             tag_buf: String::with_capacity(32),
             shutting_down: false,
+            branch_buf: String::with_capacity(48),
             tcp_connections: 0,
             histograms: ShardHistograms::default(),
         }
@@ -157,6 +187,16 @@ impl Shard {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The address the server is reached at (Via and Contact of its requests).
+    pub fn set_local_addr(&mut self, local: SocketAddr) {
+        self.local = local;
+    }
+
+    /// The subscriptions (for inspection and tests).
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.services.subscriptions
     }
 
     /// The presence state (for inspection and tests).
@@ -172,6 +212,11 @@ impl Shard {
         self.stats.client_transactions_started = self.client.stats.started;
         self.stats.client_retransmissions = self.client.stats.retransmitted;
         self.stats.client_timeouts = self.client.stats.timed_out;
+        let counters = self.services.subscriptions.counters;
+        self.stats.notifies_sent = counters.sent;
+        self.stats.notifies_failed = counters.failed;
+        self.stats.notifies_coalesced = counters.coalesced;
+        self.stats.notifies_throttled = counters.throttled;
         &self.stats
     }
 
@@ -180,7 +225,7 @@ impl Shard {
         ShardGauges {
             presentities: self.services.presence.presentity_count() as u64,
             publications: self.services.presence.publication_count() as u64,
-            subscriptions: 0,
+            subscriptions: self.services.subscriptions.len() as u64,
             server_transactions: self.server.len() as u64,
             client_transactions: self.client.len() as u64,
             tcp_connections: self.tcp_connections,
@@ -223,14 +268,19 @@ impl Shard {
         }
     }
 
-    /// Stop accepting new work: requests are answered 503 from now on.
-    pub fn begin_shutdown(&mut self) {
+    /// Stop accepting new work: requests are answered 503 from now on, and
+    /// every watcher gets `terminated;reason=deactivated` so it re-subscribes
+    /// at once elsewhere.
+    pub fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        self.services.subscriptions.terminate_all(now);
+        self.end_of_batch(now);
     }
 
-    /// Whether in-flight client transactions remain.
+    /// Whether nothing is left in flight: no client transaction, no
+    /// subscription waiting for its final NOTIFY.
     pub fn is_idle(&self) -> bool {
-        self.client.is_empty()
+        self.client.is_empty() && self.services.subscriptions.is_empty()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -306,11 +356,11 @@ impl Shard {
         if msg.is_request() {
             self.on_request(now, origin, msg);
         } else {
-            self.on_response(msg);
+            self.on_response(now, msg);
         }
     }
 
-    fn on_response(&mut self, msg: &Message<'_>) {
+    fn on_response(&mut self, now: Instant, msg: &Message<'_>) {
         let nonce = msg
             .via()
             .ok()
@@ -323,15 +373,18 @@ impl Shard {
         };
         self.stats.responses_received += 1;
         match self.client.on_response(nonce, status) {
-            Some((user, outcome)) => self.on_client_outcome(user, outcome),
+            Some((user, outcome)) => self.on_client_outcome(now, user, outcome),
             None if status >= 200 => self.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1,
             None => {}
         }
     }
 
-    fn on_client_outcome(&mut self, user: u64, outcome: Outcome) {
-        // The subscription layer will learn outcomes here.
-        let _ = (user, outcome);
+    fn on_client_outcome(&mut self, now: Instant, user: u64, outcome: Outcome) {
+        let services = &mut self.services;
+        let mut state = PackageState {
+            presence: &mut services.presence,
+        };
+        services.subscriptions.on_notify_outcome(user, outcome, now, &mut state);
     }
 
     /// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581).
@@ -387,7 +440,17 @@ impl Shard {
             let config = &self.config;
             let services = &mut self.services;
             Self::validate(config, msg, &method)
-                .and_then(|()| Self::dispatch(services, config, self.id, nonce, now, msg, &method, peer, &mut responder))
+                .and_then(|()| {
+                    let rc = RequestContext {
+                        shard: self.id,
+                        nonce,
+                        now,
+                        peer,
+                        origin,
+                        local: self.local,
+                    };
+                    Self::dispatch(services, config, &rc, msg, &method, &mut responder)
+                })
         };
         if let Err(error) = &result {
             if error.status() == 400 {
@@ -515,18 +578,22 @@ impl Shard {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         services: &mut Services,
         config: &EngineConfig,
-        shard: ShardId,
-        nonce: u64,
-        now: Instant,
+        rc: &RequestContext,
         msg: &Message<'_>,
         method: &Method<'_>,
-        peer: SocketAddr,
         responder: &mut Responder<'_, '_>,
     ) -> Result<(), SipError> {
+        let RequestContext {
+            shard,
+            nonce,
+            now,
+            peer,
+            origin,
+            local,
+        } = *rc;
         match method {
             Method::Publish => {
                 let uri = msg
@@ -565,6 +632,26 @@ impl Shard {
                 );
                 Ok(())
             }
+            Method::Subscribe => {
+                let uri = msg
+                    .request_uri()
+                    .and_then(|uri| Uri::parse(uri).ok())
+                    .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
+                services.aor_buf.clear();
+                uri.write_aor(&mut services.aor_buf);
+                let new_tag = responder.default_tag().to_owned();
+                let mut state = PackageState {
+                    presence: &mut services.presence,
+                };
+                let mut ctx = SubscribeContext {
+                    state: &mut state,
+                    now,
+                    origin,
+                    new_tag: &new_tag,
+                    local,
+                };
+                subscribe::handle(&mut services.subscriptions, &mut ctx, msg, &services.aor_buf, responder)
+            }
             Method::Extension(_) => Err(SipError::NotImplemented),
             _ => Err(SipError::MethodNotAllowed),
         }
@@ -581,8 +668,9 @@ impl Shard {
             Action::Done { user, outcome } => outcomes.push((user, outcome)),
         });
         for (user, outcome) in outcomes {
-            self.on_client_outcome(user, outcome);
+            self.on_client_outcome(now, user, outcome);
         }
+        self.services.subscriptions.on_timers(now);
     }
 
     /// When the shard next needs `handle_timeout`.
@@ -591,6 +679,7 @@ impl Shard {
             self.server.next_deadline(),
             self.client.next_deadline(),
             self.services.presence.next_deadline(),
+            self.services.subscriptions.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -599,6 +688,20 @@ impl Shard {
 
     /// End of a batch of input: flush coalesced work into the outbox.
     pub fn end_of_batch(&mut self, now: Instant) {
-        let _ = now;
+        let services = &mut self.services;
+        let mut state = PackageState {
+            presence: &mut services.presence,
+        };
+        let mut sink = NotifySink {
+            shard: self.id,
+            local: self.local,
+            mtu_threshold: self.config.udp.mtu_threshold,
+            out: &mut self.out,
+            client: &mut self.client,
+            state: &mut state,
+            histograms: &mut self.histograms,
+            branch_buf: &mut self.branch_buf,
+        };
+        services.subscriptions.flush(now, &self.config.notify, &mut sink);
     }
 }

@@ -249,7 +249,8 @@ async fn run_shard(start: StartContext) {
     }
     let mesh_peer_of_shard = start.peer_ids.iter().map(|p| p.load(Ordering::SeqCst)).collect();
     let seed = seed_for(id);
-    let shard = Shard::new(id as ShardId, start.shards as u16, start.config.clone(), seed);
+    let mut shard = Shard::new(id as ShardId, start.shards as u16, start.config.clone(), seed);
+    shard.set_local_addr(advertised(bound));
     let (timer_wake, timer_wake_rx) = local_channel::new_bounded(1);
     let ctx = Rc::new(ShardCtx {
         id: id as ShardId,
@@ -300,7 +301,7 @@ async fn run_shard(start: StartContext) {
         run_controls(&ctx, &start.controls);
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    ctx.shard.borrow_mut().begin_shutdown();
+    ctx.shard.borrow_mut().begin_shutdown(ctx.clock.now());
     flush(&ctx).await;
     let grace = ctx.clock.now() + Duration::from_secs(ctx.config.shutdown_grace_secs);
     while !ctx.shard.borrow().is_idle() && ctx.clock.now() < grace {
@@ -310,6 +311,21 @@ async fn run_shard(start: StartContext) {
     flush(&ctx).await;
     tracing::info!(shard = id, "shard stopped");
     drop(tasks);
+}
+
+/// The address put in Via and Contact: the bound one, or loopback when
+/// bound to the unspecified address (peers cannot send to 0.0.0.0).
+fn advertised(bound: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        let ip = if bound.is_ipv4() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        };
+        SocketAddr::new(ip, bound.port())
+    } else {
+        bound
+    }
 }
 
 fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) {

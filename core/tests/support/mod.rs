@@ -111,3 +111,84 @@ pub fn pidf(aor: &str, tuple: &str, basic: &str, note: &str) -> String {
          <tuple id=\"{tuple}\"><status><basic>{basic}</basic></status><note>{note}</note></tuple></presence>"
     )
 }
+
+/// A dialog as the watcher sees it.
+#[derive(Clone, Debug)]
+pub struct WatcherDialog {
+    pub aor: String,
+    pub call_id: String,
+    pub from_tag: String,
+    pub to_tag: String,
+    pub cseq: u32,
+}
+
+impl Harness {
+    /// Feed without ending the batch (to model several inputs in one batch).
+    pub fn feed_in_batch(&mut self, bytes: &[u8]) {
+        let d = self.shard.receive(self.now, Origin::udp(self.peer), bytes);
+        assert_eq!(d, Dispatch::Handled);
+    }
+
+    pub fn end_batch(&mut self) -> Vec<(Dest, String)> {
+        self.shard.end_of_batch(self.now);
+        self.drain()
+    }
+
+    pub fn subscribe_text(&mut self, aor: &str, extra: &str, call_id: &str, from_tag: &str, to_tag: Option<&str>, cseq: u32) -> String {
+        let branch = self.unique("z9hG4bKs");
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:watcher@example.com>;tag={from_tag}\r\nTo: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:watcher@127.0.0.1:5070>\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Subscribe; returns (200 response, messages after it, dialog).
+    pub fn subscribe(&mut self, aor: &str, extra: &str) -> (String, Vec<String>, WatcherDialog) {
+        let call_id = self.unique("sub-call");
+        let from_tag = self.unique("wt");
+        let text = self.subscribe_text(aor, extra, &call_id, &from_tag, None, 1);
+        let out = self.feed(text.as_bytes());
+        let mut response = String::new();
+        let mut others = Vec::new();
+        for (_, m) in out {
+            if m.starts_with("SIP/2.0") {
+                response = m;
+            } else {
+                others.push(m);
+            }
+        }
+        let to_tag = header(&response, "To")
+            .and_then(|to| to.split(";tag=").nth(1))
+            .unwrap_or("")
+            .to_owned();
+        let dialog = WatcherDialog { aor: aor.to_owned(), call_id, from_tag, to_tag, cseq: 1 };
+        (response, others, dialog)
+    }
+
+    /// An in-dialog SUBSCRIBE; returns every message produced.
+    pub fn resubscribe(&mut self, d: &mut WatcherDialog, extra: &str) -> Vec<String> {
+        d.cseq += 1;
+        let text = self.subscribe_text(&d.aor, extra, &d.call_id, &d.from_tag, Some(&d.to_tag), d.cseq);
+        self.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Answer a NOTIFY the server sent.
+    pub fn answer(&mut self, notify: &str, code: u16) -> Vec<String> {
+        let mut text = format!("SIP/2.0 {code} Whatever\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            text.push_str(&format!("{name}: {}\r\n", header(notify, name).unwrap_or("")));
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        self.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect()
+    }
+}
+
+pub fn is_notify(m: &str) -> bool {
+    m.starts_with("NOTIFY ")
+}
+
+pub fn cseq_of(m: &str) -> u32 {
+    header(m, "CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}

@@ -1,0 +1,104 @@
+//! Event packages (RFC 6665 §7): what each one is called, which bodies it
+//! produces, which resource a Request-URI names, and how it renders that
+//! resource's state. A new package is one implementation of `EventPackage`
+//! added to `PACKAGES`; the subscription layer is generic over them.
+
+use crate::error::SipError;
+use crate::presence::store::{PresenceStore, PresentityId, StoreError};
+use crate::time::Instant;
+
+/// Index of a package in `PACKAGES`.
+pub type PackageId = u8;
+
+/// The shard state packages render from.
+pub struct PackageState<'a> {
+    pub presence: &'a mut PresenceStore,
+}
+
+pub trait EventPackage: Sync {
+    /// The Event header token.
+    fn name(&self) -> &'static str;
+    /// Body types the package produces, preferred first.
+    fn produces(&self) -> &'static [&'static str];
+    /// The resource a subscription to `aor` watches, created if needed and
+    /// held for the subscription's life.
+    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError>;
+    /// The subscription is gone: release the resource.
+    fn detach(&self, state: &mut PackageState<'_>, resource: u32);
+    /// The current state of a resource as (content type, body); `None` for a
+    /// NOTIFY without body. Called once per NOTIFY; cheap when unchanged.
+    fn render<'s>(&self, state: &'s mut PackageState<'_>, resource: u32) -> Option<(&'static str, &'s [u8])>;
+    /// When the resource last changed (PUBLISH→NOTIFY latency).
+    fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant>;
+}
+
+/// Presence (RFC 3856): the composed PIDF document of a presentity.
+pub struct PresencePackage;
+
+pub const PIDF: &str = "application/pidf+xml";
+
+impl EventPackage for PresencePackage {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn produces(&self) -> &'static [&'static str] {
+        &[PIDF]
+    }
+
+    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
+        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
+            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
+                SipError::ServiceUnavailable { retry_after: 60 }
+            }
+        })?;
+        state.presence.hold(id);
+        Ok(id)
+    }
+
+    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
+        state.presence.release(resource as PresentityId);
+    }
+
+    fn render<'s>(&self, state: &'s mut PackageState<'_>, resource: u32) -> Option<(&'static str, &'s [u8])> {
+        state.presence.composed(resource as PresentityId).map(|doc| (PIDF, doc))
+    }
+
+    fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant> {
+        state.presence.get(resource as PresentityId).map(|p| p.changed_at)
+    }
+}
+
+/// Every package the server serves; the index is the `PackageId`.
+pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage];
+
+/// The package for the presence event (its resources are presentities).
+pub const PRESENCE: PackageId = 0;
+
+/// The package an Event token names.
+pub fn find(name: &str) -> Option<PackageId> {
+    PACKAGES
+        .iter()
+        .position(|p| p.name().eq_ignore_ascii_case(name))
+        .map(|i| i as PackageId)
+}
+
+pub fn get(id: PackageId) -> &'static dyn EventPackage {
+    PACKAGES.get(usize::from(id)).copied().unwrap_or(&PresencePackage)
+}
+
+/// The Allow-Events value.
+pub const ALLOW_EVENTS: &str = "presence";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_events_lists_every_package() {
+        let names: Vec<_> = PACKAGES.iter().map(|p| p.name()).collect();
+        assert_eq!(names.join(", "), ALLOW_EVENTS);
+        assert_eq!(find("Presence"), Some(PRESENCE));
+        assert_eq!(find("dialog"), None);
+    }
+}
