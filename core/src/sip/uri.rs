@@ -329,13 +329,25 @@ fn write_tel_number<W: fmt::Write>(number: &str, out: &mut W) -> fmt::Result {
     let bytes = number.as_bytes();
     let mut index = 0;
     while let Some(&byte) = bytes.get(index) {
-        let (decoded, width) = match escape_at(bytes, index) {
-            Some(decoded) => (decoded, 3),
-            None => (byte, 1),
-        };
-        index += width;
-        if decoded.is_ascii() && !is_tel_visual_separator(decoded) {
-            out.write_char(char::from(decoded.to_ascii_lowercase()))?;
+        match escape_at(bytes, index) {
+            // An escaped character that may stand as itself is written as
+            // itself; any other escape stays one (so `%3B` never becomes `;`).
+            Some(decoded) if is_tel_byte(decoded) => {
+                if !is_tel_visual_separator(decoded) {
+                    out.write_char(char::from(decoded.to_ascii_lowercase()))?;
+                }
+                index += 3;
+            }
+            Some(decoded) => {
+                write!(out, "%{decoded:02X}")?;
+                index += 3;
+            }
+            None => {
+                if byte.is_ascii() && !is_tel_visual_separator(byte) {
+                    out.write_char(char::from(byte.to_ascii_lowercase()))?;
+                }
+                index += 1;
+            }
         }
     }
     Ok(())
@@ -493,6 +505,7 @@ mod tests {
         assert_eq!(aor("sip:example.com"), "sip:example.com");
         assert_eq!(aor("sip:bob@[2001:DB8:0:0::1]"), "sip:bob@[2001:db8::1]");
         assert_eq!(aor("tel:+1-201-555-0123;phone-context=x"), "tel:+12015550123");
+        assert_eq!(aor("tel:%2B1%2d2%3b"), "tel:+12%3B");
     }
 
     #[test]
