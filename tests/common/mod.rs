@@ -324,3 +324,100 @@ pub fn sipp(server: SocketAddr, scenario: &str, rate: u32, calls: u32, env: &[(&
     assert!(out.status.success(), "SIPp scenario {scenario} failed:\n{text}");
     text
 }
+
+/// A watcher's side of a subscription dialog.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    pub aor: String,
+    pub call_id: String,
+    pub from_tag: String,
+    pub to_tag: String,
+    pub cseq: u32,
+    pub transport: &'static str,
+}
+
+impl Dialog {
+    pub fn new(aor: &str, transport: &'static str) -> Self {
+        Dialog {
+            aor: aor.to_owned(),
+            call_id: unique("sub"),
+            from_tag: unique("w"),
+            to_tag: String::new(),
+            cseq: 0,
+            transport,
+        }
+    }
+
+    /// The next SUBSCRIBE of this dialog (initial while `to_tag` is empty).
+    pub fn subscribe(&mut self, local: SocketAddr, extra: &str) -> String {
+        self.cseq += 1;
+        let branch = unique("z9hG4bK");
+        let to_tag = if self.to_tag.is_empty() { String::new() } else { format!(";tag={}", self.to_tag) };
+        format!(
+            "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:watcher@example.com>;tag={ft}\r\nTo: <{aor}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
+             Contact: <sip:watcher@{local};transport={tl}>\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n{extra}\
+             Content-Length: 0\r\n\r\n",
+            aor = self.aor,
+            t = self.transport,
+            tl = self.transport.to_ascii_lowercase(),
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+        )
+    }
+
+    pub fn learn_tag(&mut self, response: &str) {
+        if self.to_tag.is_empty() {
+            self.to_tag = to_tag(response).unwrap_or_default();
+        }
+    }
+}
+
+/// The response a watcher sends to a NOTIFY.
+pub fn answer(notify: &str, code: u16) -> String {
+    let mut text = format!("SIP/2.0 {code} Answer\r\n");
+    let msg = Message::parse(notify.as_bytes()).expect("NOTIFY parses");
+    for entry in msg.headers() {
+        use presence_core::sip::HeaderName as H;
+        let name = match entry.name {
+            H::Via => "Via",
+            H::From => "From",
+            H::To => "To",
+            H::CallId => "Call-ID",
+            H::CSeq => "CSeq",
+            _ => continue,
+        };
+        text.push_str(&format!("{name}: {}\r\n", msg.header_value(entry)));
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    text
+}
+
+pub fn body_of(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+impl UdpClient {
+    /// Collect messages until `done` says so (or panic after the timeout).
+    pub fn collect_until(&self, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out; got so far: {got:#?}");
+            if let Some(bytes) = self.recv_within(left) {
+                got.push(String::from_utf8(bytes).expect("UTF-8"));
+            }
+        }
+        got
+    }
+
+    /// Wait for the next NOTIFY, answer it with `code`, return it.
+    pub fn next_notify(&self, code: u16) -> String {
+        let got = self.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")));
+        let notify = got.into_iter().find(|m| m.starts_with("NOTIFY ")).expect("NOTIFY");
+        self.send(&answer(&notify, code));
+        notify
+    }
+}
