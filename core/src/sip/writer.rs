@@ -57,7 +57,7 @@ impl<'b> MessageWriter<'b> {
                 HeaderName::CSeq => "CSeq",
                 HeaderName::To => {
                     let value = req.header_value(entry);
-                    writer.to_with_tag(value, if code > 100 { to_tag } else { None });
+                    writer.write_to_header(value, if code > 100 { to_tag } else { None });
                     continue;
                 }
                 _ => continue,
@@ -89,7 +89,7 @@ impl<'b> MessageWriter<'b> {
         let _ = write!(self.buf, ";received={}\r\n", peer.ip());
     }
 
-    fn to_with_tag(&mut self, value: &str, to_tag: Option<&str>) {
+    fn write_to_header(&mut self, value: &str, to_tag: Option<&str>) {
         self.buf.extend_from_slice(b"To: ");
         self.buf.extend_from_slice(value.as_bytes());
         let has_tag = super::typed::NameAddr::parse(value)
