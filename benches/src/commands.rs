@@ -4,11 +4,13 @@
 
 use serde::Serialize;
 
-use crate::cli::{Command, LoadArgs, OptionsArgs, PublishArgs, SubscribeArgs};
+use crate::cli::{Command, FanoutArgs, LoadArgs, OptionsArgs, PublishArgs, SubscribeArgs};
 use crate::echo::{EchoServer, EchoStats};
 use crate::inbound::Reader;
+use crate::pacing::secs_to_ns;
 use crate::report::Report;
 use crate::runner::{available_cpus, run, LoadConfig, RunError};
+use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
 use crate::scenario::options::{self, Options};
 use crate::scenario::publish::{self, Publish};
 use crate::scenario::subscribe::{self, Subscribe};
@@ -169,6 +171,61 @@ fn subscribe_command(args: &SubscribeArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+fn fanout_command(args: &FanoutArgs) -> Result<(), RunError> {
+    let load = &args.load;
+    reject_baseline(load, "fanout")?;
+    let Some(rate) = load.rate.filter(|r| *r > 0.0 && r.is_finite()) else {
+        return Err(RunError::Config("fanout needs --rate (PUBLISHes per second)".into()));
+    };
+    if args.presentities == 0 || args.watchers == 0 {
+        return Err(RunError::Config(
+            "--presentities and --watchers must be positive".into(),
+        ));
+    }
+    let total_watchers = u64::from(args.presentities) * u64::from(args.watchers);
+    if total_watchers > 10_000_000 {
+        return Err(RunError::Config("more than 10 million watchers".into()));
+    }
+    if !(args.setup_timeout.is_finite() && args.setup_timeout > 0.0) {
+        return Err(RunError::Config("--setup-timeout must be positive".into()));
+    }
+    let mut config = load_config("fanout", load);
+    config.rate = None; // the scenario paces its own PUBLISHes
+    config.extra_deadline_s = 2.0 * args.setup_timeout + 2.0 * load.timeout_ms as f64 / 1000.0;
+    let params = FanoutParams {
+        presentities: args.presentities,
+        watchers_per_presentity: args.watchers,
+        rate,
+        setup_window: args.setup_window,
+        setup_timeout_ns: secs_to_ns(args.setup_timeout),
+        expires: args.expires,
+        warmup_s: load.warmup,
+        duration_s: load.duration,
+        timeout_ns: load.timeout_ms.max(1) * 1_000_000,
+    };
+    let threads = load.threads.max(1);
+    let shared = FanoutShared::new(threads, args.presentities);
+    let notes = vec![format!(
+        "{} presentities x {} watchers; PUBLISH->NOTIFY counts states delivered: a NOTIFY with the \
+             newest state also delivers the older ones it coalesced; expected = watchers x successful \
+             measured PUBLISHes",
+        args.presentities, args.watchers
+    )];
+    let mut report = run(&config, fanout::KINDS, usize::from(fanout::DELIVERY), notes, |ctx| {
+        Fanout::new(&shared, params, ctx.thread, ctx.threads)
+    })?;
+    report.target_rate = Some(rate);
+    report.mode = "open-loop";
+    let notifies = shared.notifies_in_window();
+    report.counters.insert("notifies_in_window", notifies);
+    report.notes.push(format!(
+        "NOTIFYs carrying measured states: {notifies} = {:.1}/s",
+        notifies as f64 / load.duration.max(1e-9)
+    ));
+    print_report(&report, load.json);
+    Ok(())
+}
+
 /// Run one parsed command line.
 pub fn execute(command: &Command) -> Result<(), RunError> {
     match command {
@@ -180,6 +237,6 @@ pub fn execute(command: &Command) -> Result<(), RunError> {
         }
         Command::Publish(args) => publish_command(args),
         Command::Subscribe(args) => subscribe_command(args),
-        Command::Fanout(_) => Err(RunError::Config("scenario not implemented yet".into())),
+        Command::Fanout(args) => fanout_command(args),
     }
 }

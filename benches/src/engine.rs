@@ -361,8 +361,9 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
     let mut next_socket = 0usize;
     let mut cpu_start: Option<(f64, f64, u64)> = None;
     let mut cpu_end: Option<(f64, f64, u64)> = None;
-    let plan = worker.plan;
     loop {
+        // Self-driven scenarios may move the plan (fan-out: after setup).
+        let plan = worker.plan;
         let now = worker.clock.now_ns();
         if cpu_start.is_none() && now >= plan.measure_start_ns {
             let (user, sys) = thread_cpu_seconds();
@@ -495,6 +496,7 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
     }
     if let Drive::Paced(pacer) = &mut drive {
         // Sends the schedule held that sipload never made (it fell behind).
+        let plan = worker.plan;
         let mut missed = 0u64;
         while let Some((_, scheduled)) = pacer.take_due(u64::MAX) {
             missed += u64::from(plan.measured(scheduled));
