@@ -24,6 +24,10 @@ pub struct Cli {
     #[arg(long = "mgmt-listen", value_name = "IP:PORT")]
     pub mgmt_listen: Option<SocketAddr>,
 
+    /// File holding the management plane's bearer token; writes need it [default: writes refused].
+    #[arg(long = "mgmt-token-file", value_name = "FILE")]
+    pub mgmt_token_file: Option<PathBuf>,
+
     /// A domain the server is authoritative for (repeatable) [default: any].
     #[arg(long = "domain", value_name = "NAME")]
     pub domains: Vec<String>,

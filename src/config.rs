@@ -19,6 +19,9 @@ pub struct Config {
 pub struct MgmtConfig {
     /// Management plane (HTTP) listen address.
     pub listen: SocketAddr,
+    /// File holding the bearer token for writes (and for reads off loopback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for MgmtConfig {
     fn default() -> Self {
         MgmtConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: None,
         }
     }
 }
@@ -74,6 +78,9 @@ impl Config {
         }
         if let Some(listen) = cli.mgmt_listen {
             config.mgmt.listen = listen;
+        }
+        if let Some(path) = &cli.mgmt_token_file {
+            config.mgmt.token_file = Some(path.clone());
         }
         if !cli.domains.is_empty() {
             config.engine.domains = cli.domains.clone();

@@ -6,6 +6,9 @@ mod config;
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -20,13 +23,29 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    // The filter sits behind a reload handle so the management plane can
+    // change it at run time (PUT /v1/config/log).
+    let initial_filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| tracing_subscriber::EnvFilter::try_new(f).is_ok())
+        .unwrap_or_else(|| "info".into());
+    let (filter, filter_handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&initial_filter));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    let set_log_filter: presence_mgmt::LogFilterSetter = Arc::new(move |directives: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        filter_handle.reload(filter).map_err(|e| e.to_string())
+    });
+    let mgmt_token = match config.mgmt.token_file.as_deref().map(presence_mgmt::read_token_file).transpose() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            return ExitCode::from(2);
+        }
+    };
 
     // Block the shutdown signals before any thread starts, so every thread
     // inherits the mask and only `wait_for_signal` receives them.
@@ -44,8 +63,26 @@ fn main() -> ExitCode {
         "presenced listening on udp+tcp {}",
         server.local_addr()
     );
+    let mut mgmt_options = presence_mgmt::MgmtOptions::new(config.mgmt.listen);
+    mgmt_options.token = mgmt_token;
+    mgmt_options.log = Some(presence_mgmt::LogControl {
+        initial: initial_filter,
+        set: set_log_filter,
+    });
+    let mgmt = match presence_mgmt::start(mgmt_options, server.controls()) {
+        Ok(mgmt) => mgmt,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            server.shutdown();
+            server.join();
+            return ExitCode::from(1);
+        }
+    };
+    // Logged after the SIP line: tests read the port from it.
+    tracing::info!("management plane listening on http://{}", mgmt.local_addr());
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down");
+    mgmt.shutdown();
     server.shutdown();
     server.join();
     tracing::info!("stopped");

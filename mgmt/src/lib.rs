@@ -1,1 +1,197 @@
-//! presence-mgmt: the management plane.
+//! presence-mgmt: the management plane. A hyper 1 HTTP server on its own
+//! thread (a current-thread tokio runtime) that serves Prometheus metrics,
+//! health probes, inspection of presence state and live configuration. It
+//! reaches the shards only by message (`runtime::Control`); the SIP hot path
+//! takes no lock and shares no cache line for it.
+//!
+//! Endpoints are listed in `routes::ROUTES` and described in `openapi.yaml`.
+
+pub mod api;
+pub mod auth;
+pub mod metrics;
+pub mod routes;
+pub mod shards;
+pub mod summary;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use presence_core::runtime::Control;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+pub use auth::{read_token_file, Access, AuthPolicy, Refusal, TokenFileError};
+
+/// Changes the process's log filter; `Err` carries why a filter is invalid.
+/// Given by the binary so this crate does not depend on tracing-subscriber.
+pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The process's log filter: the one in force at start and how to change it.
+#[derive(Clone)]
+pub struct LogControl {
+    pub initial: String,
+    pub set: LogFilterSetter,
+}
+
+/// How the management plane runs.
+#[derive(Clone)]
+pub struct MgmtOptions {
+    pub listen: SocketAddr,
+    /// Bearer token for writes (and for reads off loopback). `None` refuses every write.
+    pub token: Option<String>,
+    /// How long a shard may take to answer (also the readiness bound).
+    pub shard_timeout: Duration,
+    pub log: Option<LogControl>,
+    /// Most HTTP connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl MgmtOptions {
+    pub fn new(listen: SocketAddr) -> Self {
+        MgmtOptions {
+            listen,
+            token: None,
+            shard_timeout: Duration::from_secs(1),
+            log: None,
+            max_connections: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MgmtError {
+    #[error("cannot listen on {addr} for the management plane: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the management plane: {0}")]
+    Start(std::io::Error),
+}
+
+/// A running management plane; stopped by `shutdown` (or when dropped).
+pub struct MgmtHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MgmtHandle {
+    /// The bound address (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop accepting, drop open connections and wait for the thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MgmtHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Bind the listen address and serve on a new thread. `controls` is one
+/// control channel per shard, indexed by shard id (`ServerHandle::controls`).
+pub fn start(
+    options: MgmtOptions,
+    controls: Vec<crossbeam::channel::Sender<Control>>,
+) -> Result<MgmtHandle, MgmtError> {
+    let bind_error = |source| MgmtError::Bind {
+        addr: options.listen,
+        source,
+    };
+    // Bound here, not on the thread, so a busy port is reported to the caller.
+    let listener = std::net::TcpListener::bind(options.listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    let auth = AuthPolicy::new(options.token.clone(), local_addr);
+    if auth.reads_need_token() && !auth.has_token() {
+        tracing::warn!(
+            %local_addr,
+            "the management plane listens beyond loopback without --mgmt-token-file: everything but /healthz and /readyz will be refused"
+        );
+    }
+    let state = Arc::new(api::State {
+        shards: shards::ShardLink::new(controls, options.shard_timeout),
+        auth,
+        log_filter: Mutex::new(options.log.as_ref().map(|l| l.initial.clone()).unwrap_or_default()),
+        log: options.log,
+        started: std::time::Instant::now(),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MgmtError::Start)?;
+    let (stop, stopped) = oneshot::channel();
+    let max_connections = options.max_connections.max(1);
+    let thread = std::thread::Builder::new()
+        .name("mgmt".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, state, max_connections, stopped).await,
+                    Err(error) => tracing::error!(%error, "management plane cannot use its socket"),
+                }
+            });
+        })
+        .map_err(MgmtError::Start)?;
+    Ok(MgmtHandle {
+        local_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<api::State>,
+    max_connections: usize,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stopped => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(%error, "management plane accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // over the limit: dropping the stream closes it
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(api::handle(&state, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "management connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,203 @@
+//! `GET /v1/stats`: a JSON summary for humans and scripts — totals over the
+//! shards, the state each shard holds, and latency percentiles from the
+//! merged hdrhistograms (what Prometheus buckets cannot give exactly).
+
+use crate::metrics::ShardSnapshot;
+use presence_core::stats::{self, LatencyHistogram, ShardHistograms, ShardStats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub uptime_secs: u64,
+    pub shards: usize,
+    /// Shards that did not answer in time (their numbers are missing below).
+    pub shards_not_answering: Vec<usize>,
+    pub requests: BTreeMap<&'static str, u64>,
+    pub responses_by_class: BTreeMap<&'static str, u64>,
+    pub responses_by_code: BTreeMap<u16, u64>,
+    pub malformed_requests: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub retransmissions_absorbed: u64,
+    pub handoffs: u64,
+    pub notify: NotifySummary,
+    pub state: StateSummary,
+    pub per_shard: Vec<ShardSummary>,
+    pub latency: LatencySummary,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct NotifySummary {
+    pub sent: u64,
+    pub failed: u64,
+    pub coalesced: u64,
+    pub throttled: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StateSummary {
+    pub presentities: u64,
+    pub publications: u64,
+    pub subscriptions: u64,
+    pub tcp_connections: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardSummary {
+    pub shard: usize,
+    pub requests: u64,
+    pub presentities: u64,
+    pub publications: u64,
+    pub subscriptions: u64,
+    pub tcp_connections: u64,
+    pub server_transactions: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencySummary {
+    /// By method; methods never seen are left out.
+    pub request_handling: BTreeMap<&'static str, Percentiles>,
+    pub publish_to_notify: Percentiles,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &LatencyHistogram) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let count = histogram.count();
+        Percentiles {
+            count,
+            mean_ms: if count == 0 {
+                0.0
+            } else {
+                histogram.sum_micros() as f64 / count as f64 / 1000.0
+            },
+            p50_ms: ms(histogram.quantile_micros(0.5)),
+            p90_ms: ms(histogram.quantile_micros(0.9)),
+            p99_ms: ms(histogram.quantile_micros(0.99)),
+            p999_ms: ms(histogram.quantile_micros(0.999)),
+            max_ms: ms(histogram.quantile_micros(1.0)),
+        }
+    }
+}
+
+const CLASSES: [&str; 7] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+impl Summary {
+    pub fn build(uptime_secs: u64, shards: &[Option<ShardSnapshot>]) -> Summary {
+        let mut total = ShardStats::default();
+        let mut histograms = ShardHistograms::default();
+        let mut state = StateSummary::default();
+        let mut per_shard = Vec::new();
+        let mut not_answering = Vec::new();
+        for (id, snapshot) in shards.iter().enumerate() {
+            let Some(snapshot) = snapshot else {
+                not_answering.push(id);
+                continue;
+            };
+            total.merge(&snapshot.stats);
+            histograms.merge(&snapshot.histograms);
+            let g = &snapshot.gauges;
+            state.presentities += g.presentities;
+            state.publications += g.publications;
+            state.subscriptions += g.subscriptions;
+            state.tcp_connections += g.tcp_connections;
+            per_shard.push(ShardSummary {
+                shard: id,
+                requests: snapshot.stats.requests.iter().sum(),
+                presentities: g.presentities,
+                publications: g.publications,
+                subscriptions: g.subscriptions,
+                tcp_connections: g.tcp_connections,
+                server_transactions: g.server_transactions,
+            });
+        }
+        let responses_by_code = total
+            .responses_by_code
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(index, &n)| (index as u16 + 100, n))
+            .collect();
+        Summary {
+            uptime_secs,
+            shards: shards.len(),
+            shards_not_answering: not_answering,
+            requests: stats::METHODS.iter().copied().zip(total.requests).collect(),
+            responses_by_class: CLASSES.iter().copied().zip(total.responses_by_class).skip(1).collect(),
+            responses_by_code,
+            malformed_requests: total.malformed_answered,
+            dropped: stats::DROP_REASONS.iter().copied().zip(total.dropped).collect(),
+            retransmissions_absorbed: total.retransmissions_absorbed,
+            handoffs: total.handoffs_out,
+            notify: NotifySummary {
+                sent: total.notifies_sent,
+                failed: total.notifies_failed,
+                coalesced: total.notifies_coalesced,
+                throttled: total.notifies_throttled,
+            },
+            state,
+            per_shard,
+            latency: LatencySummary {
+                request_handling: stats::METHODS
+                    .iter()
+                    .copied()
+                    .zip(&histograms.request_handling)
+                    .filter(|(_, h)| !h.is_empty())
+                    .map(|(method, h)| (method, Percentiles::of(h)))
+                    .collect(),
+                publish_to_notify: Percentiles::of(&histograms.publish_to_notify),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_core::stats::ShardGauges;
+
+    #[test]
+    fn totals_add_up_over_answering_shards() {
+        let mut stats = ShardStats::default();
+        stats.requests[0] = 4;
+        stats.count_answer(0, 200);
+        stats.count_answer(0, 404);
+        let mut histograms = ShardHistograms::default();
+        histograms.record_requests(2_000, &[4, 0, 0, 0, 0, 0, 0, 0]);
+        let snapshot = ShardSnapshot {
+            stats,
+            gauges: ShardGauges {
+                subscriptions: 2,
+                ..ShardGauges::default()
+            },
+            histograms,
+        };
+        let summary = Summary::build(9, &[Some(snapshot.clone()), None, Some(snapshot)]);
+        assert_eq!(summary.shards, 3);
+        assert_eq!(summary.shards_not_answering, vec![1]);
+        assert_eq!(summary.requests["OPTIONS"], 8);
+        assert_eq!(summary.responses_by_code[&200], 2);
+        assert_eq!(summary.responses_by_code[&404], 2);
+        assert_eq!(summary.responses_by_class["4xx"], 2);
+        assert_eq!(summary.state.subscriptions, 4);
+        assert_eq!(summary.per_shard.len(), 2);
+        let options = &summary.latency.request_handling["OPTIONS"];
+        assert_eq!(options.count, 8);
+        assert!((options.p50_ms - 2.0).abs() < 0.05, "{options:?}");
+        assert!(!summary.latency.request_handling.contains_key("PUBLISH"));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["responses_by_code"]["200"], 2);
+    }
+}
