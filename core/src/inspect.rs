@@ -4,11 +4,12 @@
 //! thread by message (`runtime::Control`), so they take `&mut Shard` freely
 //! and never race the SIP hot path.
 //!
-//! The bodies are stubs until the subscription layer lands: a presentity is
-//! never found and there are no watchers. The view types are the contract
-//! the HTTP API (`mgmt/openapi.yaml`) serialises.
+//! The view types are the contract the HTTP API (`mgmt/openapi.yaml`)
+//! serialises.
 
 use crate::shard::Shard;
+use crate::subscription::package;
+use crate::subscription::{Field, SubState, Subscription};
 use crate::time::Instant;
 use serde::Serialize;
 
@@ -19,7 +20,7 @@ pub struct PresentityView {
     pub aor: String,
     /// The composed PIDF document watchers get, if any.
     pub document: Option<String>,
-    /// Every live publication, the winning source first.
+    /// Every live publication.
     pub publications: Vec<PublicationView>,
 }
 
@@ -28,7 +29,7 @@ pub struct PresentityView {
 pub struct PublicationView {
     /// The SIP-ETag the server assigned.
     pub entity_tag: String,
-    /// Where it came from: asserted identity, else the source address.
+    /// Where it came from (the source address).
     pub source: String,
     /// Seconds until it expires without a refresh.
     pub expires_in_secs: u64,
@@ -39,9 +40,9 @@ pub struct PublicationView {
 /// One subscription (RFC 6665) to a presentity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SubscriptionView {
-    /// Identifier the management plane routes by: it names the owner shard
-    /// (`routing::write_owned_id` form, `<shard hex>x<nonce hex>`). The
-    /// dialog's local tag is a natural choice.
+    /// Identifier the management plane routes by: it starts with the
+    /// dialog's local tag, which names the owner shard (`<shard hex>x...`,
+    /// `routing::owner_of_id`).
     pub id: String,
     /// Canonical AOR of the presentity watched.
     pub presentity: String,
@@ -55,29 +56,92 @@ pub struct SubscriptionView {
     pub contact: String,
 }
 
+fn remaining_secs(at: Instant, now: Instant) -> u64 {
+    (at - now).as_secs()
+}
+
+/// A subscription's view, without the presentity (filled by the caller).
+fn subscription_view(sub: &Subscription, now: Instant) -> SubscriptionView {
+    let state = match (sub.terminating, sub.state) {
+        (Some(_), _) => "terminated",
+        (None, SubState::Active) => "active",
+        (None, SubState::Pending) => "pending",
+    };
+    SubscriptionView {
+        id: sub.public_id(),
+        presentity: String::new(),
+        watcher: sub.dialog.get(Field::RemoteUri).to_owned(),
+        state: state.to_owned(),
+        expires_in_secs: remaining_secs(sub.expires_at, now),
+        contact: sub.dialog.get(Field::RemoteTarget).to_owned(),
+    }
+}
+
 impl Shard {
     /// The presentity with this canonical AOR, if this shard knows it.
     pub fn inspect_presentity(&mut self, aor: &str, now: Instant) -> Option<PresentityView> {
-        let _ = (aor, now);
-        None
+        let id = self.presence().lookup(aor)?;
+        let document = self
+            .presence()
+            .composed(id)
+            .map(|doc| String::from_utf8_lossy(doc).into_owned());
+        let presentity = self.presence().get(id)?;
+        let publications = presentity
+            .publications
+            .iter()
+            .map(|p| PublicationView {
+                entity_tag: p.etag.clone(),
+                source: p.source.to_string(),
+                expires_in_secs: remaining_secs(p.expires_at, now),
+                document: String::from_utf8_lossy(&p.body).into_owned(),
+            })
+            .collect();
+        Some(PresentityView {
+            aor: presentity.aor.clone(),
+            document,
+            publications,
+        })
     }
 
     /// The subscriptions to the presentity with this canonical AOR.
     pub fn inspect_watchers(&mut self, aor: &str, now: Instant) -> Vec<SubscriptionView> {
-        let _ = (aor, now);
-        Vec::new()
+        let Some(id) = self.presence().lookup(aor) else {
+            return Vec::new();
+        };
+        self.subscriptions()
+            .iter()
+            .filter(|sub| sub.package == package::PRESENCE && sub.resource == id)
+            .map(|sub| SubscriptionView {
+                presentity: aor.to_owned(),
+                ..subscription_view(sub, now)
+            })
+            .collect()
     }
 
     /// The subscriptions on this shard whose watcher has this canonical AOR.
     pub fn inspect_subscriptions_of(&mut self, watcher_aor: &str, now: Instant) -> Vec<SubscriptionView> {
-        let _ = (watcher_aor, now);
-        Vec::new()
+        let found: Vec<(u32, SubscriptionView)> = self
+            .subscriptions()
+            .iter()
+            .filter(|sub| sub.package == package::PRESENCE && sub.dialog.get(Field::WatcherAor) == watcher_aor)
+            .map(|sub| (sub.resource, subscription_view(sub, now)))
+            .collect();
+        found
+            .into_iter()
+            .map(|(resource, view)| SubscriptionView {
+                presentity: self.presence().get(resource).map(|p| p.aor.clone()).unwrap_or_default(),
+                ..view
+            })
+            .collect()
     }
 
     /// End a subscription with a final NOTIFY (Subscription-State:
     /// terminated;reason=deactivated, RFC 6665 §4.2.2), queued in the outbox
     /// for the driver's next flush. Returns the subscription as it was, or
     /// `None` when this shard has no subscription with that id.
+    ///
+    /// Stub: ending a subscription needs mutable access to the subscription
+    /// layer, which the shard does not expose yet.
     pub fn terminate_subscription(&mut self, id: &str, now: Instant) -> Option<SubscriptionView> {
         let _ = (id, now);
         None
