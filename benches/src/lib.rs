@@ -7,6 +7,8 @@ pub mod cli;
 pub mod commands;
 pub mod echo;
 pub mod engine;
+#[cfg(test)]
+mod fake_server;
 pub mod inbound;
 pub mod pacing;
 pub mod report;

@@ -197,7 +197,7 @@ impl<'a> Fanout<'a> {
         Fanout {
             shared,
             params,
-            thread: thread as u16,
+            thread,
             phase: Phase::Setup,
             watchers,
             next_watcher: 0,

@@ -1,0 +1,331 @@
+//! Test double for presenced (tests only): a single-threaded UDP presence
+//! server just good enough to drive every sipload scenario end to end.
+//! OPTIONS → 200; PUBLISH → 200 with a fresh SIP-ETag and a NOTIFY carrying
+//! the published body to every subscriber of that presentity; SUBSCRIBE →
+//! NOTIFY *before* the 200 (to exercise reordering), unSUBSCRIBE → 200 then
+//! a terminated NOTIFY. It can drop every n-th NOTIFY to test loss counting.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::inbound::{Inbound, Reader};
+
+struct Subscription {
+    watcher_addr: SocketAddr,
+    call_id: String,
+    remote_tag: String,
+    local_tag: String,
+    watcher_uri: String,
+    cseq: u32,
+}
+
+/// A running fake server.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Start; `drop_every` > 0 drops every n-th NOTIFY carrying a PUBLISH.
+    pub fn start(drop_every: u64) -> FakeServer {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind fake server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let addr = socket.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || serve(socket, &stop, drop_every))
+        };
+        FakeServer {
+            addr,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn response(msg: &Inbound<'_>, status: &str, to_tag: Option<&str>, extra: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = write!(out, "SIP/2.0 {status}\r\n");
+    for (name, value) in msg.copied_headers() {
+        if *name == "To" && msg.to_tag.is_none() {
+            if let Some(tag) = to_tag {
+                let _ = write!(out, "To: {value};tag={tag}\r\n");
+                continue;
+            }
+        }
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    let _ = write!(out, "{extra}Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn notify(server: SocketAddr, sub: &mut Subscription, state: &str, body: &[u8], branch: u64) -> Vec<u8> {
+    sub.cseq += 1;
+    let mut out = Vec::new();
+    let _ = write!(
+        out,
+        "NOTIFY {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {server};branch=z9hG4bK-fake{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:presentity@example.com>;tag={local}\r\n\
+         To: <sip:watcher@example.com>;tag={remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\n\
+         Contact: <sip:{server}>\r\nEvent: presence\r\nSubscription-State: {state}\r\n\
+         Content-Type: application/pidf+xml\r\nContent-Length: {len}\r\n\r\n",
+        uri = sub.watcher_uri,
+        local = sub.local_tag,
+        remote = sub.remote_tag,
+        call_id = sub.call_id,
+        cseq = sub.cseq,
+        len = body.len(),
+    );
+    out.extend_from_slice(body);
+    out
+}
+
+fn serve(socket: UdpSocket, stop: &AtomicBool, drop_every: u64) {
+    let server = socket.local_addr().expect("addr");
+    let mut buf = vec![0u8; 65536];
+    // presentity request-URI -> subscriptions (by Call-ID)
+    let mut subscriptions: HashMap<String, HashMap<String, Subscription>> = HashMap::new();
+    let mut counter = 0u64;
+    // NOTIFYs left until the next one is dropped (0: never drop)
+    let mut until_drop = drop_every;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((len, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(msg) = Inbound::read(&buf[..len], Reader::Light) else {
+            continue;
+        };
+        let Some(method) = msg.method() else {
+            continue; // a 200 to one of our NOTIFYs
+        };
+        let uri = std::str::from_utf8(&buf[..len])
+            .ok()
+            .and_then(|t| t.split(' ').nth(1))
+            .unwrap_or("")
+            .to_owned();
+        counter += 1;
+        let tag = format!("ft{counter}");
+        match method {
+            "PUBLISH" => {
+                let reply = response(
+                    &msg,
+                    "200 OK",
+                    Some(&tag),
+                    &format!("SIP-ETag: e{counter}\r\nExpires: 60\r\n"),
+                );
+                let _ = socket.send_to(&reply, from);
+                if msg.body.is_empty() {
+                    continue; // refresh: no state change
+                }
+                let body = msg.body.to_vec();
+                for sub in subscriptions.entry(uri).or_default().values_mut() {
+                    counter += 1;
+                    let datagram = notify(server, sub, "active;expires=600", &body, counter);
+                    if until_drop == 1 {
+                        until_drop = drop_every;
+                        continue;
+                    }
+                    until_drop = until_drop.saturating_sub(1);
+                    let _ = socket.send_to(&datagram, sub.watcher_addr);
+                }
+            }
+            "SUBSCRIBE" => {
+                let call_id = msg.call_id.unwrap_or("").to_owned();
+                let unsubscribe = std::str::from_utf8(&buf[..len])
+                    .map(|t| t.contains("\r\nExpires: 0\r\n"))
+                    .unwrap_or(false);
+                let subs = subscriptions.entry(presentity_of(&msg, &uri)).or_default();
+                if unsubscribe {
+                    let Some(mut sub) = subs.remove(&call_id) else {
+                        let _ = socket.send_to(&response(&msg, "481 No Subscription", None, ""), from);
+                        continue;
+                    };
+                    let _ = socket.send_to(&response(&msg, "200 OK", None, "Expires: 0\r\n"), from);
+                    let datagram = notify(server, &mut sub, "terminated;reason=timeout", b"", counter);
+                    let _ = socket.send_to(&datagram, sub.watcher_addr);
+                } else {
+                    let mut sub = Subscription {
+                        watcher_addr: from,
+                        call_id: call_id.clone(),
+                        remote_tag: msg.from_tag.unwrap_or("").to_owned(),
+                        local_tag: tag.clone(),
+                        watcher_uri: msg.contact_uri.unwrap_or("sip:unknown").to_owned(),
+                        cseq: 0,
+                    };
+                    // NOTIFY first: sipload must cope with it overtaking the 200.
+                    let datagram = notify(server, &mut sub, "active;expires=600", b"", counter);
+                    let _ = socket.send_to(&datagram, from);
+                    let contact = format!("Contact: <sip:{server}>\r\nExpires: 600\r\n");
+                    let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), &contact), from);
+                    subs.insert(call_id, sub);
+                }
+            }
+            "OPTIONS" => {
+                let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), ""), from);
+            }
+            _ => {
+                let _ = socket.send_to(&response(&msg, "405 Method Not Allowed", Some(&tag), ""), from);
+            }
+        }
+    }
+}
+
+/// In-dialog requests go to the server's Contact; the presentity is in To.
+fn presentity_of(msg: &Inbound<'_>, uri: &str) -> String {
+    msg.copied_headers()
+        .iter()
+        .find(|(name, _)| *name == "To")
+        .and_then(|(_, value)| {
+            let start = value.find('<')? + 1;
+            let end = value.find('>')?;
+            value.get(start..end).map(str::to_owned)
+        })
+        .unwrap_or_else(|| uri.to_owned())
+}
+
+/// End-to-end runs of each scenario against the fake server.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbound::Reader;
+    use crate::runner::{run, LoadConfig};
+    use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
+    use crate::scenario::options::{self, Options};
+    use crate::scenario::publish::{self, Publish};
+    use crate::scenario::subscribe::{self, Subscribe};
+
+    fn config(target: SocketAddr, rate: Option<f64>) -> LoadConfig {
+        LoadConfig {
+            scenario: "test".into(),
+            target,
+            threads: 2,
+            sockets: 4,
+            rate,
+            window: 2,
+            warmup_s: 0.1,
+            duration_s: 0.5,
+            timeout_ms: 1000,
+            pin: false,
+            domain: "example.com".into(),
+            reader: Reader::Core,
+            echo_baseline: false,
+            extra_drain_s: 3.0,
+            extra_deadline_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn options_closed_loop_succeeds() {
+        let server = FakeServer::start(0);
+        let report = run(&config(server.addr, None), options::KINDS, 0, Vec::new(), |_| Options).unwrap();
+        let kind = &report.kinds[0];
+        assert!(kind.succeeded > 10, "{report:?}");
+        assert_eq!(kind.failed, 0, "{report:?}");
+        assert_eq!(report.mode, "closed-loop");
+    }
+
+    #[test]
+    fn publish_mix_learns_etags() {
+        let server = FakeServer::start(0);
+        let mix = "20:60:20".parse().unwrap();
+        let report = run(
+            &config(server.addr, Some(400.0)),
+            publish::KINDS,
+            3,
+            Vec::new(),
+            |ctx| Publish::new(ctx.thread, ctx.threads, 20, mix, 60),
+        )
+        .unwrap();
+        assert_eq!(report.kinds[3].started, 200, "{report:?}");
+        assert_eq!(report.kinds[3].succeeded, 200, "{report:?}");
+        assert!(
+            report.kinds[1].succeeded > 50,
+            "refreshes happen once ETags are known: {report:?}"
+        );
+        assert!(report.kinds[2].succeeded > 10, "{report:?}");
+    }
+
+    #[test]
+    fn subscribe_dialogs_complete_despite_reordering() {
+        let server = FakeServer::start(0);
+        let report = run(
+            &config(server.addr, Some(100.0)),
+            subscribe::KINDS,
+            2,
+            Vec::new(),
+            |ctx| Subscribe::new(ctx.thread, ctx.threads, 10, 600, 1_000_000_000),
+        )
+        .unwrap();
+        let dialog = &report.kinds[2];
+        assert_eq!(dialog.started, 50, "{report:?}");
+        assert_eq!(dialog.succeeded, 50, "{report:?}");
+        assert_eq!(report.kinds[0].succeeded, 50);
+        assert_eq!(report.kinds[1].succeeded, 50);
+        assert!(dialog.latency_us.count == 50);
+    }
+
+    fn fanout_report(drop_every: u64) -> crate::report::Report {
+        let server = FakeServer::start(drop_every);
+        let mut cfg = config(server.addr, None);
+        cfg.extra_deadline_s = 20.0;
+        let params = FanoutParams {
+            presentities: 3,
+            watchers_per_presentity: 4,
+            rate: 60.0,
+            setup_window: 4,
+            setup_timeout_ns: 5_000_000_000,
+            expires: 600,
+            warmup_s: 0.1,
+            duration_s: 0.5,
+            timeout_ns: 300_000_000,
+        };
+        let shared = FanoutShared::new(2, 3);
+        run(&cfg, fanout::KINDS, 2, Vec::new(), |ctx| {
+            Fanout::new(&shared, params, ctx.thread, ctx.threads)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn fanout_attributes_every_notify() {
+        let report = fanout_report(0);
+        assert_eq!(report.kinds[0].succeeded, 12, "12 watchers set up: {report:?}");
+        let publishes = report.kinds[1].succeeded;
+        assert!((28..=31).contains(&publishes), "{report:?}");
+        let delivery = &report.kinds[2];
+        assert_eq!(delivery.started, publishes * 4, "{report:?}");
+        assert_eq!(delivery.succeeded, delivery.started, "{report:?}");
+        assert_eq!(delivery.failed, 0);
+        assert_eq!(report.kinds[3].succeeded, 12, "all unsubscribed: {report:?}");
+        assert_eq!(report.counters.get("lost_final_notifies"), Some(&0));
+    }
+
+    #[test]
+    fn fanout_counts_lost_notifies() {
+        let report = fanout_report(5);
+        let delivery = &report.kinds[2];
+        assert!(
+            delivery.failures.get("lost_notify").copied().unwrap_or(0) > 0,
+            "{report:?}"
+        );
+        assert!(delivery.succeeded < delivery.started);
+    }
+}
