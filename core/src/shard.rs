@@ -347,9 +347,21 @@ impl Shard {
         }
     }
 
+    /// A request the strict parser refused is answered 400 with the reason
+    /// when its headers still give a usable Via; anything else is dropped.
     fn reject_unparsable(&mut self, now: Instant, origin: Origin, bytes: &[u8], error: ParseError) {
-        let _ = (now, origin, bytes, error);
-        self.stats.dropped[stats::DROP_UNPARSABLE] += 1;
+        let _ = now;
+        let Ok(msg) = Message::parse_for_reply(bytes) else {
+            self.stats.dropped[stats::DROP_UNPARSABLE] += 1;
+            return;
+        };
+        let Ok(via) = msg.via() else {
+            self.stats.dropped[stats::DROP_NO_VIA] += 1;
+            return;
+        };
+        let (peer, dest) = Self::response_dest(&origin, &via);
+        self.stats.malformed_answered += 1;
+        self.respond_error(&msg, peer, dest, &SipError::from(error));
     }
 
     fn process(&mut self, now: Instant, origin: Origin, msg: &Message<'_>) {
@@ -538,11 +550,14 @@ impl Shard {
 
     /// Checks every request passes before its method handler (RFC 3261 §8.2).
     fn validate(config: &EngineConfig, msg: &Message<'_>, method: &Method<'_>) -> Result<(), SipError> {
-        if let StartLine::Request { version, uri, .. } = msg.start_line() {
+        if let StartLine::Request { version, .. } = msg.start_line() {
             if !version.eq_ignore_ascii_case("SIP/2.0") {
                 return Err(SipError::VersionNotSupported);
             }
-            let uri = match Uri::parse(uri) {
+            let Some(target) = msg.request_target() else {
+                return Err(SipError::BadRequest(Cow::Borrowed("Missing Request-URI")));
+            };
+            let uri = match target {
                 Ok(uri) => uri,
                 Err(UriError::UnsupportedScheme) => return Err(SipError::UnsupportedUriScheme),
                 Err(UriError::Malformed) => return Err(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI"))),
@@ -554,6 +569,11 @@ impl Shard {
         msg.call_id()?;
         msg.from_header()?;
         msg.to_header()?;
+        for contact in msg.header_values(HeaderName::Contact) {
+            if contact.trim() != "*" && crate::sip::NameAddr::parse(contact).is_err() {
+                return Err(SipError::BadRequest(Cow::Borrowed("Malformed Contact header")));
+            }
+        }
         let cseq = msg.cseq()?;
         if cseq.method != *method {
             return Err(SipError::BadRequest(Cow::Borrowed("CSeq method does not match the request")));
