@@ -1,3 +1,67 @@
+//! Fuzz target for the PIDF reader and the composer: whatever the reader
+//! accepts, composed alone, with itself and with a fixture publication,
+//! under both person policies, must give a document the reader accepts
+//! again, with the same entity and unique ids.
 #![no_main]
+
 use libfuzzer_sys::fuzz_target;
-fuzz_target!(|data: &[u8]| { let _ = data; });
+use presence_core::presence::compose::{ComposePolicy, Composer, EmptyDocument, PersonPolicy, Source};
+use presence_core::presence::pidf::{parse, ParsedPidf, PidfLimits};
+
+const FIXTURE: &[u8] = include_bytes!("../../core/tests/fixtures/pidf/alice-phone.xml");
+
+fuzz_target!(|data: &[u8]| {
+    let limits = PidfLimits::default();
+    let Ok(parsed) = parse(data, None, &limits) else { return };
+    let fixture = parse(FIXTURE, None, &limits).expect("the fixture is valid PIDF");
+    let fuzzed = Source {
+        body: data,
+        parsed: &parsed,
+        rank: 0,
+        sequence: 2,
+    };
+    let known = Source {
+        body: FIXTURE,
+        parsed: &fixture,
+        rank: 0,
+        sequence: 1,
+    };
+    let ranked = Source { rank: 1, ..known };
+    let mut composer = Composer::new();
+    let mut out = Vec::new();
+    for person in [PersonPolicy::Newest, PersonPolicy::Merge] {
+        let policy = ComposePolicy {
+            person,
+            empty: EmptyDocument::Closed,
+        };
+        for sources in [&[fuzzed][..], &[fuzzed, fuzzed], &[fuzzed, known], &[ranked, fuzzed]] {
+            assert!(composer.compose(&parsed.entity, sources, &policy, &mut out));
+            check(&out, &parsed.entity);
+        }
+    }
+});
+
+/// The composed document re-parses, keeps the entity, and has unique ids.
+fn check(out: &[u8], entity: &str) {
+    // Composition merges publications and adds declarations: the
+    // per-publication element and attribute bounds do not apply.
+    let relaxed = PidfLimits {
+        max_elements: usize::MAX,
+        max_attributes: usize::MAX,
+        ..PidfLimits::default()
+    };
+    let reparsed: ParsedPidf = match parse(out, None, &relaxed) {
+        Ok(reparsed) => reparsed,
+        Err(error) => panic!("composition rejected ({error:?}):\n{}", String::from_utf8_lossy(out)),
+    };
+    assert_eq!(reparsed.entity, entity);
+    let mut ids: Vec<&str> = reparsed
+        .elements
+        .iter()
+        .filter_map(|element| element.kind.id())
+        .collect();
+    ids.sort_unstable();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate ids:\n{}", String::from_utf8_lossy(out));
+}

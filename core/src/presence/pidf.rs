@@ -456,8 +456,8 @@ impl<'b, 'p> Reading<'b, 'p> {
         }
         self.check_attribute_namespaces(attributes)?;
 
-        let (namespace, _) = self.resolve(prefix)?;
-        let namespace = namespace.to_owned();
+        // Borrowing only `bindings` leaves the other fields assignable.
+        let (namespace, _) = resolve(&self.bindings, prefix)?;
         match depth {
             1 => {
                 self.root_seen = true;
@@ -485,7 +485,7 @@ impl<'b, 'p> Reading<'b, 'p> {
                     Some((id, span)) if !id.is_empty() => Ok((id.into_owned(), Some(span))),
                     _ => Err(PidfError::MissingId),
                 };
-                let (kind, id_span) = match (namespace.as_str(), local_name) {
+                let (kind, id_span) = match (namespace, local_name) {
                     (PIDF_NAMESPACE, "tuple") => {
                         let (id, span) = required_id()?;
                         (ElementKind::Tuple { id }, span)
@@ -535,7 +535,7 @@ impl<'b, 'p> Reading<'b, 'p> {
                 ) =>
             {
                 let copy = self.copy_info(&tag, name_range.end, self_closing, own_lang.is_some(), None);
-                let name = Some((namespace, local_name.to_owned()));
+                let name = Some((namespace.to_owned(), local_name.to_owned()));
                 self.person_child = Some(Open {
                     kind: ElementKind::Other,
                     start: tag.start,

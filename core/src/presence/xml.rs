@@ -151,27 +151,34 @@ pub fn decode_attribute_value(raw: &str) -> Option<Cow<'_, str>> {
 /// survives attribute-value normalisation; characters XML cannot carry at
 /// all are dropped.
 pub fn push_attribute_text(out: &mut Vec<u8>, text: &str) {
+    // Every character needing care is ASCII, or U+FFFE / U+FFFF (EF BF BE,
+    // EF BF BF): a byte scan finds them without decoding.
+    let bytes = text.as_bytes();
     let mut plain_from = 0;
-    for (at, c) in text.char_indices() {
-        let replacement: Option<&[u8]> = match c {
-            '&' => Some(b"&amp;"),
-            '<' => Some(b"&lt;"),
-            '>' => Some(b"&gt;"),
-            '"' => Some(b"&quot;"),
-            '\'' => Some(b"&apos;"),
-            '\t' => Some(b"&#9;"),
-            '\n' => Some(b"&#10;"),
-            '\r' => Some(b"&#13;"),
-            c if !is_xml_char(c) => Some(b""),
-            _ => None,
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        let (replacement, width): (&[u8], usize) = match byte {
+            b'&' => (b"&amp;", 1),
+            b'<' => (b"&lt;", 1),
+            b'>' => (b"&gt;", 1),
+            b'"' => (b"&quot;", 1),
+            b'\'' => (b"&apos;", 1),
+            b'\t' => (b"&#9;", 1),
+            b'\n' => (b"&#10;", 1),
+            b'\r' => (b"&#13;", 1),
+            0..=0x1F => (b"", 1),
+            0xEF if matches!((bytes.get(at + 1), bytes.get(at + 2)), (Some(0xBF), Some(0xBE | 0xBF))) => (b"", 3),
+            _ => {
+                at += 1;
+                continue;
+            }
         };
-        if let Some(replacement) = replacement {
-            out.extend_from_slice(text.get(plain_from..at).unwrap_or_default().as_bytes());
-            out.extend_from_slice(replacement);
-            plain_from = at + c.len_utf8();
-        }
+        out.extend_from_slice(bytes.get(plain_from..at).unwrap_or_default());
+        out.extend_from_slice(replacement);
+        at += width;
+        plain_from = at;
     }
-    out.extend_from_slice(text.get(plain_from..).unwrap_or_default().as_bytes());
+    out.extend_from_slice(bytes.get(plain_from..).unwrap_or_default());
 }
 
 /// One attribute of a start tag, as absolute byte ranges in the document.
@@ -299,12 +306,12 @@ mod tests {
     #[test]
     fn escaping_round_trips_through_normalisation() {
         let mut out = Vec::new();
-        push_attribute_text(&mut out, "a\"'<&>\t\u{1}z");
+        push_attribute_text(&mut out, "a\"'<&>\t\u{1}\u{FFFF}é\u{FFFE}z");
         let text = String::from_utf8(out).expect("escaped text is UTF-8");
-        assert_eq!(text, "a&quot;&apos;&lt;&amp;&gt;&#9;z");
+        assert_eq!(text, "a&quot;&apos;&lt;&amp;&gt;&#9;éz");
         let mut decoded = String::new();
         assert!(attribute_value(&text, Some(&mut decoded)));
-        assert_eq!(decoded, "a\"'<&>\tz");
+        assert_eq!(decoded, "a\"'<&>\téz");
     }
 
     #[test]
