@@ -116,6 +116,7 @@ pub struct Services {
     ranker: SourceRanker,
     aor_buf: String,
     etag_buf: String,
+    scratch: Vec<u8>,
 }
 
 pub struct Shard {
@@ -162,6 +163,7 @@ impl Shard {
                 ranker,
                 aor_buf: String::with_capacity(64),
                 etag_buf: String::with_capacity(32),
+                scratch: Vec::new(),
             },
             id,
             shards: shards.max(1),
@@ -395,6 +397,7 @@ impl Shard {
         let services = &mut self.services;
         let mut state = PackageState {
             presence: &mut services.presence,
+            scratch: &mut services.scratch,
         };
         services.subscriptions.on_notify_outcome(user, outcome, now, &mut state);
     }
@@ -662,6 +665,7 @@ impl Shard {
                 let new_tag = responder.default_tag().to_owned();
                 let mut state = PackageState {
                     presence: &mut services.presence,
+                    scratch: &mut services.scratch,
                 };
                 let mut ctx = SubscribeContext {
                     state: &mut state,
@@ -711,6 +715,7 @@ impl Shard {
         let services = &mut self.services;
         let mut state = PackageState {
             presence: &mut services.presence,
+            scratch: &mut services.scratch,
         };
         let mut sink = NotifySink {
             shard: self.id,

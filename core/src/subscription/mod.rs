@@ -162,6 +162,8 @@ pub struct Subscription {
     pub unsent_change: Option<Instant>,
     /// sent over TCP (Via transport of NOTIFY)
     pub reliable: bool,
+    /// what the package has told this subscriber (partial-state packages)
+    pub cursor: package::SubscriberCursor,
 }
 
 impl Subscription {

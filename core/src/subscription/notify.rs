@@ -35,12 +35,15 @@ impl NotifySink<'_> {
         let start = self.out.buf.len();
         let package = package::get(sub.package);
         let reliable = sub.reliable || matches!(sub.dest, Dest::TcpConnect(_));
+        let cursor_before = sub.cursor;
         self.write(sub, now, reliable);
         let mut dest = sub.dest;
         if let Dest::Udp(addr) = dest {
             if self.out.buf.len() - start > self.mtu_threshold {
-                // RFC 3261 §18.1.1: too large for UDP, use TCP (and say so in Via).
+                // RFC 3261 §18.1.1: too large for UDP, use TCP (and say so in
+                // Via). The body is rendered again: undo the cursor's step.
                 self.out.buf.truncate(start);
+                sub.cursor = cursor_before;
                 dest = Dest::TcpConnect(addr);
                 self.write(sub, now, true);
             }
@@ -58,7 +61,7 @@ impl NotifySink<'_> {
         }
     }
 
-    fn write(&mut self, sub: &Subscription, now: Instant, reliable: bool) {
+    fn write(&mut self, sub: &mut Subscription, now: Instant, reliable: bool) {
         let d = &sub.dialog;
         let transport = if reliable { "TCP" } else { "UDP" };
         let mut w = MessageWriter::request(&mut self.out.buf, "NOTIFY", d.get(Field::RemoteTarget));
@@ -109,7 +112,7 @@ impl NotifySink<'_> {
         w.header_str("User-Agent", PRODUCT);
         // A pending subscription gets no state (RFC 6665 §4.2.2: authorization).
         let body = match sub.state {
-            SubState::Active => package.render(self.state, sub.resource),
+            SubState::Active => package.render(self.state, sub.resource, &mut sub.cursor),
             SubState::Pending => None,
         };
         match body {

@@ -13,6 +13,19 @@ pub type PackageId = u8;
 /// The shard state packages render from.
 pub struct PackageState<'a> {
     pub presence: &'a mut PresenceStore,
+    /// Where packages whose bodies differ per subscriber write them.
+    pub scratch: &'a mut Vec<u8>,
+}
+
+/// What one subscriber has been told so far, for packages that send full
+/// state first and partial state after (reg, presence.winfo): the package
+/// updates it in `render`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberCursor {
+    /// NOTIFY bodies rendered for this subscriber (the next `version`).
+    pub rendered: u32,
+    /// The resource's change sequence the last body reflected.
+    pub seen_change: u64,
 }
 
 pub trait EventPackage: Sync {
@@ -25,9 +38,14 @@ pub trait EventPackage: Sync {
     fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError>;
     /// The subscription is gone: release the resource.
     fn detach(&self, state: &mut PackageState<'_>, resource: u32);
-    /// The current state of a resource as (content type, body); `None` for a
-    /// NOTIFY without body. Called once per NOTIFY; cheap when unchanged.
-    fn render<'s>(&self, state: &'s mut PackageState<'_>, resource: u32) -> Option<(&'static str, &'s [u8])>;
+    /// The state of a resource for one subscriber as (content type, body);
+    /// `None` for a NOTIFY without body. Called once per NOTIFY.
+    fn render<'s>(
+        &self,
+        state: &'s mut PackageState<'_>,
+        resource: u32,
+        cursor: &mut SubscriberCursor,
+    ) -> Option<(&'static str, &'s [u8])>;
     /// When the resource last changed (PUBLISH→NOTIFY latency).
     fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant>;
 }
@@ -60,7 +78,13 @@ impl EventPackage for PresencePackage {
         state.presence.release(resource as PresentityId);
     }
 
-    fn render<'s>(&self, state: &'s mut PackageState<'_>, resource: u32) -> Option<(&'static str, &'s [u8])> {
+    fn render<'s>(
+        &self,
+        state: &'s mut PackageState<'_>,
+        resource: u32,
+        cursor: &mut SubscriberCursor,
+    ) -> Option<(&'static str, &'s [u8])> {
+        cursor.rendered += 1;
         state.presence.composed(resource as PresentityId).map(|doc| (PIDF, doc))
     }
 

@@ -230,6 +230,7 @@ pub fn handle(
         max_interval,
         unsent_change: None,
         reliable,
+        cursor: Default::default(),
     };
     subs.insert(sub, now);
     let tag = ctx.new_tag;
