@@ -35,6 +35,7 @@ pub enum HeaderName {
 }
 
 /// Every known full name, in canonical spelling.
+#[cfg(test)]
 const FULL_NAMES: [(&str, HeaderName); 27] = [
     ("Accept", HeaderName::Accept),
     ("Accept-Encoding", HeaderName::AcceptEncoding),
@@ -71,10 +72,46 @@ impl HeaderName {
         if let [single] = name {
             return Self::from_compact(single.to_ascii_lowercase());
         }
-        FULL_NAMES
-            .iter()
-            .find(|(full, _)| full.len() == name.len() && full.as_bytes().eq_ignore_ascii_case(name))
-            .map_or(HeaderName::Other, |&(_, known)| known)
+        let Some(first) = name.first().map(u8::to_ascii_lowercase) else {
+            return HeaderName::Other;
+        };
+        // Length and first letter leave at most one candidate (the second
+        // letter separates Call-ID from Contact); one comparison confirms it.
+        let candidate = match (name.len(), first) {
+            (2, b't') => HeaderName::To,
+            (3, b'v') => HeaderName::Via,
+            (4, b'f') => HeaderName::From,
+            (4, b'c') => HeaderName::CSeq,
+            (5, b'a') => HeaderName::Allow,
+            (5, b'e') => HeaderName::Event,
+            (5, b'r') => HeaderName::Route,
+            (6, b'a') => HeaderName::Accept,
+            (7, b'c') if name.get(1).is_some_and(|b| b.eq_ignore_ascii_case(&b'a')) => HeaderName::CallId,
+            (7, b'c') => HeaderName::Contact,
+            (7, b'e') => HeaderName::Expires,
+            (7, b'r') => HeaderName::Require,
+            (8, b's') => HeaderName::SipETag,
+            (9, b's') => HeaderName::Supported,
+            (11, b'u') => HeaderName::Unsupported,
+            (11, b'm') => HeaderName::MinExpires,
+            (12, b'a') => HeaderName::AllowEvents,
+            (12, b'c') => HeaderName::ContentType,
+            (12, b'm') => HeaderName::MaxForwards,
+            (12, b'r') => HeaderName::RecordRoute,
+            (12, b's') => HeaderName::SipIfMatch,
+            (13, b'p') => HeaderName::ProxyRequire,
+            (14, b'c') => HeaderName::ContentLength,
+            (15, b'a') => HeaderName::AcceptEncoding,
+            (16, b'c') => HeaderName::ContentEncoding,
+            (18, b's') => HeaderName::SubscriptionState,
+            (19, b'p') => HeaderName::PAssertedIdentity,
+            _ => return HeaderName::Other,
+        };
+        if candidate.as_str().as_bytes().eq_ignore_ascii_case(name) {
+            candidate
+        } else {
+            HeaderName::Other
+        }
     }
 
     /// One-letter forms. The ones mapping to `Other` (s = Subject, r =

@@ -150,28 +150,50 @@ enum StartSpans {
     },
 }
 
-/// One physical line: where its content ends (before CR LF or LF), where
-/// the next line starts, and the first colon in it.
+/// One physical line: where it starts, where its content ends (before
+/// CR LF or LF), and where the next line starts.
 struct Line {
     start: usize,
     end: usize,
     next: usize,
-    colon: Option<usize>,
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the eight bytes of `word` equals `byte` (exact: the
+/// borrow of the subtraction cannot set a high bit that `!x` keeps).
+fn word_has_byte(word: u64, byte: u8) -> bool {
+    let x = word ^ (LOW_BITS * u64::from(byte));
+    x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS != 0
 }
 
 /// Scans one line from `from`, OR-ing every byte into `seen` so the caller
 /// learns whether anything outside ASCII occurred without a second pass.
-/// A CR not followed by LF is rejected: it is neither a line end nor text.
+/// Eight bytes are examined at a time until a CR or LF is in sight. A CR
+/// not followed by LF is rejected: it is neither a line end nor text.
 fn scan_line(raw: &[u8], from: usize, seen: &mut u8) -> Result<Line, ParseError> {
     let rest = raw.get(from..).ok_or(ParseError::Truncated)?;
-    let mut colon = None;
-    let mut acc = 0u8;
-    for (offset, &byte) in rest.iter().enumerate() {
+    let mut offset = 0;
+    let mut words = 0u64;
+    while let Some(chunk) = rest.get(offset..offset + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(bytes);
+        if word_has_byte(word, b'\n') || word_has_byte(word, b'\r') {
+            break;
+        }
+        words |= word;
+        offset += 8;
+    }
+    let mut acc = if words & HIGH_BITS != 0 { 0x80 } else { 0 };
+    for (index, &byte) in rest.iter().enumerate().skip(offset) {
         match byte {
             b'\n' => {
                 *seen |= acc;
-                let at = from + offset;
-                let end = if offset > 0 && raw.get(at - 1) == Some(&b'\r') {
+                let at = from + index;
+                let end = if index > 0 && raw.get(at - 1) == Some(&b'\r') {
                     at - 1
                 } else {
                     at
@@ -180,11 +202,9 @@ fn scan_line(raw: &[u8], from: usize, seen: &mut u8) -> Result<Line, ParseError>
                     start: from,
                     end,
                     next: at + 1,
-                    colon,
                 });
             }
-            b'\r' if rest.get(offset + 1) != Some(&b'\n') => return Err(ParseError::HeaderLine),
-            b':' if colon.is_none() => colon = Some(from + offset),
+            b'\r' if rest.get(index + 1) != Some(&b'\n') => return Err(ParseError::HeaderLine),
             _ => {}
         }
         acc |= byte;
@@ -192,13 +212,25 @@ fn scan_line(raw: &[u8], from: usize, seen: &mut u8) -> Result<Line, ParseError>
     Err(ParseError::Truncated)
 }
 
-/// `token` characters of RFC 3261 §25.1.
+/// `token` characters of RFC 3261 §25.1, as a table indexed by byte.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut index = 0;
+    while index < 256 {
+        let byte = index as u8;
+        table[index] = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        index += 1;
+    }
+    table
+};
+
+#[inline]
 pub(crate) fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN_BYTES.get(usize::from(byte)).copied().unwrap_or(false)
 }
 
 pub(crate) fn is_token(text: &[u8]) -> bool {
@@ -486,16 +518,19 @@ impl<'a> Message<'a> {
                 previous.value_end = span_u32(line.end);
                 continue;
             }
-            let colon = line.colon.ok_or(ParseError::HeaderLine)?;
-            let name_bytes = raw.get(line.start..colon).unwrap_or(&[]);
-            let name_len = name_bytes
+            // name = token, then optional SP/HT, then the colon
+            let text = raw.get(line.start..line.end).unwrap_or(&[]);
+            let name_len = text.iter().position(|&b| !is_token_byte(b)).unwrap_or(text.len());
+            let after_name = text.get(name_len..).unwrap_or(&[]);
+            let spaces = after_name
                 .iter()
-                .rposition(|&b| b != b' ' && b != b'\t')
-                .map_or(0, |last| last + 1);
-            let name = name_bytes.get(..name_len).unwrap_or(&[]);
-            if !is_token(name) {
+                .position(|&b| b != b' ' && b != b'\t')
+                .unwrap_or(after_name.len());
+            if name_len == 0 || after_name.get(spaces) != Some(&b':') {
                 return Err(ParseError::HeaderLine);
             }
+            let colon = line.start + name_len + spaces;
+            let name = text.get(..name_len).unwrap_or(&[]);
             let slot = headers.get_mut(header_count).ok_or(ParseError::TooManyHeaders)?;
             *slot = HeaderEntry {
                 name: HeaderName::from_bytes(name),
@@ -915,6 +950,33 @@ Contact: \"Doe, John\" <sip:j@h;a=1,2>;q=0.5 , <sip:k@h>\r\nContact: sip:l@h\r\n
             b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n",
         ] {
             assert!(Message::parse_for_reply(refused).is_err());
+        }
+    }
+
+    #[test]
+    fn word_scan_finds_every_position() {
+        for position in 0..8 {
+            let mut bytes = *b"abcdefgh";
+            bytes[position] = b'\n';
+            assert!(word_has_byte(u64::from_le_bytes(bytes), b'\n'));
+            assert!(!word_has_byte(u64::from_le_bytes(bytes), b'\r'));
+        }
+        assert!(!word_has_byte(
+            u64::from_le_bytes(*b"\x0b\x0c\x8a\x8d\xff\x00\x09\x0e"),
+            b'\n'
+        ));
+        for position in 0..30 {
+            let mut value = vec![b'x'; 30];
+            value[position] = b'\r';
+            let mut raw = b"OPTIONS sip:a@b SIP/2.0\r\nX-Long: ".to_vec();
+            raw.extend_from_slice(&value);
+            raw.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(Message::parse(&raw).err(), Some(ParseError::HeaderLine), "{position}");
+            value[position] = 0xff;
+            let mut raw = b"OPTIONS sip:a@b SIP/2.0\r\nX-Long: ".to_vec();
+            raw.extend_from_slice(&value);
+            raw.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(Message::parse(&raw).err(), Some(ParseError::NotUtf8), "{position}");
         }
     }
 
