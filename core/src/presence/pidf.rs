@@ -21,6 +21,8 @@ use std::ops::Range;
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 
+use crate::sip::uri::Uri;
+
 // Declared here rather than in `presence/mod.rs` to keep the lexical
 // helpers next to their only users (this reader and the composer).
 #[path = "xml.rs"]
@@ -730,86 +732,17 @@ impl<'b, 'p> Reading<'b, 'p> {
     }
 }
 
-/// The parts of a presentity URI that identify it (RFC 3261 §19.1.4 minus
-/// parameters and headers): user, host, port.
-struct AddressOfRecord<'a> {
-    user: Option<&'a str>,
-    host: &'a str,
-    port: Option<u16>,
-}
-
-impl<'a> AddressOfRecord<'a> {
-    /// `sip:`, `sips:` and `pres:` URIs of the same user@host denote the
-    /// same presentity.
-    fn of(uri: &'a str) -> Option<Self> {
-        let (scheme, rest) = uri.trim().split_once(':')?;
-        if !["sip", "sips", "pres"]
-            .iter()
-            .any(|known| scheme.eq_ignore_ascii_case(known))
-        {
-            return None;
-        }
-        // Parameters and headers cannot hold '@'; the user part may hold ';'.
-        let (user, host_and_rest) = match rest.split_once('@') {
-            Some((userinfo, host)) => (Some(userinfo.split_once(':').map_or(userinfo, |(user, _)| user)), host),
-            None => (None, rest),
-        };
-        let hostport = host_and_rest.split([';', '?']).next().unwrap_or_default();
-        let (host, port) = match hostport.find(']') {
-            Some(close) => hostport.split_at(close + 1),
-            None => hostport
-                .find(':')
-                .map_or((hostport, ""), |colon| hostport.split_at(colon)),
-        };
-        let port = match port.strip_prefix(':') {
-            Some(digits) => Some(digits.parse().ok()?),
-            None if port.is_empty() => None,
-            None => return None,
-        };
-        (!host.is_empty()).then_some(AddressOfRecord { user, host, port })
-    }
-
-    fn same_as(&self, other: &AddressOfRecord<'_>) -> bool {
-        let same_user = match (self.user, other.user) {
-            (Some(a), Some(b)) => percent_decoded(a).eq(percent_decoded(b)),
-            (None, None) => true,
-            _ => false,
-        };
-        same_user && self.host.eq_ignore_ascii_case(other.host) && self.port == other.port
-    }
-}
-
-/// The bytes of a URI component with %-escapes decoded (escaped and plain
-/// characters compare equal).
-fn percent_decoded(text: &str) -> impl Iterator<Item = u8> + '_ {
-    let bytes = text.as_bytes();
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let byte = *bytes.get(at)?;
-        let escaped = (byte == b'%')
-            .then(|| bytes.get(at + 1..at + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(decoded) => {
-                at += 3;
-                Some(decoded)
-            }
-            None => {
-                at += 1;
-                Some(byte)
-            }
-        }
-    })
-}
-
+/// The entity denotes the presentity when both are URIs with the same
+/// canonical address-of-record (the presentity key): `pres:` and `sip:` of
+/// the same user@host match, host case and URI parameters do not matter.
 fn same_presentity(entity: &str, presentity: &str) -> bool {
-    match (AddressOfRecord::of(entity), AddressOfRecord::of(presentity)) {
-        (Some(entity), Some(presentity)) => entity.same_as(&presentity),
-        _ => false,
-    }
+    let (Ok(entity), Ok(presentity)) = (Uri::parse(entity.trim()), Uri::parse(presentity.trim())) else {
+        return false;
+    };
+    let (mut entity_aor, mut presentity_aor) = (String::new(), String::new());
+    entity.write_aor(&mut entity_aor);
+    presentity.write_aor(&mut presentity_aor);
+    entity_aor == presentity_aor
 }
 
 #[cfg(test)]
@@ -828,6 +761,8 @@ mod tests {
         assert!(!same_presentity("sip:alice@example.com:5060", "sip:alice@example.com"));
         assert!(!same_presentity("mailto:alice@example.com", "sip:alice@example.com"));
         assert!(!same_presentity("sip:bob@example.com", "sip:alice@example.com"));
+        // sips: is a different AOR from sip: (RFC 3261 §19.1.4)
+        assert!(!same_presentity("sips:alice@example.com", "sip:alice@example.com"));
     }
 
     #[test]
