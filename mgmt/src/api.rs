@@ -137,6 +137,7 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> HttpResponse {
     };
     let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     if let Err(refusal) = state.auth.check(route.access, authorization) {
+        tracing::debug!(%method, %path, %refusal, "management request refused");
         return refused(refusal);
     }
     let result = match route.endpoint {
@@ -157,7 +158,9 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> HttpResponse {
         Endpoint::GetLogConfig => Ok(get_log_config(state)),
         Endpoint::PutLogConfig => put_log_config(state, request).await,
     };
-    result.unwrap_or_else(|error| error_response(&error))
+    let response = result.unwrap_or_else(|error| error_response(&error));
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "management request");
+    response
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {

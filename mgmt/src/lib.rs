@@ -24,6 +24,11 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use auth::{read_token_file, Access, AuthPolicy, Refusal, TokenFileError};
 
+/// The JSON library the API speaks, for clients in this workspace (the
+/// end-to-end tests) that would otherwise need their own dependency on it.
+#[doc(hidden)]
+pub use serde_json;
+
 /// Changes the process's log filter; `Err` carries why a filter is invalid.
 /// Given by the binary so this crate does not depend on tracing-subscriber.
 pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;

@@ -421,3 +421,4 @@ impl UdpClient {
         notify
     }
 }
+pub mod http;
