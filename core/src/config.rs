@@ -35,6 +35,7 @@ pub struct EngineConfig {
     pub presence: PresenceConfig,
     pub notify: NotifyConfig,
     pub subscriptions: SubscriptionConfig,
+    pub registrar: RegistrarConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -209,6 +210,35 @@ impl Default for SubscriptionConfig {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted (shorter, except 0 → 423 Min-Expires).
+    pub min_expires: u32,
+    /// Duration granted when neither the Contact nor Expires gives one.
+    pub default_expires: u32,
+    /// Longest duration granted.
+    pub max_expires: u32,
+    /// Bindings per AOR (more → 403).
+    pub max_bindings_per_aor: usize,
+    /// Only registered presentities may publish (403 otherwise) and be
+    /// watched (SUBSCRIBE → 480); when the last binding goes, the
+    /// presentity's publications go too and its watchers see it closed.
+    pub require_registration: bool,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            default_expires: 3600,
+            max_expires: 7200,
+            max_bindings_per_aor: 10,
+            require_registration: false,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -222,6 +252,7 @@ impl Default for EngineConfig {
             presence: PresenceConfig::default(),
             notify: NotifyConfig::default(),
             subscriptions: SubscriptionConfig::default(),
+            registrar: RegistrarConfig::default(),
             shutdown_grace_secs: 5,
         }
     }

@@ -6,7 +6,7 @@ use crate::sip::writer::MessageWriter;
 use std::borrow::Cow;
 
 /// Methods the server implements, for Allow.
-pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE";
+pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER";
 /// Option tags the server supports, for Supported.
 pub const SUPPORTED: &str = "";
 
@@ -16,6 +16,8 @@ pub enum SipError {
     BadRequest(Cow<'static, str>),
     #[error("Forbidden")]
     Forbidden,
+    #[error("{0}")]
+    ForbiddenBecause(&'static str),
     #[error("Not Found")]
     NotFound,
     #[error("Method Not Allowed")]
@@ -58,7 +60,7 @@ impl SipError {
     pub fn status(&self) -> u16 {
         match self {
             SipError::BadRequest(_) => 400,
-            SipError::Forbidden => 403,
+            SipError::Forbidden | SipError::ForbiddenBecause(_) => 403,
             SipError::NotFound => 404,
             SipError::MethodNotAllowed => 405,
             SipError::NotAcceptable { .. } => 406,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod presence;
+pub mod registrar;
 pub mod routing;
 pub mod runtime;
 pub mod shard;

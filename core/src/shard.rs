@@ -7,8 +7,10 @@
 
 use crate::config::{EmptyPresence, EngineConfig};
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
+use crate::presence::pidf;
 use crate::presence::publish::{self, SourceRanker};
 use crate::presence::store::PresenceStore;
+use crate::registrar::{register, Registrar};
 use crate::subscription::notify::NotifySink;
 use crate::subscription::package::PackageState;
 use crate::subscription::subscribe::{self, SubscribeContext};
@@ -28,7 +30,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// Event packages the server serves, for Allow-Events.
-pub const ALLOW_EVENTS: &str = "presence";
+pub use crate::subscription::package::ALLOW_EVENTS;
 /// Body types the server accepts, for Accept.
 pub const ACCEPT: &str = "application/pidf+xml";
 
@@ -112,6 +114,7 @@ struct RequestContext {
 /// The method handlers' state: what the shard knows about presence.
 pub struct Services {
     pub presence: PresenceStore,
+    pub registrar: Registrar,
     pub subscriptions: Subscriptions,
     ranker: SourceRanker,
     aor_buf: String,
@@ -160,6 +163,7 @@ impl Shard {
             services: Services {
                 presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
                 subscriptions: Subscriptions::new(config.subscriptions.clone()),
+                registrar: Registrar::default(),
                 ranker,
                 aor_buf: String::with_capacity(64),
                 etag_buf: String::with_capacity(32),
@@ -397,7 +401,9 @@ impl Shard {
         let services = &mut self.services;
         let mut state = PackageState {
             presence: &mut services.presence,
+            registrar: &services.registrar,
             scratch: &mut services.scratch,
+            now,
         };
         services.subscriptions.on_notify_outcome(user, outcome, now, &mut state);
     }
@@ -481,6 +487,7 @@ impl Shard {
             let response = self.out.buf.get(start..).unwrap_or(&[]);
             self.server.complete(now, &self.key_buf, merge_key, response, dest);
         }
+        self.sync_registrations(now);
     }
 
     fn respond_error(&mut self, msg: &Message<'_>, peer: SocketAddr, dest: Dest, error: &SipError) {
@@ -625,6 +632,9 @@ impl Shard {
                     .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
+                if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
+                    return Err(SipError::ForbiddenBecause("Presentity not registered"));
+                }
                 services.etag_buf.clear();
                 routing::write_owned_id(&mut services.etag_buf, shard, nonce);
                 publish::handle(
@@ -663,9 +673,14 @@ impl Shard {
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
                 let new_tag = responder.default_tag().to_owned();
+                if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
+                    return Err(SipError::TemporarilyUnavailable);
+                }
                 let mut state = PackageState {
                     presence: &mut services.presence,
+                    registrar: &services.registrar,
                     scratch: &mut services.scratch,
+                    now,
                 };
                 let mut ctx = SubscribeContext {
                     state: &mut state,
@@ -675,6 +690,13 @@ impl Shard {
                     local,
                 };
                 subscribe::handle(&mut services.subscriptions, &mut ctx, msg, &services.aor_buf, responder)
+            }
+            Method::Register => {
+                let to = msg.to_header()?;
+                let uri = Uri::parse(to.uri).map_err(|_| SipError::BadRequest(Cow::Borrowed("Malformed To URI")))?;
+                services.aor_buf.clear();
+                uri.write_aor(&mut services.aor_buf);
+                register::handle(&mut services.registrar, &config.registrar, now, msg, &services.aor_buf, responder)
             }
             Method::Extension(_) => Err(SipError::NotImplemented),
             _ => Err(SipError::MethodNotAllowed),
@@ -695,6 +717,48 @@ impl Shard {
             self.on_client_outcome(now, user, outcome);
         }
         self.services.subscriptions.on_timers(now);
+        self.services.registrar.expire(now);
+        self.sync_registrations(now);
+    }
+
+    /// Carry registration changes into presence: each AOR's bindings become
+    /// a network-sourced publication (one open tuple per contact), and its
+    /// reg subscribers are told.
+    fn sync_registrations(&mut self, now: Instant) {
+        let changed = self.services.registrar.take_changes();
+        if changed.is_empty() {
+            return;
+        }
+        let services = &mut self.services;
+        let mut pids = Vec::with_capacity(changed.len());
+        for aor in &changed {
+            let bindings = services.registrar.get(aor).map(|r| r.bindings.as_slice()).unwrap_or(&[]);
+            let document = if bindings.is_empty() {
+                None
+            } else {
+                let body = registration_document(aor, bindings);
+                match pidf::parse(&body, None, &pidf::PidfLimits::default()) {
+                    Ok(parsed) => Some((body, parsed)),
+                    Err(e) => {
+                        tracing::warn!(%aor, error = %e, "registration document does not parse");
+                        None
+                    }
+                }
+            };
+            let last_gone = document.is_none();
+            let _ = services.presence.set_registration(aor, now, document, self.local);
+            if last_gone && self.config.registrar.require_registration {
+                services.presence.remove_all(aor, now);
+            }
+            if let Some(pid) = services.presence.lookup(aor) {
+                pids.push(pid);
+            }
+            let watched = services.presence.lookup(aor).is_some();
+            services.registrar.collect(aor, watched);
+        }
+        services
+            .subscriptions
+            .resources_changed(crate::subscription::package::REG, &pids, now);
     }
 
     /// When the shard next needs `handle_timeout`.
@@ -704,6 +768,7 @@ impl Shard {
             self.client.next_deadline(),
             self.services.presence.next_deadline(),
             self.services.subscriptions.next_deadline(),
+            self.services.registrar.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -715,7 +780,9 @@ impl Shard {
         let services = &mut self.services;
         let mut state = PackageState {
             presence: &mut services.presence,
+            registrar: &services.registrar,
             scratch: &mut services.scratch,
+            now,
         };
         let mut sink = NotifySink {
             shard: self.id,
@@ -729,4 +796,28 @@ impl Shard {
         };
         services.subscriptions.flush(now, &self.config.notify, &mut sink);
     }
+}
+
+/// The PIDF document that stands for an AOR's bindings: one open tuple per
+/// contact, its q as the contact priority.
+fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> Vec<u8> {
+    use crate::subscription::reg::push_escaped;
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(128 + 160 * bindings.len());
+    out.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"");
+    push_escaped(&mut out, aor);
+    out.extend_from_slice(b"\">");
+    for b in bindings {
+        let _ = write!(out, "<tuple id=\"reg-{}\"><status><basic>open</basic></status><contact", b.id);
+        if let Some(q) = &b.q {
+            out.extend_from_slice(b" priority=\"");
+            push_escaped(&mut out, q);
+            out.push(b'"');
+        }
+        out.push(b'>');
+        push_escaped(&mut out, &b.contact);
+        out.extend_from_slice(b"</contact></tuple>");
+    }
+    out.extend_from_slice(b"</presence>");
+    out
 }

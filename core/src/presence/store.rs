@@ -35,6 +35,17 @@ pub struct Publication {
     pub sequence: u64,
     pub rank: u8,
     pub source: SocketAddr,
+    pub kind: SourceKind,
+}
+
+/// Where a publication comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A PUBLISH (RFC 3903): addressed by its entity-tag.
+    Published,
+    /// The presentity's registration bindings, kept by the registrar: no
+    /// entity-tag reaches it.
+    Registration,
 }
 
 #[derive(Clone, Debug)]
@@ -67,7 +78,9 @@ impl Presentity {
     }
 
     pub fn publication_by_etag(&self, etag: &str) -> Option<usize> {
-        self.publications.iter().position(|p| p.etag == etag)
+        self.publications
+            .iter()
+            .position(|p| p.kind == SourceKind::Published && p.etag == etag)
     }
 }
 
@@ -227,6 +240,7 @@ impl PresenceStore {
             sequence,
             rank,
             source,
+            kind: SourceKind::Published,
         });
         self.publication_count += 1;
         self.owners.insert(publication_id, id);
@@ -287,6 +301,65 @@ impl PresenceStore {
         self.publication_count -= 1;
         self.changed(id, now);
         self.collect(id);
+    }
+
+    /// Set (or with `None` remove) the publication that stands for the
+    /// presentity's registration. It ranks below every published source
+    /// and is older than any of them, so it loses every conflict.
+    pub fn set_registration(
+        &mut self,
+        aor: &str,
+        now: Instant,
+        document: Option<(Vec<u8>, ParsedPidf)>,
+        source: SocketAddr,
+    ) -> Result<(), StoreError> {
+        let existing = self.lookup(aor).and_then(|id| {
+            let p = self.get(id)?;
+            let index = p.publications.iter().position(|p| p.kind == SourceKind::Registration)?;
+            Some((id, index))
+        });
+        match (existing, document) {
+            (Some((id, index)), None) => self.remove(id, index, now),
+            (None, None) => {}
+            (Some((id, index)), Some((body, parsed))) => {
+                if let Some(p) = self.get_mut(id).and_then(|p| p.publications.get_mut(index)) {
+                    p.body = body;
+                    p.parsed = parsed;
+                }
+                self.changed(id, now);
+            }
+            (None, Some((body, parsed))) => {
+                let id = self.get_or_create(aor, now)?;
+                self.next_publication += 1;
+                let publication_id = self.next_publication;
+                let presentity = self.get_mut(id).ok_or(StoreError::UnknownPresentity)?;
+                presentity.publications.push(Publication {
+                    id: publication_id,
+                    etag: String::new(),
+                    body,
+                    parsed,
+                    // The registrar expires bindings; this never expires by itself.
+                    expires_at: Instant::from_micros(u64::MAX),
+                    sequence: 0,
+                    rank: 0,
+                    source,
+                    kind: SourceKind::Registration,
+                });
+                self.publication_count += 1;
+                self.owners.insert(publication_id, id);
+                self.changed(id, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every publication of a presentity (its last registration went
+    /// while registration is required).
+    pub fn remove_all(&mut self, aor: &str, now: Instant) {
+        let Some(id) = self.lookup(aor) else { return };
+        while self.get(id).is_some_and(|p| !p.publications.is_empty()) {
+            self.remove(id, 0, now);
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

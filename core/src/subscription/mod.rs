@@ -22,6 +22,7 @@
 
 pub mod notify;
 pub mod package;
+pub mod reg;
 pub mod subscribe;
 
 use crate::config::{NotifyConfig, SubscriptionConfig};

@@ -5,6 +5,7 @@
 
 use crate::error::SipError;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
+use crate::registrar::Registrar;
 use crate::time::Instant;
 
 /// Index of a package in `PACKAGES`.
@@ -13,8 +14,10 @@ pub type PackageId = u8;
 /// The shard state packages render from.
 pub struct PackageState<'a> {
     pub presence: &'a mut PresenceStore,
+    pub registrar: &'a Registrar,
     /// Where packages whose bodies differ per subscriber write them.
     pub scratch: &'a mut Vec<u8>,
+    pub now: Instant,
 }
 
 /// What one subscriber has been told so far, for packages that send full
@@ -33,6 +36,11 @@ pub trait EventPackage: Sync {
     fn name(&self) -> &'static str;
     /// Body types the package produces, preferred first.
     fn produces(&self) -> &'static [&'static str];
+    /// Only the resource itself may subscribe (reg, presence.winfo):
+    /// anyone else gets 403.
+    fn owner_only(&self) -> bool {
+        false
+    }
     /// The resource a subscription to `aor` watches, created if needed and
     /// held for the subscription's life.
     fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError>;
@@ -94,10 +102,12 @@ impl EventPackage for PresencePackage {
 }
 
 /// Every package the server serves; the index is the `PackageId`.
-pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage];
+pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage, &super::reg::RegPackage];
 
 /// The package for the presence event (its resources are presentities).
 pub const PRESENCE: PackageId = 0;
+/// The package for the reg event (its resources are presentities too).
+pub const REG: PackageId = 1;
 
 /// The package an Event token names.
 pub fn find(name: &str) -> Option<PackageId> {
@@ -112,7 +122,7 @@ pub fn get(id: PackageId) -> &'static dyn EventPackage {
 }
 
 /// The Allow-Events value.
-pub const ALLOW_EVENTS: &str = "presence";
+pub const ALLOW_EVENTS: &str = "presence, reg";
 
 #[cfg(test)]
 mod tests {

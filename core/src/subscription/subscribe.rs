@@ -182,6 +182,9 @@ pub fn handle(
         .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed From URI")))?;
     let mut watcher_aor = String::with_capacity(48);
     watcher_uri.write_aor(&mut watcher_aor);
+    if package.owner_only() && watcher_aor != aor {
+        return Err(SipError::Forbidden);
+    }
     let existing = ctx.state.presence.lookup(aor);
     if let Some(resource) = existing {
         if subs.watcher_count(package_id, resource) >= subs.config.max_per_presentity {

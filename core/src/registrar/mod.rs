@@ -1,0 +1,296 @@
+//! Registration of presentities with their Presence Server (the Pr
+//! interface, RFC 3261 §10): the bindings of each AOR on its owner shard,
+//! their expiry, and a short log of contact events for the reg event package
+//! (RFC 3680). Plain owned data, like the presence store.
+//!
+//! Memory per binding: ~120 B plus its Contact URI and Call-ID; per AOR with
+//! bindings, the map entry and a change log of at most `LOG_CAPACITY` events.
+
+pub mod register;
+
+use crate::time::Instant;
+use crate::timer::TimerQueue;
+use std::collections::{HashMap, VecDeque};
+
+/// Contact events kept per AOR for partial reg notifications.
+pub const LOG_CAPACITY: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub id: u64,
+    /// the Contact URI
+    pub contact: String,
+    pub expires_at: Instant,
+    /// the `q` parameter as written
+    pub q: Option<String>,
+    /// RFC 5626 `+sip.instance` and `reg-id`
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+    pub call_id: String,
+    pub cseq: u32,
+    pub registered_at: Instant,
+}
+
+/// A contact event (RFC 3680 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContactEvent {
+    Registered,
+    Created,
+    Refreshed,
+    Shortened,
+    Expired,
+    Deactivated,
+    Probation,
+    Unregistered,
+    Rejected,
+}
+
+impl ContactEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactEvent::Registered => "registered",
+            ContactEvent::Created => "created",
+            ContactEvent::Refreshed => "refreshed",
+            ContactEvent::Shortened => "shortened",
+            ContactEvent::Expired => "expired",
+            ContactEvent::Deactivated => "deactivated",
+            ContactEvent::Probation => "probation",
+            ContactEvent::Unregistered => "unregistered",
+            ContactEvent::Rejected => "rejected",
+        }
+    }
+
+    /// Whether the contact is still bound after this event.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ContactEvent::Registered | ContactEvent::Created | ContactEvent::Refreshed | ContactEvent::Shortened
+        )
+    }
+}
+
+/// One logged change of one contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub binding: Binding,
+    pub event: ContactEvent,
+}
+
+/// The registration state of one AOR.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    pub bindings: Vec<Binding>,
+    /// sequence of the latest change
+    pub seq: u64,
+    pub log: VecDeque<Change>,
+}
+
+impl Registration {
+    fn record(&mut self, binding: &Binding, event: ContactEvent) {
+        self.seq += 1;
+        if self.log.len() >= LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(Change {
+            seq: self.seq,
+            binding: binding.clone(),
+            event,
+        });
+    }
+
+    /// Changes after `seq`, or `None` when the log no longer reaches back
+    /// that far (the subscriber needs full state).
+    pub fn changes_since(&self, seq: u64) -> Option<impl Iterator<Item = &Change>> {
+        let oldest = self.log.front().map_or(self.seq + 1, |c| c.seq);
+        (seq + 1 >= oldest || seq == self.seq).then(|| self.log.iter().filter(move |c| c.seq > seq))
+    }
+}
+
+/// The registrations of one shard.
+#[derive(Default)]
+pub struct Registrar {
+    aors: HashMap<String, Registration>,
+    owners: HashMap<u64, String>,
+    timers: TimerQueue<u64>,
+    next_id: u64,
+    /// AORs whose bindings changed since `take_changes`
+    changed: Vec<String>,
+    binding_count: usize,
+}
+
+impl Registrar {
+    pub fn get(&self, aor: &str) -> Option<&Registration> {
+        self.aors.get(aor)
+    }
+
+    pub fn has_bindings(&self, aor: &str) -> bool {
+        self.aors.get(aor).is_some_and(|r| !r.bindings.is_empty())
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.binding_count
+    }
+
+    pub fn aor_count(&self) -> usize {
+        self.aors.len()
+    }
+
+    fn mark(&mut self, aor: &str) {
+        if !self.changed.iter().any(|a| a == aor) {
+            self.changed.push(aor.to_owned());
+        }
+    }
+
+    /// AORs whose bindings changed.
+    pub fn take_changes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Add or update a binding; returns the event it caused.
+    pub fn upsert(&mut self, aor: &str, mut binding: Binding, now: Instant) -> ContactEvent {
+        let registration = self.aors.entry(aor.to_owned()).or_default();
+        let existing = registration.bindings.iter().position(|b| same_binding(b, &binding));
+        let event = match existing {
+            Some(index) => {
+                let old = &mut registration.bindings[index];
+                let event = if binding.expires_at < old.expires_at {
+                    ContactEvent::Shortened
+                } else {
+                    ContactEvent::Refreshed
+                };
+                binding.id = old.id;
+                binding.registered_at = old.registered_at;
+                *old = binding.clone();
+                event
+            }
+            None => {
+                self.next_id += 1;
+                binding.id = self.next_id;
+                binding.registered_at = now;
+                registration.bindings.push(binding.clone());
+                self.binding_count += 1;
+                self.owners.insert(binding.id, aor.to_owned());
+                ContactEvent::Registered
+            }
+        };
+        registration.record(&binding, event);
+        self.timers.arm(binding.expires_at, binding.id);
+        self.mark(aor);
+        event
+    }
+
+    /// Remove the binding matching `probe` (expires=0); false if none.
+    pub fn remove(&mut self, aor: &str, probe: &Binding, event: ContactEvent) -> bool {
+        let Some(registration) = self.aors.get_mut(aor) else { return false };
+        let Some(index) = registration.bindings.iter().position(|b| same_binding(b, probe)) else {
+            return false;
+        };
+        let binding = registration.bindings.swap_remove(index);
+        registration.record(&binding, event);
+        self.owners.remove(&binding.id);
+        self.binding_count -= 1;
+        self.mark(aor);
+        true
+    }
+
+    /// Remove every binding of an AOR (`Contact: *`).
+    pub fn remove_all(&mut self, aor: &str, event: ContactEvent) {
+        let Some(registration) = self.aors.get_mut(aor) else { return };
+        for binding in std::mem::take(&mut registration.bindings) {
+            registration.record(&binding, event);
+            self.owners.remove(&binding.id);
+            self.binding_count -= 1;
+        }
+        self.mark(aor);
+    }
+
+    /// Forget AORs without bindings whose log nobody needs any more.
+    pub fn collect(&mut self, aor: &str, watched: bool) {
+        if !watched && self.aors.get(aor).is_some_and(|r| r.bindings.is_empty()) {
+            self.aors.remove(aor);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Remove bindings whose time ran out.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(id) = self.timers.pop_due(now) {
+            let Some(aor) = self.owners.get(&id).cloned() else { continue };
+            let due = self
+                .aors
+                .get(&aor)
+                .and_then(|r| r.bindings.iter().find(|b| b.id == id))
+                .filter(|b| b.expires_at <= now)
+                .cloned();
+            if let Some(binding) = due {
+                self.remove(&aor, &binding, ContactEvent::Expired);
+            }
+        }
+    }
+}
+
+/// RFC 5626 §6: with an instance id, bindings match on (instance, reg-id);
+/// otherwise on the Contact URI (RFC 3261 §10.3 step 7).
+fn same_binding(a: &Binding, b: &Binding) -> bool {
+    match (&a.instance, &b.instance) {
+        (Some(x), Some(y)) => x == y && a.reg_id == b.reg_id,
+        (None, None) => a.contact == b.contact,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn binding(contact: &str, expires_at: Instant) -> Binding {
+        Binding {
+            id: 0,
+            contact: contact.into(),
+            expires_at,
+            q: None,
+            instance: None,
+            reg_id: None,
+            call_id: "c".into(),
+            cseq: 1,
+            registered_at: Instant::ZERO,
+        }
+    }
+
+    #[test]
+    fn lifecycle_and_log() {
+        let mut r = Registrar::default();
+        let t0 = Instant::from_micros(1_000_000);
+        let t = |s| t0 + Duration::from_secs(s);
+        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(60)), t0), ContactEvent::Registered);
+        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(120)), t0), ContactEvent::Refreshed);
+        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(30)), t0), ContactEvent::Shortened);
+        assert_eq!(r.upsert("sip:a@x", binding("sip:a@5.6.7.8", t(300)), t0), ContactEvent::Registered);
+        assert_eq!(r.binding_count(), 2);
+        r.expire(t(31));
+        assert_eq!(r.binding_count(), 1);
+        let reg = r.get("sip:a@x").unwrap();
+        assert_eq!(reg.log.back().unwrap().event, ContactEvent::Expired);
+        assert_eq!(reg.changes_since(reg.seq - 1).unwrap().count(), 1);
+        assert!(r.remove("sip:a@x", &binding("sip:a@5.6.7.8", t0), ContactEvent::Unregistered));
+        assert!(!r.has_bindings("sip:a@x"));
+        assert_eq!(r.take_changes(), vec!["sip:a@x".to_owned()]);
+    }
+
+    #[test]
+    fn a_truncated_log_asks_for_full_state() {
+        let mut r = Registrar::default();
+        let t0 = Instant::from_micros(1);
+        for i in 0..(LOG_CAPACITY as u64 + 5) {
+            r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t0 + Duration::from_secs(100 + i)), t0);
+        }
+        let reg = r.get("sip:a@x").unwrap();
+        assert!(reg.changes_since(1).is_none());
+        assert!(reg.changes_since(reg.seq - 3).is_some());
+    }
+}
