@@ -659,4 +659,48 @@ mod tests {
             Format::Prometheus
         );
     }
+
+    fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../tuning/grafana-dashboard.json")).expect("dashboard is JSON");
+        let mut queries = Vec::new();
+        exprs(&dashboard, &mut queries);
+        assert!(queries.len() > 20, "{}", queries.len());
+        let text = scrape().encode(Format::Prometheus).unwrap();
+        let exposed: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        for query in &queries {
+            let mut rest = query.as_str();
+            let mut names = 0;
+            while let Some(at) = rest.find("presenced_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(exposed.contains(name.as_str()), "{name} (in {query}) is not exposed");
+                rest = &rest[at + name.len()..];
+                names += 1;
+            }
+            assert!(names > 0, "{query} uses no presenced metric");
+        }
+    }
 }
