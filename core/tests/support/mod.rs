@@ -192,3 +192,32 @@ pub fn is_notify(m: &str) -> bool {
 pub fn cseq_of(m: &str) -> u32 {
     header(m, "CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
+
+impl Harness {
+    /// A REGISTER for `aor` with the given Contact lines (and other headers).
+    pub fn register_text(&mut self, aor: &str, call_id: &str, cseq: u32, extra: &str) -> String {
+        let branch = self.unique("z9hG4bKr");
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <{aor}>;tag=r1\r\nTo: <{aor}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    pub fn register(&mut self, aor: &str, call_id: &str, cseq: u32, extra: &str) -> String {
+        let text = self.register_text(aor, call_id, cseq, extra);
+        self.request(&text)
+    }
+}
+
+/// Every value of a header (one per line).
+pub fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
