@@ -567,6 +567,40 @@ fn merged_person_with_a_single_person_is_the_published_person() {
 }
 
 #[test]
+fn merged_person_opens_an_empty_winner_and_keeps_person_level_declarations() {
+    let make = |children: &str, sequence| {
+        let body = wrap(children).into_bytes();
+        let parsed = parse_ok(&body);
+        Publication {
+            body,
+            parsed,
+            rank: 0,
+            sequence,
+        }
+    };
+    let publications = [
+        make("<dm:person id='winner'/>", 3),
+        make(
+            "<dm:person id='b' xmlns:q='urn:q' xmlns='urn:d'><q:mood>sad</q:mood><plain/></dm:person>",
+            2,
+        ),
+        // b's mood again, under another prefix: b wins it
+        make(
+            "<dm:person id='c' xmlns:q='urn:other' xmlns:s='urn:q'><s:mood>ignored</s:mood><q:extra/></dm:person>",
+            1,
+        ),
+    ];
+    let composed = compose_verified(&publications, &merge());
+    let person = composed.span(composed.persons()[0]);
+    // q is bound differently by the persons: each child declares its own
+    assert_eq!(
+        person,
+        "<dm:person id='winner'><q:mood xmlns:q=\"urn:q\">sad</q:mood><plain xmlns=\"urn:d\"/>\
+         <q:extra xmlns:q=\"urn:other\"/></dm:person>"
+    );
+}
+
+#[test]
 fn devices_are_united_per_id() {
     let device = |note: &str| wrap(&format!("<dm:device id='dev-pc'><dm:note>{note}</dm:note></dm:device>"));
     let body = device("older").into_bytes();
