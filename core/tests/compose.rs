@@ -143,11 +143,12 @@ impl Composed {
 /// Re-parses a composed document: it must be well-formed, namespace-correct
 /// PIDF for `entity`, with unique xs:IDs and at most one person. Composition
 /// adds declarations and merges publications, so the per-publication
-/// element and attribute limits do not apply to its output.
+/// element, attribute and namespace limits do not apply to its output.
 fn verify(out: &[u8], entity: &str) -> Composed {
     let limits = PidfLimits {
         max_elements: usize::MAX,
         max_attributes: usize::MAX,
+        max_namespaces: usize::MAX,
         ..PidfLimits::default()
     };
     let parsed = parse(out, Some(entity), &limits).unwrap_or_else(|error| {
@@ -349,6 +350,7 @@ fn reader_enforces_limits() {
         max_depth: 4,
         max_elements: 6,
         max_attributes: 3,
+        max_namespaces: 4,
     };
     let check = |children: &str| parse(wrap(children).as_bytes(), Some(ALICE), &limits);
     assert!(check("<a><b><c/></b></a>").is_ok());
@@ -360,6 +362,12 @@ fn reader_enforces_limits() {
     // the root's declarations count as attributes too
     let root = format!("<presence xmlns='{PIDF_NAMESPACE}' xmlns:a='urn:a' xmlns:b='urn:b' entity='{ALICE}'/>");
     assert_eq!(parse(root.as_bytes(), None, &limits), Err(PidfError::TooManyAttributes));
+    // declarations in scope (the root has two), not declarations in total
+    assert!(check("<a xmlns:x='urn:x' xmlns:y='urn:y'/><a xmlns:x='urn:x' xmlns:y='urn:y'/>").is_ok());
+    assert_eq!(
+        check("<a xmlns:x='urn:x'><b xmlns:y='urn:y' xmlns:z='urn:z'/></a>"),
+        Err(PidfError::TooManyNamespaces)
+    );
     let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
     assert_eq!(reject(wrap(&deep).as_bytes()), PidfError::TooDeep);
 }

@@ -54,10 +54,11 @@ fuzz_target!(|data: &[u8]| {
 /// The composed document re-parses, keeps the entity, and has unique ids.
 fn check(out: &[u8], entity: &str) -> ParsedPidf {
     // Composition merges publications and adds declarations: the
-    // per-publication element and attribute bounds do not apply.
+    // per-publication element, attribute and namespace bounds do not apply.
     let relaxed = PidfLimits {
         max_elements: usize::MAX,
         max_attributes: usize::MAX,
+        max_namespaces: usize::MAX,
         ..PidfLimits::default()
     };
     let reparsed: ParsedPidf = match parse(out, None, &relaxed) {

@@ -39,6 +39,8 @@ pub struct PidfLimits {
     pub max_depth: usize,
     pub max_elements: usize,
     pub max_attributes: usize,
+    /// namespace declarations in scope at any point
+    pub max_namespaces: usize,
 }
 
 impl Default for PidfLimits {
@@ -47,6 +49,7 @@ impl Default for PidfLimits {
             max_depth: 32,
             max_elements: 4096,
             max_attributes: 64,
+            max_namespaces: 128,
         }
     }
 }
@@ -72,6 +75,8 @@ pub enum PidfError {
     TooManyElements,
     #[error("PIDF element has too many attributes")]
     TooManyAttributes,
+    #[error("PIDF document declares too many namespaces")]
+    TooManyNamespaces,
     #[error("Body is not UTF-8")]
     NotUtf8,
     /// a tuple, person or device without a (non-empty) id attribute: the
@@ -571,6 +576,8 @@ impl<'b, 'p> Reading<'b, 'p> {
             _ if reserved_uri => Err(PidfError::NotWellFormed),
             // Namespaces in XML 1.0 has no prefix undeclaring.
             _ if !prefix.is_empty() && uri.is_empty() => Err(PidfError::NotWellFormed),
+            // Resolution scans the bindings in scope: bound them.
+            _ if self.bindings.len() >= self.limits.max_namespaces => Err(PidfError::TooManyNamespaces),
             _ => {
                 self.bindings.push(Binding { prefix, uri, depth });
                 Ok(())
@@ -581,21 +588,18 @@ impl<'b, 'p> Reading<'b, 'p> {
     /// No two attributes may have the same expanded name: `a:x` and `b:x`
     /// clash when `a` and `b` are bound to the same URI.
     fn check_attribute_namespaces(&self, attributes: &[xml::RawAttribute]) -> Result<(), PidfError> {
-        for (index, attribute) in attributes.iter().enumerate() {
+        // Each prefix resolved once: the pairwise comparison below must not
+        // rescan the bindings (a tag may repeat one local name 64 times).
+        let mut expanded: Vec<(&str, &str)> = Vec::new();
+        for attribute in attributes {
             let name = self.slice(attribute.name.clone())?;
-            let Some((prefix, local)) = name.split_once(':') else {
-                continue;
-            };
-            if prefix == "xmlns" {
-                continue;
-            }
-            let (uri, _) = self.resolve(prefix)?;
-            for other in attributes.get(..index).unwrap_or_default() {
-                let other_name = self.slice(other.name.clone())?;
-                if let Some((other_prefix, other_local)) = other_name.split_once(':') {
-                    if other_prefix != "xmlns" && other_local == local && self.resolve(other_prefix)?.0 == uri {
+            if let Some((prefix, local)) = name.split_once(':') {
+                if prefix != "xmlns" {
+                    let (uri, _) = self.resolve(prefix)?;
+                    if expanded.contains(&(uri, local)) {
                         return Err(PidfError::NotWellFormed);
                     }
+                    expanded.push((uri, local));
                 }
             }
         }
