@@ -5,6 +5,7 @@
 //! wake (`sip`, `transaction`, `presence`, `shard`). Only `runtime` touches
 //! glommio, sockets and the clock; it is a thin driver around the shards.
 
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod inspect;
