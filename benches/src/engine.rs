@@ -454,6 +454,10 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
             wake = wake.min(candidate);
         }
         let now = worker.clock.now_ns();
+        if scenario.finished(&worker, now) {
+            // Do not sleep: the next iteration ends the loop.
+            wake = now;
+        }
         let timeout = if wake <= now + SPIN_NS {
             Duration::ZERO
         } else {

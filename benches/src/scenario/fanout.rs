@@ -588,6 +588,33 @@ impl Scenario for Fanout<'_> {
     }
 
     fn tick(&mut self, worker: &mut Worker, now_ns: u64) -> Option<u64> {
+        // A phase that just ended hands over to the next one at once.
+        loop {
+            let phase = self.phase;
+            let wake = self.tick_phase(worker, now_ns);
+            if self.phase == phase {
+                return wake;
+            }
+        }
+    }
+
+    fn finished(&self, _worker: &Worker, _now_ns: u64) -> bool {
+        self.phase == Phase::Done
+    }
+
+    fn finish(&mut self, worker: &mut Worker) {
+        if matches!(self.phase, Phase::Setup | Phase::WaitingForOthers) {
+            worker.stats.count("fanout_ended_before_publishing");
+        }
+        if matches!(self.phase, Phase::Publishing | Phase::Draining) {
+            self.account_losses(worker);
+        }
+    }
+}
+
+impl Fanout<'_> {
+    /// One step of the current phase; returns when to look again.
+    fn tick_phase(&mut self, worker: &mut Worker, now_ns: u64) -> Option<u64> {
         match self.phase {
             Phase::Setup => {
                 if self.phase_deadline_ns == u64::MAX {
@@ -709,19 +736,6 @@ impl Scenario for Fanout<'_> {
                 Some(self.next_check(now_ns))
             }
             Phase::Done => None,
-        }
-    }
-
-    fn finished(&self, _worker: &Worker, _now_ns: u64) -> bool {
-        self.phase == Phase::Done
-    }
-
-    fn finish(&mut self, worker: &mut Worker) {
-        if matches!(self.phase, Phase::Setup | Phase::WaitingForOthers) {
-            worker.stats.count("fanout_ended_before_publishing");
-        }
-        if matches!(self.phase, Phase::Publishing | Phase::Draining) {
-            self.account_losses(worker);
         }
     }
 }
