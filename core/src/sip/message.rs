@@ -650,7 +650,9 @@ impl<'a> Message<'a> {
             .get(entry.value_start as usize..entry.value_end as usize)
             .unwrap_or("")
     }
-    /// First value of the first line with this name.
+    /// First value of the first line with this name (split at top-level
+    /// commas like `header_values`, so for a header whose value may hold a
+    /// comma without being a list, e.g. Date, use `header_value`).
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
         self.header_values(name).next()
     }
