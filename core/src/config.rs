@@ -36,6 +36,7 @@ pub struct EngineConfig {
     pub notify: NotifyConfig,
     pub subscriptions: SubscriptionConfig,
     pub registrar: RegistrarConfig,
+    pub authz: AuthzConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -239,6 +240,20 @@ impl Default for RegistrarConfig {
     }
 }
 
+/// Authorization of watchers (RFC 5025 presence rules, see `authz`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthzConfig {
+    /// What a watcher no rule decides on gets: "allow" (everything),
+    /// "allowlist" (polite-block), "confirm" (pending until the presentity
+    /// decides) or "block" (403).
+    pub default_policy: crate::authz::DefaultPolicy,
+    /// Directory holding each presentity's rules document, written on every
+    /// change and loaded at start; none = rules are lost on restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_dir: Option<std::path::PathBuf>,
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -253,6 +268,7 @@ impl Default for EngineConfig {
             notify: NotifyConfig::default(),
             subscriptions: SubscriptionConfig::default(),
             registrar: RegistrarConfig::default(),
+            authz: AuthzConfig::default(),
             shutdown_grace_secs: 5,
         }
     }

@@ -119,7 +119,9 @@ pub struct Services {
     ranker: SourceRanker,
     aor_buf: String,
     etag_buf: String,
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
+    pub authz: crate::authz::Authz,
+    pub winfo: crate::subscription::winfo::WatcherLog,
 }
 
 pub struct Shard {
@@ -168,6 +170,8 @@ impl Shard {
                 aor_buf: String::with_capacity(64),
                 etag_buf: String::with_capacity(32),
                 scratch: Vec::new(),
+                authz: crate::authz::Authz::new(config.authz.default_policy),
+                winfo: Default::default(),
             },
             id,
             shards: shards.max(1),
@@ -198,6 +202,12 @@ impl Shard {
     /// The address the server is reached at (Via and Contact of its requests).
     pub fn set_local_addr(&mut self, local: SocketAddr) {
         self.local = local;
+    }
+
+    /// Every handler's state, for the other modules that act on the shard
+    /// (authorization rule changes).
+    pub(crate) fn services_mut(&mut self) -> &mut Services {
+        &mut self.services
     }
 
     /// The subscriptions (for inspection and tests).
@@ -404,6 +414,8 @@ impl Shard {
             registrar: &services.registrar,
             scratch: &mut services.scratch,
             now,
+            authz: &mut services.authz,
+            winfo: &mut services.winfo,
         };
         services.subscriptions.on_notify_outcome(user, outcome, now, &mut state);
     }
@@ -681,6 +693,8 @@ impl Shard {
                     registrar: &services.registrar,
                     scratch: &mut services.scratch,
                     now,
+                    authz: &mut services.authz,
+                    winfo: &mut services.winfo,
                 };
                 let mut ctx = SubscribeContext {
                     state: &mut state,
@@ -783,6 +797,8 @@ impl Shard {
             registrar: &services.registrar,
             scratch: &mut services.scratch,
             now,
+            authz: &mut services.authz,
+            winfo: &mut services.winfo,
         };
         let mut sink = NotifySink {
             shard: self.id,

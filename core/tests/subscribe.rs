@@ -248,7 +248,7 @@ fn refusals() {
     let mut h = Harness::default();
     let (r, _, _) = h.subscribe(AOR, "Event: dialog\r\n");
     assert_eq!(status(&r), 489);
-    assert_eq!(header(&r, "Allow-Events"), Some("presence"));
+    assert_eq!(header(&r, "Allow-Events"), Some(presence_core::subscription::package::ALLOW_EVENTS));
     let (r, _, _) = h.subscribe(AOR, "");
     assert_eq!(status(&r), 489);
     let (r, _, _) = h.subscribe(AOR, "Event: presence\r\nExpires: 30\r\n");

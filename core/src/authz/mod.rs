@@ -28,6 +28,7 @@
 //! with that outcome, so a fan-out costs one filter pass per distinct
 //! outcome, not per watcher.
 
+pub mod control;
 pub mod document;
 pub mod rules;
 pub mod transform;

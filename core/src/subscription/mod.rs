@@ -24,7 +24,10 @@ pub mod notify;
 pub mod package;
 pub mod reg;
 pub mod subscribe;
+pub mod winfo;
 
+use crate::authz::Decision;
+use crate::authz::rules::SubHandling;
 use crate::config::{NotifyConfig, SubscriptionConfig};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
@@ -165,6 +168,10 @@ pub struct Subscription {
     pub reliable: bool,
     /// what the package has told this subscriber (partial-state packages)
     pub cursor: package::SubscriberCursor,
+    /// when the dialog was created (watcher info: duration-subscribed)
+    pub created_at: Instant,
+    /// what last moved this subscription into its state (watcher info)
+    pub winfo_event: winfo::WatcherEvent,
 }
 
 impl Subscription {
@@ -188,6 +195,27 @@ impl Subscription {
     /// The identifier operators use (it names the owner shard).
     pub fn public_id(&self) -> String {
         format!("{}.{:x}", self.dialog.get(Field::LocalTag), self.id)
+    }
+
+    /// This subscription as watcher info reports it.
+    pub fn watcher_record(&self, status: winfo::WatcherStatus, event: winfo::WatcherEvent) -> winfo::WatcherRecord {
+        winfo::WatcherRecord {
+            subscription: self.id,
+            id: self.public_id(),
+            uri: self.dialog.get(Field::WatcherAor).to_owned(),
+            status,
+            event,
+            subscribed_at: self.created_at,
+            expires_at: self.expires_at,
+            seq: 0,
+        }
+    }
+
+    fn live_status(&self) -> winfo::WatcherStatus {
+        match self.state {
+            SubState::Active => winfo::WatcherStatus::Active,
+            SubState::Pending => winfo::WatcherStatus::Pending,
+        }
     }
 }
 
@@ -216,6 +244,8 @@ pub struct Subscriptions {
     timers: TimerQueue<(u64, TimerKind)>,
     dirty: Vec<u64>,
     changed: Vec<u32>,
+    /// presence subscriptions created or re-authorized, for watcher info
+    watcher_changes: Vec<(u64, winfo::WatcherEvent)>,
     next_id: u64,
     pub config: SubscriptionConfig,
     pub counters: NotifyCounters,
@@ -234,6 +264,7 @@ impl Subscriptions {
             timers: TimerQueue::default(),
             dirty: Vec::new(),
             changed: Vec::new(),
+            watcher_changes: Vec::new(),
             next_id: 0,
             config,
             counters: NotifyCounters::default(),
@@ -294,9 +325,76 @@ impl Subscriptions {
         }
         sub.dirty = true;
         sub.dirty_since = now;
+        if sub.package == package::PRESENCE {
+            self.watcher_changes.push((id, sub.winfo_event));
+        }
         self.subs.insert(id, sub);
         self.dirty.push(id);
         id
+    }
+
+    /// Start following the watchers of a presentity for watcher info (its
+    /// first presence.winfo subscription), from its live presence subscriptions.
+    pub fn track_watchers(&self, resource: u32, state: &mut PackageState<'_>) {
+        let Some(presentity) = state.presence.get(resource) else { return };
+        if state.winfo.tracks(resource, &presentity.aor) {
+            return;
+        }
+        let live = self
+            .watchers_of(package::PRESENCE, resource)
+            .iter()
+            .filter_map(|id| self.subs.get(id))
+            .filter(|sub| sub.terminating.is_none())
+            .map(|sub| sub.watcher_record(sub.live_status(), sub.winfo_event));
+        state.winfo.track(resource, &presentity.aor, live);
+    }
+
+    /// Apply a new authorization decision to a live presence subscription
+    /// (the presentity's rules changed): pending → active with the view,
+    /// a new view, or the end (block → rejected; confirm while active →
+    /// deactivated, so the watcher re-subscribes and waits for a decision).
+    pub fn reauthorize(&mut self, id: u64, decision: Decision, now: Instant) {
+        let Some(sub) = self.subs.get_mut(&id) else { return };
+        if sub.terminating.is_some() {
+            return;
+        }
+        match (decision.handling, sub.state) {
+            (SubHandling::Block, _) => self.terminate(id, Termination::Rejected, now),
+            (SubHandling::Confirm, SubState::Pending) => {}
+            (SubHandling::Confirm, SubState::Active) => self.terminate(id, Termination::Deactivated, now),
+            (_, SubState::Pending) => {
+                sub.state = SubState::Active;
+                sub.cursor.view = decision.view;
+                sub.winfo_event = winfo::WatcherEvent::Approved;
+                self.watcher_changes.push((id, winfo::WatcherEvent::Approved));
+                self.mark_dirty(id, now);
+            }
+            (_, SubState::Active) if sub.cursor.view != decision.view => {
+                sub.cursor.view = decision.view;
+                self.mark_dirty(id, now);
+            }
+            (_, SubState::Active) => {}
+        }
+    }
+
+    /// Carry queued presence-subscription changes into watcher info and
+    /// mark the presentities' winfo subscriptions dirty.
+    fn sync_watchers(&mut self, state: &mut PackageState<'_>, now: Instant) {
+        for (id, event) in std::mem::take(&mut self.watcher_changes) {
+            let Some(sub) = self.subs.get(&id) else { continue };
+            if !state.winfo.knows(sub.resource) {
+                continue; // nobody watches this presentity's watchers
+            }
+            let Some(presentity) = state.presence.get(sub.resource) else { continue };
+            let record = sub.watcher_record(sub.live_status(), event);
+            state.winfo.record(sub.resource, &presentity.aor, record);
+        }
+        state.winfo.take_changed(&mut self.changed);
+        if !self.changed.is_empty() {
+            let changed = std::mem::take(&mut self.changed);
+            self.resources_changed(package::WINFO, &changed, now);
+            self.changed = changed;
+        }
     }
 
     /// Forget a subscription and release its resource.
@@ -319,7 +417,37 @@ impl Subscriptions {
                 self.per_watcher.remove(watcher);
             }
         }
+        if sub.package == package::PRESENCE {
+            Self::watcher_departed(&sub, state);
+        } else if sub.package == package::WINFO && self.watcher_count(package::WINFO, sub.resource) == 0 {
+            state.winfo.untrack(sub.resource);
+        }
         package::get(sub.package).detach(state, sub.resource);
+        if state.presence.get(sub.resource).is_none() {
+            state.authz.forget_views(sub.resource);
+        }
+    }
+
+    /// A presence subscription ended: watcher info records why. A pending
+    /// one that timed out is `waiting` (RFC 3857 §3.3.1).
+    fn watcher_departed(sub: &Subscription, state: &mut PackageState<'_>) {
+        use winfo::{WatcherEvent, WatcherStatus};
+        let (status, event) = match (sub.state, sub.terminating) {
+            (SubState::Pending, Some(Termination::Timeout)) => (WatcherStatus::Waiting, WatcherEvent::Timeout),
+            (_, Some(Termination::Rejected)) => (WatcherStatus::Terminated, WatcherEvent::Rejected),
+            (_, Some(Termination::Deactivated)) => (WatcherStatus::Terminated, WatcherEvent::Deactivated),
+            (_, Some(Termination::NoResource)) => (WatcherStatus::Terminated, WatcherEvent::Noresource),
+            // Unsubscribed (RFC 3857: an unsubscription is a timeout), expired,
+            // or the watcher stopped answering NOTIFYs.
+            (_, Some(Termination::Timeout | Termination::Unsubscribed) | None) => {
+                (WatcherStatus::Terminated, WatcherEvent::Timeout)
+            }
+        };
+        if status != WatcherStatus::Waiting && !state.winfo.knows(sub.resource) {
+            return;
+        }
+        let Some(presentity) = state.presence.get(sub.resource) else { return };
+        state.winfo.record(sub.resource, &presentity.aor, sub.watcher_record(status, event));
     }
 
     /// Mark for a NOTIFY at the end of the batch.
@@ -493,6 +621,17 @@ impl Subscriptions {
             self.resources_changed(package::PRESENCE, &changed, now);
             self.changed = changed;
         }
+        self.sync_watchers(sink.state, now);
+        self.send_dirty(now, notify_config, sink);
+        // Subscriptions that ended in this round changed watcher info: its
+        // subscribers hear of it now rather than at the next batch.
+        if sink.state.winfo.has_changes() {
+            self.sync_watchers(sink.state, now);
+            self.send_dirty(now, notify_config, sink);
+        }
+    }
+
+    fn send_dirty(&mut self, now: Instant, notify_config: &NotifyConfig, sink: &mut notify::NotifySink<'_>) {
         if self.dirty.is_empty() {
             return;
         }

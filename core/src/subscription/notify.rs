@@ -110,10 +110,11 @@ impl NotifySink<'_> {
             }
         };
         w.header_str("User-Agent", PRODUCT);
-        // A pending subscription gets no state (RFC 6665 §4.2.2: authorization).
-        let body = match sub.state {
-            SubState::Active => package.render(self.state, sub.resource, &mut sub.cursor),
-            SubState::Pending => None,
+        // A pending subscription gets no state (RFC 6665 §4.2.2: authorization),
+        // nor does one whose authorization was just withdrawn.
+        let body = match (sub.state, sub.terminating) {
+            (SubState::Pending, _) | (_, Some(super::Termination::Rejected)) => None,
+            (SubState::Active, _) => package.render(self.state, sub.resource, &mut sub.cursor),
         };
         match body {
             Some((content_type, bytes)) => w.finish(Some(content_type), bytes),

@@ -3,6 +3,7 @@
 //! resource's state. A new package is one implementation of `EventPackage`
 //! added to `PACKAGES`; the subscription layer is generic over them.
 
+use crate::authz::{Authz, Decision};
 use crate::error::SipError;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
 use crate::registrar::Registrar;
@@ -18,6 +19,10 @@ pub struct PackageState<'a> {
     /// Where packages whose bodies differ per subscriber write them.
     pub scratch: &'a mut Vec<u8>,
     pub now: Instant,
+    /// Watchers' authorization and views (presence).
+    pub authz: &'a mut Authz,
+    /// Who watches each presentity (presence.winfo).
+    pub winfo: &'a mut super::winfo::WatcherLog,
 }
 
 /// What one subscriber has been told so far, for packages that send full
@@ -29,6 +34,9 @@ pub struct SubscriberCursor {
     pub rendered: u32,
     /// The resource's change sequence the last body reflected.
     pub seen_change: u64,
+    /// Which view of the resource this subscriber is authorized to see
+    /// (`authz::VIEW_FULL`, `VIEW_NEUTRAL` or a set of transformations).
+    pub view: u32,
 }
 
 pub trait EventPackage: Sync {
@@ -40,6 +48,13 @@ pub trait EventPackage: Sync {
     /// anyone else gets 403.
     fn owner_only(&self) -> bool {
         false
+    }
+    /// How a subscription of `watcher` (canonical AOR of its identity) to
+    /// `presentity` is handled, and which view it gets. Everyone gets
+    /// everything unless the package has authorization rules (presence).
+    fn authorize(&self, state: &mut PackageState<'_>, presentity: &str, watcher: &str, now: Instant) -> Decision {
+        let _ = (state, presentity, watcher, now);
+        Decision::ALLOW_ALL
     }
     /// The resource a subscription to `aor` watches, created if needed and
     /// held for the subscription's life.
@@ -93,7 +108,15 @@ impl EventPackage for PresencePackage {
         cursor: &mut SubscriberCursor,
     ) -> Option<(&'static str, &'s [u8])> {
         cursor.rendered += 1;
-        state.presence.composed(resource as PresentityId).map(|doc| (PIDF, doc))
+        // One view per distinct rule outcome, computed once per change.
+        state
+            .authz
+            .render(state.presence, resource as PresentityId, cursor.view)
+            .map(|doc| (PIDF, doc))
+    }
+
+    fn authorize(&self, state: &mut PackageState<'_>, presentity: &str, watcher: &str, now: Instant) -> Decision {
+        state.authz.decide(presentity, watcher, now)
     }
 
     fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant> {
@@ -102,12 +125,14 @@ impl EventPackage for PresencePackage {
 }
 
 /// Every package the server serves; the index is the `PackageId`.
-pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage, &super::reg::RegPackage];
+pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage, &super::reg::RegPackage, &super::winfo::WinfoPackage];
 
 /// The package for the presence event (its resources are presentities).
 pub const PRESENCE: PackageId = 0;
 /// The package for the reg event (its resources are presentities too).
 pub const REG: PackageId = 1;
+/// The package for presence.winfo (its resources are presentities too).
+pub const WINFO: PackageId = 2;
 
 /// The package an Event token names.
 pub fn find(name: &str) -> Option<PackageId> {
@@ -122,7 +147,7 @@ pub fn get(id: PackageId) -> &'static dyn EventPackage {
 }
 
 /// The Allow-Events value.
-pub const ALLOW_EVENTS: &str = "presence, reg";
+pub const ALLOW_EVENTS: &str = "presence, reg, presence.winfo";
 
 #[cfg(test)]
 mod tests {
@@ -133,6 +158,7 @@ mod tests {
         let names: Vec<_> = PACKAGES.iter().map(|p| p.name()).collect();
         assert_eq!(names.join(", "), ALLOW_EVENTS);
         assert_eq!(find("Presence"), Some(PRESENCE));
+        assert_eq!(find("presence.winfo"), Some(WINFO));
         assert_eq!(find("dialog"), None);
     }
 }

@@ -2,12 +2,14 @@
 //! in-dialog SUBSCRIBEs refresh or end it, and an initial SUBSCRIBE with
 //! Expires 0 is a fetch. Every check runs before anything is created.
 
-use super::package::{self, PackageState};
+use super::package::{self, PackageState, SubscriberCursor};
+use super::winfo::WatcherEvent;
+use crate::authz::rules::SubHandling;
 use super::{DialogStrings, SubState, Subscription, Subscriptions, Termination};
 use crate::error::SipError;
 use crate::shard::Responder;
 use crate::sip::uri::Uri;
-use crate::sip::{Message, NameAddr};
+use crate::sip::{HeaderName, Message, NameAddr};
 use crate::time::Instant;
 use crate::transport::{Dest, Origin, Transport};
 use std::borrow::Cow;
@@ -180,11 +182,23 @@ pub fn handle(
     let watcher_uri = from
         .parsed_uri()
         .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed From URI")))?;
+    // The watcher's identity: the asserted one when the trust domain gave
+    // it (RFC 3325), else the From URI.
+    let asserted = msg
+        .header_values(HeaderName::PAssertedIdentity)
+        .filter_map(|value| NameAddr::parse(value).ok().and_then(|n| n.parsed_uri()))
+        .next();
     let mut watcher_aor = String::with_capacity(48);
-    watcher_uri.write_aor(&mut watcher_aor);
+    asserted.unwrap_or(watcher_uri).write_aor(&mut watcher_aor);
     if package.owner_only() && watcher_aor != aor {
         return Err(SipError::Forbidden);
     }
+    let decision = package.authorize(ctx.state, aor, &watcher_aor, now);
+    let state = match decision.handling {
+        SubHandling::Block => return Err(SipError::Forbidden),
+        SubHandling::Confirm => SubState::Pending,
+        SubHandling::PoliteBlock | SubHandling::Allow => SubState::Active,
+    };
     let existing = ctx.state.presence.lookup(aor);
     if let Some(resource) = existing {
         if subs.watcher_count(package_id, resource) >= subs.config.max_per_presentity {
@@ -221,7 +235,7 @@ pub fn handle(
         local_cseq: 0,
         remote_cseq: cseq.seq,
         expires_at: now + Duration::from_secs(u64::from(granted)),
-        state: SubState::Active,
+        state,
         content_type,
         dirty: true,
         dirty_since: now,
@@ -233,9 +247,17 @@ pub fn handle(
         max_interval,
         unsent_change: None,
         reliable,
-        cursor: Default::default(),
+        cursor: SubscriberCursor {
+            view: decision.view,
+            ..SubscriberCursor::default()
+        },
+        created_at: now,
+        winfo_event: WatcherEvent::Subscribe,
     };
     subs.insert(sub, now);
+    if package_id == package::WINFO {
+        subs.track_watchers(resource, ctx.state);
+    }
     let tag = ctx.new_tag;
     responder.reply_tagged(
         200,

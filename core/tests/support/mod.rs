@@ -19,7 +19,15 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(config: EngineConfig) -> Self {
+    /// A shard where every watcher is allowed (`default_policy = allow`):
+    /// the behaviour the tests written before authorization assume.
+    pub fn new(mut config: EngineConfig) -> Self {
+        config.authz.default_policy = presence_core::authz::DefaultPolicy::Allow;
+        Self::with_authz(config)
+    }
+
+    /// A shard with the configuration exactly as given (authorization tests).
+    pub fn with_authz(config: EngineConfig) -> Self {
         Harness {
             shard: Shard::new(0, 1, config, 42),
             now: Instant::from_micros(1_000_000),

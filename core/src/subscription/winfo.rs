@@ -1,0 +1,453 @@
+//! The watcher information event package (RFC 3857), Event: presence.winfo:
+//! a presentity learns who watches it and who waits for its decision, as
+//! application/watcherinfo+xml (RFC 3858). Only the presentity itself may
+//! subscribe. The first NOTIFY of a subscription carries full state, later
+//! ones the watchers that changed (partial), `version` counting the NOTIFYs
+//! of the subscription from 0.
+//!
+//! The subscription layer feeds the [`WatcherLog`]: it is seeded from the
+//! live presence subscriptions when a presentity's first winfo subscription
+//! arrives, then follows every change of those subscriptions while anyone
+//! watches the presentity's watchers. A pending subscription that times out
+//! is remembered as `waiting` (RFC 3857 §3.3.1) even when nobody watches,
+//! so the presentity still learns of it later. Per presentity at most
+//! `MAX_DEPARTED` ended watchers are remembered; a subscriber that missed an
+//! evicted one gets full state.
+
+use super::package::{EventPackage, PackageState, SubscriberCursor};
+use super::reg::push_escaped;
+use crate::authz::Decision;
+use crate::error::SipError;
+use crate::presence::store::{PresentityId, StoreError};
+use crate::time::Instant;
+use std::collections::HashMap;
+use std::io::Write as _;
+
+pub const WATCHERINFO: &str = "application/watcherinfo+xml";
+pub const WATCHERINFO_NAMESPACE: &str = "urn:ietf:params:xml:ns:watcherinfo";
+
+/// Ended (terminated or waiting) watchers kept per presentity.
+pub const MAX_DEPARTED: usize = 32;
+/// Presentities with remembered watchers per shard; beyond, the ones nobody
+/// watches are forgotten first.
+pub const MAX_RESOURCES: usize = 100_000;
+
+/// A watcher's subscription status (RFC 3858 §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatcherStatus {
+    Pending,
+    Active,
+    Waiting,
+    Terminated,
+}
+
+impl WatcherStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatcherStatus::Pending => "pending",
+            WatcherStatus::Active => "active",
+            WatcherStatus::Waiting => "waiting",
+            WatcherStatus::Terminated => "terminated",
+        }
+    }
+
+    fn is_live(self) -> bool {
+        matches!(self, WatcherStatus::Pending | WatcherStatus::Active)
+    }
+}
+
+/// What moved a watcher into its status (RFC 3857 §3.2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatcherEvent {
+    Subscribe,
+    Approved,
+    Deactivated,
+    Probation,
+    Rejected,
+    Timeout,
+    Giveup,
+    Noresource,
+}
+
+impl WatcherEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatcherEvent::Subscribe => "subscribe",
+            WatcherEvent::Approved => "approved",
+            WatcherEvent::Deactivated => "deactivated",
+            WatcherEvent::Probation => "probation",
+            WatcherEvent::Rejected => "rejected",
+            WatcherEvent::Timeout => "timeout",
+            WatcherEvent::Giveup => "giveup",
+            WatcherEvent::Noresource => "noresource",
+        }
+    }
+}
+
+/// One watcher of one presentity as watcher info reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatcherRecord {
+    /// the subscription's internal id (what updates match on)
+    pub subscription: u64,
+    /// the subscription's public id (`<watcher id=...>`)
+    pub id: String,
+    /// the watcher's identity (canonical AOR the rules match on)
+    pub uri: String,
+    pub status: WatcherStatus,
+    pub event: WatcherEvent,
+    pub subscribed_at: Instant,
+    pub expires_at: Instant,
+    /// the log sequence of its last change
+    pub seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Watched {
+    aor: String,
+    /// someone subscribes to this presentity's watcher info: live watchers are followed
+    tracked: bool,
+    records: Vec<WatcherRecord>,
+    /// the newest sequence of an ended watcher forgotten to keep the bound
+    evicted_seq: u64,
+}
+
+/// Watcher information per presentity (resource id) of one shard.
+#[derive(Debug, Default)]
+pub struct WatcherLog {
+    resources: HashMap<u32, Watched>,
+    seq: u64,
+    changed: Vec<u32>,
+}
+
+impl WatcherLog {
+    /// Whether live watchers of this presentity are followed.
+    pub fn tracks(&self, resource: u32, aor: &str) -> bool {
+        self.resources.get(&resource).is_some_and(|w| w.tracked && w.aor == aor)
+    }
+
+    /// Whether anything is remembered for this resource (cheap pre-check).
+    pub fn knows(&self, resource: u32) -> bool {
+        self.resources.contains_key(&resource)
+    }
+
+    fn entry(&mut self, resource: u32, aor: &str) -> &mut Watched {
+        if self.resources.len() >= MAX_RESOURCES && !self.resources.contains_key(&resource) {
+            let untracked = self.resources.iter().find(|(_, w)| !w.tracked).map(|(&r, _)| r);
+            if let Some(victim) = untracked {
+                self.resources.remove(&victim);
+            }
+        }
+        let watched = self.resources.entry(resource).or_default();
+        if watched.aor != aor {
+            // The slot now names another presentity: nothing carries over.
+            *watched = Watched {
+                aor: aor.to_owned(),
+                ..Watched::default()
+            };
+        }
+        watched
+    }
+
+    /// Start following a presentity's watchers, from its live subscriptions.
+    pub fn track(&mut self, resource: u32, aor: &str, live: impl IntoIterator<Item = WatcherRecord>) {
+        self.seq += 1;
+        let seq = self.seq;
+        let watched = self.entry(resource, aor);
+        watched.tracked = true;
+        watched.records.retain(|r| !r.status.is_live());
+        watched
+            .records
+            .extend(live.into_iter().map(|r| WatcherRecord { seq, ..r }));
+    }
+
+    /// Nobody watches this presentity's watchers any more: keep only the waiting ones.
+    pub fn untrack(&mut self, resource: u32) {
+        let Some(watched) = self.resources.get_mut(&resource) else {
+            return;
+        };
+        watched.tracked = false;
+        watched.records.retain(|r| r.status == WatcherStatus::Waiting);
+        if watched.records.is_empty() {
+            self.resources.remove(&resource);
+        }
+    }
+
+    /// A watcher changed. Live changes count only while the presentity is
+    /// tracked; a waiting watcher is always remembered.
+    pub fn record(&mut self, resource: u32, aor: &str, record: WatcherRecord) {
+        let remember = self.tracks(resource, aor) || record.status == WatcherStatus::Waiting;
+        if !remember {
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let watched = self.entry(resource, aor);
+        match watched
+            .records
+            .iter_mut()
+            .find(|r| r.subscription == record.subscription)
+        {
+            Some(existing) => *existing = WatcherRecord { seq, ..record },
+            None => watched.records.push(WatcherRecord { seq, ..record }),
+        }
+        let departed = watched.records.iter().filter(|r| !r.status.is_live()).count();
+        if departed > MAX_DEPARTED {
+            let oldest = watched
+                .records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.status.is_live())
+                .min_by_key(|(_, r)| r.seq)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let gone = watched.records.remove(i);
+                watched.evicted_seq = watched.evicted_seq.max(gone.seq);
+            }
+        }
+        if watched.tracked {
+            self.changed.push(resource);
+        }
+    }
+
+    /// Presentities whose watcher-info subscribers have something new (may repeat).
+    pub fn take_changed(&mut self, into: &mut Vec<u32>) {
+        into.clear();
+        std::mem::swap(into, &mut self.changed);
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// The watchers remembered for a presentity (inspection and tests).
+    pub fn records(&self, resource: u32) -> &[WatcherRecord] {
+        self.resources.get(&resource).map_or(&[], |w| w.records.as_slice())
+    }
+
+    /// Write the watcherinfo document for one subscriber and advance its cursor.
+    pub fn write_document(
+        &self,
+        resource: u32,
+        aor: &str,
+        cursor: &mut SubscriberCursor,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        let watched = self.resources.get(&resource).filter(|w| w.aor == aor);
+        let records = watched.map_or(&[][..], |w| w.records.as_slice());
+        let seen = cursor.seen_change;
+        let partial = cursor.rendered > 0
+            && watched.is_some_and(|w| w.evicted_seq <= seen)
+            && records.iter().any(|r| r.seq > seen);
+        let _ = write!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<watcherinfo xmlns=\"{WATCHERINFO_NAMESPACE}\" version=\"{}\" state=\"{}\">\n<watcher-list resource=\"",
+            cursor.rendered,
+            if partial { "partial" } else { "full" }
+        );
+        push_escaped(out, aor);
+        out.extend_from_slice(b"\" package=\"presence\">\n");
+        for r in records {
+            let include = if partial {
+                r.seq > seen
+            } else {
+                r.status != WatcherStatus::Terminated
+            };
+            if !include {
+                continue;
+            }
+            out.extend_from_slice(b"<watcher id=\"");
+            push_escaped(out, &r.id);
+            let _ = write!(
+                out,
+                "\" status=\"{}\" event=\"{}\" duration-subscribed=\"{}\"",
+                r.status.as_str(),
+                r.event.as_str(),
+                now.saturating_since(r.subscribed_at).as_secs()
+            );
+            if r.status.is_live() {
+                let _ = write!(out, " expiration=\"{}\"", r.expires_at.saturating_since(now).as_secs());
+            }
+            out.push(b'>');
+            push_escaped(out, &r.uri);
+            out.extend_from_slice(b"</watcher>\n");
+        }
+        out.extend_from_slice(b"</watcher-list>\n</watcherinfo>\n");
+        cursor.rendered += 1;
+        cursor.seen_change = self.seq;
+    }
+}
+
+/// presence.winfo: the watchers of a presentity.
+pub struct WinfoPackage;
+
+impl EventPackage for WinfoPackage {
+    fn name(&self) -> &'static str {
+        "presence.winfo"
+    }
+
+    fn produces(&self) -> &'static [&'static str] {
+        &[WATCHERINFO]
+    }
+
+    fn owner_only(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
+        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
+            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
+                SipError::ServiceUnavailable { retry_after: 60 }
+            }
+        })?;
+        state.presence.hold(id);
+        Ok(id)
+    }
+
+    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
+        state.presence.release(resource as PresentityId);
+    }
+
+    fn authorize(&self, _state: &mut PackageState<'_>, _presentity: &str, _watcher: &str, _now: Instant) -> Decision {
+        // owner_only has already refused anyone but the presentity.
+        Decision::ALLOW_ALL
+    }
+
+    fn render<'s>(
+        &self,
+        state: &'s mut PackageState<'_>,
+        resource: u32,
+        cursor: &mut SubscriberCursor,
+    ) -> Option<(&'static str, &'s [u8])> {
+        let PackageState {
+            presence,
+            winfo,
+            scratch,
+            now,
+            ..
+        } = state;
+        let aor = presence.get(resource as PresentityId)?.aor.as_str();
+        winfo.write_document(resource, aor, cursor, *now, scratch);
+        Some((WATCHERINFO, scratch.as_slice()))
+    }
+
+    fn changed_at(&self, _state: &PackageState<'_>, _resource: u32) -> Option<Instant> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "sip:alice@example.com";
+
+    fn record(subscription: u64, status: WatcherStatus, event: WatcherEvent) -> WatcherRecord {
+        WatcherRecord {
+            subscription,
+            id: format!("0x{subscription}.1"),
+            uri: format!("sip:w{subscription}@example.com"),
+            status,
+            event,
+            subscribed_at: Instant::from_micros(1_000_000),
+            expires_at: Instant::from_micros(601_000_000),
+            seq: 0,
+        }
+    }
+
+    fn document(log: &WatcherLog, cursor: &mut SubscriberCursor) -> String {
+        let mut out = Vec::new();
+        log.write_document(7, ALICE, cursor, Instant::from_micros(11_000_000), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn full_state_first_then_partial_with_the_version_counting_up() {
+        let mut log = WatcherLog::default();
+        log.track(7, ALICE, [record(1, WatcherStatus::Active, WatcherEvent::Subscribe)]);
+        let mut cursor = SubscriberCursor::default();
+        let first = document(&log, &mut cursor);
+        assert!(first.contains("version=\"0\" state=\"full\""), "{first}");
+        assert!(first.contains(
+            "<watcher id=\"0x1.1\" status=\"active\" event=\"subscribe\" duration-subscribed=\"10\" expiration=\"590\">sip:w1@example.com</watcher>"
+        ), "{first}");
+        log.record(7, ALICE, record(2, WatcherStatus::Pending, WatcherEvent::Subscribe));
+        let second = document(&log, &mut cursor);
+        assert!(second.contains("version=\"1\" state=\"partial\""), "{second}");
+        assert!(
+            second.contains("status=\"pending\"") && !second.contains("sip:w1@"),
+            "{second}"
+        );
+        log.record(7, ALICE, record(2, WatcherStatus::Active, WatcherEvent::Approved));
+        log.record(7, ALICE, record(1, WatcherStatus::Terminated, WatcherEvent::Rejected));
+        let third = document(&log, &mut cursor);
+        assert!(third.contains("version=\"2\" state=\"partial\""), "{third}");
+        assert!(third.contains("status=\"active\" event=\"approved\""), "{third}");
+        assert!(third.contains("status=\"terminated\" event=\"rejected\""), "{third}");
+        assert!(
+            !third.contains("expiration=\"590\">sip:w1"),
+            "no expiration once ended: {third}"
+        );
+        // Nothing new: full state again (a refresh or a heartbeat).
+        let fourth = document(&log, &mut cursor);
+        assert!(
+            fourth.contains("version=\"3\" state=\"full\"") && !fourth.contains("terminated"),
+            "{fourth}"
+        );
+        let mut changed = Vec::new();
+        log.take_changed(&mut changed);
+        assert_eq!(changed, vec![7, 7, 7]);
+    }
+
+    #[test]
+    fn waiting_watchers_are_kept_without_subscribers_and_others_are_not() {
+        let mut log = WatcherLog::default();
+        log.record(7, ALICE, record(1, WatcherStatus::Pending, WatcherEvent::Subscribe));
+        assert!(!log.knows(7), "untracked live changes are not kept");
+        log.record(7, ALICE, record(1, WatcherStatus::Waiting, WatcherEvent::Timeout));
+        assert_eq!(log.records(7).len(), 1);
+        let mut changed = Vec::new();
+        log.take_changed(&mut changed);
+        assert!(changed.is_empty(), "nobody to tell");
+        log.track(7, ALICE, [record(2, WatcherStatus::Active, WatcherEvent::Subscribe)]);
+        let text = document(&log, &mut SubscriberCursor::default());
+        assert!(
+            text.contains("status=\"waiting\" event=\"timeout\"") && text.contains("sip:w2@"),
+            "{text}"
+        );
+        log.untrack(7);
+        assert_eq!(log.records(7).len(), 1, "waiting survives");
+        // Another presentity in the same slot sees none of it.
+        let other = {
+            let mut out = Vec::new();
+            log.write_document(
+                7,
+                "sip:bob@example.com",
+                &mut SubscriberCursor::default(),
+                Instant::ZERO,
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        assert!(!other.contains("<watcher "), "{other}");
+    }
+
+    #[test]
+    fn evicted_history_forces_full_state() {
+        let mut log = WatcherLog::default();
+        log.track(7, ALICE, []);
+        let mut cursor = SubscriberCursor::default();
+        document(&log, &mut cursor);
+        for n in 0..(MAX_DEPARTED as u64 + 5) {
+            log.record(
+                7,
+                ALICE,
+                record(n + 10, WatcherStatus::Terminated, WatcherEvent::Timeout),
+            );
+        }
+        assert_eq!(log.records(7).len(), MAX_DEPARTED);
+        let text = document(&log, &mut cursor);
+        assert!(text.contains("state=\"full\""), "{text}");
+    }
+}
