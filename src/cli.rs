@@ -32,6 +32,17 @@ pub struct Cli {
     #[arg(long = "domain", value_name = "NAME")]
     pub domains: Vec<String>,
 
+    /// What watchers no authorization rule decides on get: allow, allowlist
+    /// (neutral document), confirm (pending until the presentity decides) or
+    /// block (403) [default: confirm].
+    #[arg(long = "default-policy", value_name = "POLICY")]
+    pub default_policy: Option<presence_core::authz::DefaultPolicy>,
+
+    /// Directory where presentities' authorization rules are stored and loaded
+    /// from at start [default: none, rules are not durable].
+    #[arg(long = "rules-dir", value_name = "DIR")]
+    pub rules_dir: Option<PathBuf>,
+
     /// Print the effective configuration (TOML) and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,

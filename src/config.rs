@@ -73,6 +73,12 @@ impl Config {
         if let Some(path) = &cli.mgmt_token_file {
             config.mgmt.token_file = Some(path.clone());
         }
+        if let Some(policy) = cli.default_policy {
+            config.engine.authz.default_policy = policy;
+        }
+        if let Some(dir) = &cli.rules_dir {
+            config.engine.authz.rules_dir = Some(dir.clone());
+        }
         if !cli.domains.is_empty() {
             config.engine.domains = cli.domains.clone();
         }
@@ -125,6 +131,19 @@ mod tests {
         assert_eq!(config.engine.listen, "127.0.0.1:5999".parse().unwrap());
         assert_eq!(config.engine.shards, 3);
         assert_eq!(config.engine.domains, vec!["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn the_default_policy_keeps_presence_private_and_the_flag_changes_it() {
+        let config = Config::from_cli(&Cli::parse_from(["presenced"])).unwrap();
+        assert_eq!(config.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Confirm);
+        let cli = Cli::parse_from(["presenced", "--default-policy", "allow", "--rules-dir", "/tmp/rules"]);
+        let config = Config::from_cli(&cli).unwrap();
+        assert_eq!(config.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Allow);
+        assert_eq!(config.engine.authz.rules_dir.as_deref(), Some(std::path::Path::new("/tmp/rules")));
+        assert!(Cli::try_parse_from(["presenced", "--default-policy", "maybe"]).is_err());
+        let parsed: Config = toml::from_str("[engine.authz]\ndefault_policy = \"allowlist\"\n").unwrap();
+        assert_eq!(parsed.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Allowlist);
     }
 
     #[test]

@@ -20,9 +20,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start with 2 shards on free ports, plus extra flags.
+    /// Start with 2 shards on free ports, plus extra flags. Every watcher is
+    /// allowed (`--default-policy allow`) unless `extra` sets the policy.
     pub fn start(extra: &[&str]) -> Server {
         let mut args = vec!["--listen", "127.0.0.1:0", "--shards", "2", "--mgmt-listen", "127.0.0.1:0"];
+        if !extra.contains(&"--default-policy") {
+            args.extend_from_slice(&["--default-policy", "allow"]);
+        }
         args.extend_from_slice(extra);
         Self::start_with_args(&args)
     }
