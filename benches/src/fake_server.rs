@@ -34,7 +34,12 @@ pub struct FakeServer {
 impl FakeServer {
     /// Start; `drop_every` > 0 drops every n-th NOTIFY carrying a PUBLISH.
     pub fn start(drop_every: u64) -> FakeServer {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind fake server");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
+        let _ = socket.set_recv_buffer_size(8 << 20);
+        let _ = socket.set_send_buffer_size(8 << 20);
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        socket.bind(&any.into()).expect("bind fake server");
+        let socket: UdpSocket = socket.into();
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
@@ -283,13 +288,19 @@ mod tests {
     }
 
     fn fanout_report(drop_every: u64) -> crate::report::Report {
+        fanout_run(drop_every, 3, 4, 60.0)
+    }
+
+    fn fanout_run(drop_every: u64, presentities: u32, watchers: u32, rate: f64) -> crate::report::Report {
         let server = FakeServer::start(drop_every);
         let mut cfg = config(server.addr, None);
+        cfg.timeout_ms = 4000;
         cfg.extra_deadline_s = 20.0;
+        cfg.sockets = 64;
         let params = FanoutParams {
-            presentities: 3,
-            watchers_per_presentity: 4,
-            rate: 60.0,
+            presentities,
+            watchers_per_presentity: watchers,
+            rate,
             setup_window: 4,
             setup_timeout_ns: 5_000_000_000,
             expires: 600,
@@ -297,7 +308,7 @@ mod tests {
             duration_s: 0.5,
             timeout_ns: 300_000_000,
         };
-        let shared = FanoutShared::new(2, 3);
+        let shared = FanoutShared::new(2, presentities);
         run(&cfg, fanout::KINDS, 2, Vec::new(), |ctx| {
             Fanout::new(&shared, params, ctx.thread, ctx.threads)
         })
@@ -327,5 +338,16 @@ mod tests {
             "{report:?}"
         );
         assert!(delivery.succeeded < delivery.started);
+    }
+
+    #[test]
+    #[ignore = "slow: 10 000 subscriptions through the single-threaded fake"]
+    fn fanout_one_presentity_ten_thousand_watchers() {
+        let report = fanout_run(0, 1, 10_000, 4.0);
+        assert_eq!(report.kinds[0].succeeded, 10_000, "{report:?}");
+        let delivery = &report.kinds[2];
+        assert!(delivery.started >= 10_000, "{report:?}");
+        assert_eq!(delivery.succeeded, delivery.started, "{report:?}");
+        assert_eq!(report.kinds[3].succeeded, 10_000, "{report:?}");
     }
 }
