@@ -6,6 +6,7 @@
 //! only by its own executor.
 
 mod clock;
+pub mod rules_store;
 mod tcp;
 pub mod udp;
 
@@ -52,6 +53,8 @@ pub enum StartError {
     Executor { shard: usize, source: glommio::GlommioError<()> },
     #[error("shard {0} did not start within 10 s")]
     Timeout(usize),
+    #[error("{0}")]
+    Rules(#[from] rules_store::RulesStoreError),
 }
 
 /// A running server.
@@ -109,6 +112,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
     let mesh: MeshBuilder<Vec<MeshMsg>, _> = MeshBuilder::full(shards, 1024);
     let peer_ids: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<SocketAddr, String>>();
+    let mut rules_per_shard = load_rules(&config, shards)?;
     let mut listen = config.listen;
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
@@ -132,6 +136,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
             peer_ids: peer_ids.clone(),
             ready: ready_tx.clone(),
             controls: control_rx,
+            rules: rules_per_shard.get_mut(id).map(std::mem::take).unwrap_or_default(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
@@ -172,6 +177,32 @@ struct StartContext {
     peer_ids: Arc<Vec<AtomicUsize>>,
     ready: crossbeam::channel::Sender<Result<SocketAddr, String>>,
     controls: crossbeam::channel::Receiver<Control>,
+    /// the stored rules of the presentities this shard owns
+    rules: rules_store::StoredRules,
+}
+
+/// The stored authorization rules, grouped by owner shard. Files that
+/// cannot be used are logged and skipped; an unusable directory stops the
+/// start (the operator asked for durable rules).
+fn load_rules(config: &EngineConfig, shards: usize) -> Result<Vec<rules_store::StoredRules>, StartError> {
+    let mut per_shard: Vec<rules_store::StoredRules> = (0..shards).map(|_| Vec::new()).collect();
+    let Some(dir) = &config.authz.rules_dir else {
+        return Ok(per_shard);
+    };
+    let store = rules_store::RulesStore::open(dir)?;
+    let (loaded, skipped) = store.load_all()?;
+    for skip in skipped {
+        tracing::error!(path = %skip.path.display(), reason = %skip.reason, "authorization rules not loaded");
+    }
+    tracing::info!(dir = %dir.display(), presentities = loaded.len(), "authorization rules loaded");
+    for (aor, rules) in loaded {
+        let Ok(uri) = crate::sip::uri::Uri::parse(&aor) else { continue };
+        let owner = crate::routing::shard_for_hash(uri.aor_hash(), u16::try_from(shards).unwrap_or(u16::MAX));
+        if let Some(list) = per_shard.get_mut(usize::from(owner)) {
+            list.push((aor, rules));
+        }
+    }
+    Ok(per_shard)
 }
 
 /// Everything one shard's tasks share (single-threaded: Rc + RefCell).
@@ -251,6 +282,10 @@ async fn run_shard(start: StartContext) {
     let seed = seed_for(id);
     let mut shard = Shard::new(id as ShardId, start.shards as u16, start.config.clone(), seed);
     shard.set_local_addr(advertised(bound));
+    shard.set_unix_origin_micros(start.clock.unix_origin_micros());
+    for (aor, rules) in start.rules {
+        shard.install_pres_rules(&aor, rules);
+    }
     let (timer_wake, timer_wake_rx) = local_channel::new_bounded(1);
     let ctx = Rc::new(ShardCtx {
         id: id as ShardId,
@@ -298,14 +333,17 @@ async fn run_shard(start: StartContext) {
 
     // The shard's lifetime: serve control requests until shutdown.
     while !start.shutdown.load(Ordering::SeqCst) {
-        run_controls(&ctx, &start.controls);
+        if run_controls(&ctx, &start.controls) {
+            // A control may have changed what watchers see (rules): notify now.
+            flush(&ctx).await;
+        }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     ctx.shard.borrow_mut().begin_shutdown(ctx.clock.now());
     flush(&ctx).await;
     let grace = ctx.clock.now() + Duration::from_secs(ctx.config.shutdown_grace_secs);
     while !ctx.shard.borrow().is_idle() && ctx.clock.now() < grace {
-        run_controls(&ctx, &start.controls);
+        let _ = run_controls(&ctx, &start.controls);
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     flush(&ctx).await;
@@ -328,13 +366,17 @@ fn advertised(bound: SocketAddr) -> SocketAddr {
     }
 }
 
-fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) {
+/// Run the queued control requests; returns whether any ran.
+fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) -> bool {
     let connections = ctx.tcp.borrow().len() as u64;
     ctx.shard.borrow_mut().set_tcp_connections(connections);
+    let mut ran = false;
     while let Ok(control) = controls.try_recv() {
         let now = ctx.clock.now();
         control(&mut ctx.shard.borrow_mut(), now);
+        ran = true;
     }
+    ran
 }
 
 fn seed_for(id: usize) -> u64 {
