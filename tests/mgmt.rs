@@ -334,6 +334,47 @@ fn inspection_shows_presentities_watchers_and_subscriptions() {
 }
 
 #[test]
+fn deleting_a_subscription_ends_it_with_a_final_notify() {
+    let token = TokenFile::new(TOKEN);
+    let server = Server::start(&["--mgmt-token-file", token.arg()]);
+    let operator = Mgmt::of(&server).with_token(TOKEN);
+    let anonymous = Mgmt {
+        addr: operator.addr,
+        token: None,
+    };
+    let watcher = UdpClient::new(server.sip);
+    let aor = "sip:delete-dave@example.com";
+    let _dialog = subscribe(&watcher, aor);
+    let watchers = |mgmt: &Mgmt| mgmt.get(&format!("/v1/presentities/{aor}/watchers")).json()["watchers"].clone();
+    let id = watchers(&operator)[0]["id"].as_str().expect("a watcher").to_owned();
+    let path = format!("/v1/subscriptions/{id}");
+
+    assert_eq!(anonymous.delete(&path).status, 401);
+    assert!(
+        watcher.recv_within(Duration::from_millis(300)).is_none(),
+        "a refused DELETE ends nothing"
+    );
+    assert_eq!(watchers(&anonymous).as_array().map(Vec::len), Some(1));
+
+    let ended = operator.delete(&path);
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(ended.json()["terminated"]["id"], id.as_str());
+    assert_eq!(ended.json()["terminated"]["presentity"], aor);
+    let notify = watcher.next_notify(200);
+    assert_eq!(
+        header(&notify, "Subscription-State"),
+        Some("terminated;reason=deactivated"),
+        "{notify}"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while watchers(&anonymous).as_array().map(Vec::len) != Some(0) {
+        assert!(Instant::now() < deadline, "the subscription is still listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(operator.delete(&path).status, 404, "already ended");
+}
+
+#[test]
 fn writes_need_the_token_and_a_refused_write_changes_nothing() {
     let token = TokenFile::new(TOKEN);
     let server = Server::start(&["--mgmt-token-file", token.arg()]);
@@ -525,7 +566,8 @@ fn the_openapi_document_lists_exactly_the_routes_served() {
     for (method, template) in &documented {
         let path = template
             .replace("{aor}", "sip:openapi@example.com")
-            .replace("{id}", "0x1.1");
+            .replace("{id}", "0x1.1")
+            .replace("{watcher}", "sip:w@example.com");
         let path = if path == "/v1/subscriptions" {
             format!("{path}?watcher=sip:w@example.com")
         } else {

@@ -9,7 +9,7 @@
 
 use crate::shard::Shard;
 use crate::subscription::package;
-use crate::subscription::{Field, SubState, Subscription};
+use crate::subscription::{Field, SubState, Subscription, Termination};
 use crate::time::Instant;
 use serde::Serialize;
 
@@ -136,14 +136,26 @@ impl Shard {
     }
 
     /// End a subscription with a final NOTIFY (Subscription-State:
-    /// terminated;reason=deactivated, RFC 6665 §4.2.2), queued in the outbox
-    /// for the driver's next flush. Returns the subscription as it was, or
-    /// `None` when this shard has no subscription with that id.
-    ///
-    /// Stub: ending a subscription needs mutable access to the subscription
-    /// layer, which the shard does not expose yet.
+    /// terminated;reason=deactivated, RFC 6665 §4.2.2), sent at the driver's
+    /// next flush (the runtime flushes after control requests). Returns the
+    /// subscription as it was, or `None` when this shard has no live
+    /// subscription with that id.
     pub fn terminate_subscription(&mut self, id: &str, now: Instant) -> Option<SubscriptionView> {
-        let _ = (id, now);
-        None
+        // Public ids end with `.<internal id hex>` (`Subscription::public_id`).
+        let internal = u64::from_str_radix(id.rsplit_once('.')?.1, 16).ok()?;
+        let subscriptions = &mut self.services_mut().subscriptions;
+        let sub = subscriptions.get(internal)?;
+        if sub.public_id() != id || sub.terminating.is_some() {
+            return None;
+        }
+        let (package, resource) = (sub.package, sub.resource);
+        let view = subscription_view(sub, now);
+        subscriptions.terminate(internal, Termination::Deactivated, now);
+        let presentity = if package == package::PRESENCE {
+            self.presence().get(resource).map(|p| p.aor.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Some(SubscriptionView { presentity, ..view })
     }
 }
