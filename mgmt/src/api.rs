@@ -31,6 +31,8 @@ pub struct State {
     /// The log filter last applied (only the management thread touches it).
     pub log_filter: Mutex<String>,
     pub started: std::time::Instant,
+    /// Where authorization rules changes are stored (and their order).
+    pub rules: crate::xcap::RulesWriter,
 }
 
 /// An answer other than success, as a JSON `{"error": reason}` body.
@@ -68,7 +70,7 @@ struct ErrorBody<'a> {
     error: &'a str,
 }
 
-fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -83,7 +85,7 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
     }
 }
 
-fn error_response(error: &ApiError) -> HttpResponse {
+pub(crate) fn error_response(error: &ApiError) -> HttpResponse {
     let body = serde_json::to_vec(&ErrorBody { error: &error.reason }).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = error.status;
@@ -157,13 +159,20 @@ pub async fn handle(state: &State, request: Request<Incoming>) -> HttpResponse {
         Endpoint::PutNotifyConfig => put_notify_config(state, request).await,
         Endpoint::GetLogConfig => Ok(get_log_config(state)),
         Endpoint::PutLogConfig => put_log_config(state, request).await,
+        Endpoint::GetPresRules => crate::xcap::get_rules(state, params.first()).await,
+        Endpoint::PutPresRules => crate::xcap::put_rules(state, params.first(), request).await,
+        Endpoint::DeletePresRules => crate::xcap::delete_rules(state, params.first(), request).await,
+        Endpoint::PutAuthorization => {
+            crate::xcap::put_authorization(state, params.first(), params.get(1), request).await
+        }
+        Endpoint::DeleteAuthorization => crate::xcap::delete_authorization(state, params.first(), params.get(1)).await,
     };
     let response = result.unwrap_or_else(|error| error_response(&error));
     tracing::debug!(%method, %path, status = response.status().as_u16(), "management request");
     response
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
@@ -175,7 +184,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 /// Parse a JSON body into `T`; any problem is a 400 with serde's reason.
-async fn json_body<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn json_body<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, ApiError> {
     let body = read_body(request).await?;
     serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
@@ -252,7 +261,7 @@ async fn stats(state: &State) -> Result<HttpResponse, ApiError> {
 }
 
 /// A canonical AOR and its owner shard, from a URI given by the operator.
-fn presentity_owner(state: &State, text: Option<&String>) -> Result<(String, usize), ApiError> {
+pub(crate) fn presentity_owner(state: &State, text: Option<&String>) -> Result<(String, usize), ApiError> {
     let text = text.map(String::as_str).unwrap_or("");
     let uri =
         Uri::parse(text).map_err(|_| ApiError::bad_request(format!("not a SIP, SIPS, TEL or PRES URI: {text}")))?;

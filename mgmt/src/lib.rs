@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod routes;
 pub mod shards;
 pub mod summary;
+pub mod xcap;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -51,6 +52,8 @@ pub struct MgmtOptions {
     pub log: Option<LogControl>,
     /// Most HTTP connections served at once; more are closed at once.
     pub max_connections: usize,
+    /// Directory where authorization rules changes are stored (`None`: in memory only).
+    pub rules_dir: Option<std::path::PathBuf>,
 }
 
 impl MgmtOptions {
@@ -61,6 +64,7 @@ impl MgmtOptions {
             shard_timeout: Duration::from_secs(1),
             log: None,
             max_connections: 64,
+            rules_dir: None,
         }
     }
 }
@@ -134,6 +138,7 @@ pub fn start(
         log_filter: Mutex::new(options.log.as_ref().map(|l| l.initial.clone()).unwrap_or_default()),
         log: options.log,
         started: std::time::Instant::now(),
+        rules: xcap::RulesWriter::new(options.rules_dir.clone()),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -19,6 +19,11 @@ pub enum Endpoint {
     PutNotifyConfig,
     GetLogConfig,
     PutLogConfig,
+    GetPresRules,
+    PutPresRules,
+    DeletePresRules,
+    PutAuthorization,
+    DeleteAuthorization,
 }
 
 /// One served route: method, path template (`{name}` is one segment), access.
@@ -102,6 +107,36 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/config/log",
         access: Access::Write,
         endpoint: Endpoint::PutLogConfig,
+    },
+    Route {
+        method: "GET",
+        path: "/xcap-root/pres-rules/users/{aor}/index",
+        access: Access::Read,
+        endpoint: Endpoint::GetPresRules,
+    },
+    Route {
+        method: "PUT",
+        path: "/xcap-root/pres-rules/users/{aor}/index",
+        access: Access::Write,
+        endpoint: Endpoint::PutPresRules,
+    },
+    Route {
+        method: "DELETE",
+        path: "/xcap-root/pres-rules/users/{aor}/index",
+        access: Access::Write,
+        endpoint: Endpoint::DeletePresRules,
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/presentities/{aor}/authorizations/{watcher}",
+        access: Access::Write,
+        endpoint: Endpoint::PutAuthorization,
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/presentities/{aor}/authorizations/{watcher}",
+        access: Access::Write,
+        endpoint: Endpoint::DeleteAuthorization,
     },
 ];
 

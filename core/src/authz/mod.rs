@@ -153,6 +153,46 @@ impl PresRules {
     }
 }
 
+/// The id of the rule the JSON convenience API keeps for one watcher.
+pub fn watcher_rule_id(watcher: &str) -> String {
+    // An xs:ID (NCName): a letter, then hex.
+    format!("watcher-{}", &etag_of(watcher.as_bytes())[1..17])
+}
+
+/// The rules document `current` with the convenience rule of `watcher`
+/// (canonical AOR) replaced by one giving `handling` (with everything
+/// provided when allowed), or removed with `None`. `None` back when there
+/// was no such rule to remove.
+pub fn with_watcher_rule(current: Option<&Node>, watcher: &str, handling: Option<SubHandling>) -> Option<Node> {
+    use rules::{COMMON_POLICY as CP, PRES_RULES as PR};
+    let id = watcher_rule_id(watcher);
+    let mut root = current.cloned().unwrap_or_else(|| Node::new(CP, "ruleset"));
+    let before = root.children.len();
+    root.children
+        .retain(|child| !(child.is(CP, "rule") && child.attr("id") == Some(id.as_str())));
+    let Some(handling) = handling else {
+        return (root.children.len() < before).then_some(root);
+    };
+    let mut rule = Node::new(CP, "rule")
+        .with_attr("id", &id)
+        .with_child(
+            Node::new(CP, "conditions")
+                .with_child(Node::new(CP, "identity").with_child(Node::new(CP, "one").with_attr("id", watcher))),
+        )
+        .with_child(Node::new(CP, "actions").with_child(Node::new(PR, "sub-handling").with_text(handling.as_str())));
+    if handling == SubHandling::Allow {
+        rule = rule.with_child(
+            Node::new(CP, "transformations")
+                .with_child(Node::new(PR, "provide-services").with_child(Node::new(PR, "all-services")))
+                .with_child(Node::new(PR, "provide-persons").with_child(Node::new(PR, "all-persons")))
+                .with_child(Node::new(PR, "provide-devices").with_child(Node::new(PR, "all-devices")))
+                .with_child(Node::new(PR, "provide-all-attributes")),
+        );
+    }
+    root.children.push(rule);
+    Some(root)
+}
+
 /// A strong entity tag for a document: FNV-1a of its bytes and its length.
 pub fn etag_of(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -488,6 +528,36 @@ mod tests {
         assert_ne!(a.etag, rules(&RULES.replace("friends", "pals")).etag);
         let rebuilt = PresRules::from_tree(a.tree.clone()).unwrap();
         assert_eq!(rebuilt.rules, a.rules, "the written document means the same");
+    }
+
+    #[test]
+    fn the_convenience_rule_of_a_watcher_is_replaced_and_removed() {
+        let now = Instant::ZERO;
+        let base = rules(RULES);
+        let tree = with_watcher_rule(Some(&base.tree), "sip:zed@example.com", Some(SubHandling::Allow)).unwrap();
+        let tree = with_watcher_rule(Some(&tree), "sip:zed@example.com", Some(SubHandling::Block)).unwrap();
+        let mut authz = Authz::new(DefaultPolicy::Confirm);
+        authz.set_rules(ALICE, Some(PresRules::from_tree(tree.clone()).unwrap()));
+        assert_eq!(
+            authz.decide(ALICE, "sip:zed@example.com", now).handling,
+            SubHandling::Block
+        );
+        assert_eq!(
+            authz.decide(ALICE, "sip:bob@example.com", now),
+            Decision::ALLOW_ALL,
+            "other rules kept"
+        );
+        assert_eq!(
+            tree.children.len(),
+            base.tree.children.len() + 1,
+            "one rule per watcher"
+        );
+        let tree = with_watcher_rule(Some(&tree), "sip:zed@example.com", None).unwrap();
+        assert_eq!(tree.children.len(), base.tree.children.len());
+        assert!(with_watcher_rule(Some(&tree), "sip:zed@example.com", None).is_none());
+        let fresh = with_watcher_rule(None, "sip:zed@example.com", Some(SubHandling::Allow)).unwrap();
+        authz.set_rules(ALICE, Some(PresRules::from_tree(fresh).unwrap()));
+        assert_eq!(authz.decide(ALICE, "sip:zed@example.com", now), Decision::ALLOW_ALL);
     }
 
     #[test]
