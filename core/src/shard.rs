@@ -6,22 +6,22 @@
 //! live here; method handlers plug in below.
 
 use crate::config::{EmptyPresence, EngineConfig};
+use crate::error::{SipError, ALLOW, SUPPORTED};
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::pidf;
 use crate::presence::publish::{self, SourceRanker};
 use crate::presence::store::PresenceStore;
 use crate::registrar::{register, Registrar};
-use crate::subscription::notify::NotifySink;
-use crate::subscription::package::PackageState;
-use crate::subscription::subscribe::{self, SubscribeContext};
-use crate::subscription::Subscriptions;
-use crate::error::{SipError, ALLOW, SUPPORTED};
 use crate::routing::{self, ShardId};
 use crate::sip::typed::Via;
 use crate::sip::uri::{Uri, UriError};
 use crate::sip::writer::{MessageWriter, PRODUCT};
 use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
 use crate::stats::{self, ShardGauges, ShardHistograms, ShardStats};
+use crate::subscription::notify::NotifySink;
+use crate::subscription::package::PackageState;
+use crate::subscription::subscribe::{self, SubscribeContext};
+use crate::subscription::Subscriptions;
 use crate::time::Instant;
 use crate::transaction::client::{Action, ClientTransactions, Outcome};
 use crate::transaction::server::{Lookup, ServerTransactions};
@@ -49,12 +49,20 @@ pub struct Responder<'a, 'm> {
     request: &'a Message<'m>,
     peer: SocketAddr,
     default_tag: &'a str,
+    /// the request's To has a tag already (in-dialog): never add one
+    to_has_tag: bool,
     written: Option<(usize, u16)>,
 }
 
 impl Responder<'_, '_> {
     /// Write the final response with the server's default To-tag.
-    pub fn reply(&mut self, code: u16, reason: &str, headers: impl FnOnce(&mut MessageWriter<'_>), body: Option<(&str, &[u8])>) {
+    pub fn reply(
+        &mut self,
+        code: u16,
+        reason: &str,
+        headers: impl FnOnce(&mut MessageWriter<'_>),
+        body: Option<(&str, &[u8])>,
+    ) {
         let tag = self.default_tag;
         self.reply_tagged(code, reason, tag, headers, body);
     }
@@ -72,7 +80,8 @@ impl Responder<'_, '_> {
             return;
         }
         let start = self.out.buf.len();
-        let mut w = MessageWriter::response(&mut self.out.buf, self.request, code, reason, self.peer, Some(to_tag));
+        let tag = (!self.to_has_tag).then_some(to_tag);
+        let mut w = MessageWriter::response(&mut self.out.buf, self.request, code, reason, self.peer, tag);
         headers(&mut w);
         w.header_str("Server", PRODUCT);
         match body {
@@ -94,6 +103,26 @@ impl Responder<'_, '_> {
 
     pub fn has_replied(&self) -> bool {
         self.written.is_some()
+    }
+}
+
+/// The headers that identify every request (RFC 3261 §8.1.1), parsed once:
+/// the transaction layer, the checks and the response writer share them.
+struct Essentials<'a> {
+    from: crate::sip::NameAddr<'a>,
+    to: crate::sip::NameAddr<'a>,
+    call_id: &'a str,
+    cseq: crate::sip::CSeq<'a>,
+}
+
+impl<'a> Essentials<'a> {
+    fn parse(msg: &Message<'a>) -> Result<Self, SipError> {
+        Ok(Essentials {
+            call_id: msg.call_id()?,
+            from: msg.from_header()?,
+            to: msg.to_header()?,
+            cseq: msg.cseq()?,
+        })
     }
 }
 
@@ -439,7 +468,9 @@ impl Shard {
             return;
         };
         let (peer, dest) = Self::response_dest(&origin, &via);
-        let has_merge_key = self.build_transaction_keys(msg, &via, &method);
+        let essentials = Essentials::parse(msg);
+        let to_has_tag = essentials.as_ref().is_ok_and(|e| e.to.tag().is_some());
+        let has_merge_key = self.build_transaction_keys(msg, &via, &method, essentials.as_ref().ok());
         let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
         match self.server.lookup(now, &self.key_buf, merge_key) {
             Lookup::Retransmission { response, dest } => {
@@ -465,6 +496,7 @@ impl Shard {
             request: msg,
             peer,
             default_tag: &self.tag_buf,
+            to_has_tag,
             written: None,
         };
         let result = if self.shutting_down {
@@ -472,7 +504,8 @@ impl Shard {
         } else {
             let config = &self.config;
             let services = &mut self.services;
-            Self::validate(config, msg, &method)
+            essentials
+                .and_then(|essentials| Self::validate(config, msg, &method, &essentials))
                 .and_then(|()| {
                     let rc = RequestContext {
                         shard: self.id,
@@ -503,6 +536,7 @@ impl Shard {
     }
 
     fn respond_error(&mut self, msg: &Message<'_>, peer: SocketAddr, dest: Dest, error: &SipError) {
+        let to_has_tag = msg.to_header().ok().and_then(|to| to.tag()).is_some();
         self.tag_buf.clear();
         let nonce = self.next_random();
         routing::write_owned_id(&mut self.tag_buf, self.id, nonce);
@@ -512,10 +546,13 @@ impl Shard {
             request: msg,
             peer,
             default_tag: &self.tag_buf,
+            to_has_tag,
             written: None,
         };
         responder.reply_error(error);
-        let method = msg.method().map_or(stats::METHODS.len() - 1, |m| stats::method_index(&m));
+        let method = msg
+            .method()
+            .map_or(stats::METHODS.len() - 1, |m| stats::method_index(&m));
         self.stats.count_answer(method, error.status());
         self.out.push_since(start, dest);
     }
@@ -523,7 +560,13 @@ impl Shard {
     /// Fill `key_buf` with the transaction key (RFC 3261 §17.2.3) and
     /// `merge_buf` with the merge key; returns whether a merge key applies
     /// (requests outside a dialog).
-    fn build_transaction_keys(&mut self, msg: &Message<'_>, via: &Via<'_>, method: &Method<'_>) -> bool {
+    fn build_transaction_keys(
+        &mut self,
+        msg: &Message<'_>,
+        via: &Via<'_>,
+        method: &Method<'_>,
+        essentials: Option<&Essentials<'_>>,
+    ) -> bool {
         let key = &mut self.key_buf;
         key.clear();
         // ACK and CANCEL are their own transactions for a non-INVITE server.
@@ -552,26 +595,27 @@ impl Shard {
                 }
             }
         }
-        let to_has_tag = msg.to_header().ok().and_then(|to| to.tag()).is_some();
-        let (Ok(from), Ok(call_id), Ok(cseq)) = (msg.from_header(), msg.call_id(), msg.cseq()) else {
+        let Some(e) = essentials.filter(|e| e.to.tag().is_none()) else {
             return false;
         };
-        if to_has_tag {
-            return false;
-        }
         let merge = &mut self.merge_buf;
         merge.clear();
-        merge.extend_from_slice(from.tag().unwrap_or("").as_bytes());
+        merge.extend_from_slice(e.from.tag().unwrap_or("").as_bytes());
         merge.push(0);
-        merge.extend_from_slice(call_id.as_bytes());
+        merge.extend_from_slice(e.call_id.as_bytes());
         merge.push(0);
-        merge.extend_from_slice(&cseq.seq.to_le_bytes());
-        merge.extend_from_slice(cseq.method.as_str().as_bytes());
+        merge.extend_from_slice(&e.cseq.seq.to_le_bytes());
+        merge.extend_from_slice(e.cseq.method.as_str().as_bytes());
         true
     }
 
     /// Checks every request passes before its method handler (RFC 3261 §8.2).
-    fn validate(config: &EngineConfig, msg: &Message<'_>, method: &Method<'_>) -> Result<(), SipError> {
+    fn validate(
+        config: &EngineConfig,
+        msg: &Message<'_>,
+        method: &Method<'_>,
+        essentials: &Essentials<'_>,
+    ) -> Result<(), SipError> {
         if let StartLine::Request { version, .. } = msg.start_line() {
             if !version.eq_ignore_ascii_case("SIP/2.0") {
                 return Err(SipError::VersionNotSupported);
@@ -588,17 +632,15 @@ impl Shard {
                 return Err(SipError::NotFound);
             }
         }
-        msg.call_id()?;
-        msg.from_header()?;
-        msg.to_header()?;
         for contact in msg.header_values(HeaderName::Contact) {
             if contact.trim() != "*" && crate::sip::NameAddr::parse(contact).is_err() {
                 return Err(SipError::BadRequest(Cow::Borrowed("Malformed Contact header")));
             }
         }
-        let cseq = msg.cseq()?;
-        if cseq.method != *method {
-            return Err(SipError::BadRequest(Cow::Borrowed("CSeq method does not match the request")));
+        if essentials.cseq.method != *method {
+            return Err(SipError::BadRequest(Cow::Borrowed(
+                "CSeq method does not match the request",
+            )));
         }
         if let Some(0) = msg.max_forwards()? {
             if !matches!(method, Method::Options) {
@@ -710,7 +752,14 @@ impl Shard {
                 let uri = Uri::parse(to.uri).map_err(|_| SipError::BadRequest(Cow::Borrowed("Malformed To URI")))?;
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
-                register::handle(&mut services.registrar, &config.registrar, now, msg, &services.aor_buf, responder)
+                register::handle(
+                    &mut services.registrar,
+                    &config.registrar,
+                    now,
+                    msg,
+                    &services.aor_buf,
+                    responder,
+                )
             }
             Method::Extension(_) => Err(SipError::NotImplemented),
             _ => Err(SipError::MethodNotAllowed),
@@ -746,7 +795,11 @@ impl Shard {
         let services = &mut self.services;
         let mut pids = Vec::with_capacity(changed.len());
         for aor in &changed {
-            let bindings = services.registrar.get(aor).map(|r| r.bindings.as_slice()).unwrap_or(&[]);
+            let bindings = services
+                .registrar
+                .get(aor)
+                .map(|r| r.bindings.as_slice())
+                .unwrap_or(&[]);
             let document = if bindings.is_empty() {
                 None
             } else {
@@ -820,11 +873,17 @@ fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> V
     use crate::subscription::reg::push_escaped;
     use std::io::Write as _;
     let mut out = Vec::with_capacity(128 + 160 * bindings.len());
-    out.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"");
+    out.extend_from_slice(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"",
+    );
     push_escaped(&mut out, aor);
     out.extend_from_slice(b"\">");
     for b in bindings {
-        let _ = write!(out, "<tuple id=\"reg-{}\"><status><basic>open</basic></status><contact", b.id);
+        let _ = write!(
+            out,
+            "<tuple id=\"reg-{}\"><status><basic>open</basic></status><contact",
+            b.id
+        );
         if let Some(q) = &b.q {
             out.extend_from_slice(b" priority=\"");
             push_escaped(&mut out, q);

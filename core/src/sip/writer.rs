@@ -29,7 +29,8 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Start a response to `req`, received from `peer`, copying the headers
-    /// a response must carry. `to_tag` is added when the request's To has none.
+    /// a response must carry. `to_tag` is appended to To: the caller passes
+    /// `None` when the request's To already has a tag.
     pub fn response(
         buf: &'b mut Vec<u8>,
         req: &Message<'_>,
@@ -92,10 +93,7 @@ impl<'b> MessageWriter<'b> {
     fn write_to_header(&mut self, value: &str, to_tag: Option<&str>) {
         self.buf.extend_from_slice(b"To: ");
         self.buf.extend_from_slice(value.as_bytes());
-        let has_tag = super::typed::NameAddr::parse(value)
-            .map(|to| to.tag().is_some())
-            .unwrap_or(false);
-        if let (false, Some(tag)) = (has_tag, to_tag) {
+        if let Some(tag) = to_tag {
             self.buf.extend_from_slice(b";tag=");
             self.buf.extend_from_slice(tag.as_bytes());
         }
