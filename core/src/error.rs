@@ -134,10 +134,28 @@ mod tests {
         let cases: Vec<(SipError, u16, &str)> = vec![
             (SipError::MethodNotAllowed, 405, "Allow: "),
             (SipError::NotImplemented, 501, "Allow: "),
-            (SipError::BadEvent { allow_events: "presence" }, 489, "Allow-Events: presence"),
-            (SipError::UnsupportedMediaType { accept: "application/pidf+xml" }, 415, "Accept: application/pidf+xml"),
+            (
+                SipError::BadEvent {
+                    allow_events: "presence",
+                },
+                489,
+                "Allow-Events: presence",
+            ),
+            (
+                SipError::UnsupportedMediaType {
+                    accept: "application/pidf+xml",
+                },
+                415,
+                "Accept: application/pidf+xml",
+            ),
             (SipError::IntervalTooBrief { min_expires: 60 }, 423, "Min-Expires: 60"),
-            (SipError::BadExtension { unsupported: "foo".into() }, 420, "Unsupported: foo"),
+            (
+                SipError::BadExtension {
+                    unsupported: "foo".into(),
+                },
+                420,
+                "Unsupported: foo",
+            ),
             (SipError::ServiceUnavailable { retry_after: 5 }, 503, "Retry-After: 5"),
         ];
         for (error, code, header) in cases {
@@ -149,6 +167,9 @@ mod tests {
             let text = String::from_utf8(buf).unwrap();
             assert!(text.contains(header), "{code}: {text}");
         }
-        assert_eq!(SipError::BadRequest("Missing Call-ID header".into()).reason(), "Missing Call-ID header");
+        assert_eq!(
+            SipError::BadRequest("Missing Call-ID header".into()).reason(),
+            "Missing Call-ID header"
+        );
     }
 }

@@ -46,7 +46,10 @@ pub enum Dest {
     Udp(SocketAddr),
     /// An existing connection (possibly owned by another shard); when it is
     /// gone the driver opens a new one to `peer`.
-    Tcp { conn: ConnRef, peer: SocketAddr },
+    Tcp {
+        conn: ConnRef,
+        peer: SocketAddr,
+    },
     /// A new (or cached) outgoing TCP connection to this address.
     TcpConnect(SocketAddr),
 }

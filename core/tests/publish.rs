@@ -32,7 +32,11 @@ fn initial_refresh_modify_remove() {
     let r = h.publish(AOR, &format!("SIP-If-Match: {etag1}\r\n"), "");
     assert_eq!(status(&r), 412, "the old entity-tag is gone: {r}");
 
-    let r = h.publish(AOR, &format!("SIP-If-Match: {etag2}\r\n"), &pidf(AOR, "t1", "closed", "second"));
+    let r = h.publish(
+        AOR,
+        &format!("SIP-If-Match: {etag2}\r\n"),
+        &pidf(AOR, "t1", "closed", "second"),
+    );
     assert_eq!(status(&r), 200, "modify: {r}");
     let etag3 = header(&r, "SIP-ETag").unwrap().to_owned();
     let doc = composed(&mut h).unwrap();
@@ -85,7 +89,9 @@ fn refusals_change_nothing() {
     let etag = header(&r, "SIP-ETag").unwrap().to_owned();
     let before = composed(&mut h).unwrap();
 
-    let no_event = h.publish_text(AOR, "", &pidf(AOR, "t1", "open", "x")).replace("Event: presence\r\n", "");
+    let no_event = h
+        .publish_text(AOR, "", &pidf(AOR, "t1", "open", "x"))
+        .replace("Event: presence\r\n", "");
     let r = h.request(&no_event);
     assert_eq!(status(&r), 489);
     assert_eq!(header(&r, "Allow-Events"), Some("presence"));
@@ -93,7 +99,9 @@ fn refusals_change_nothing() {
     let r = h.publish(AOR, "", "");
     assert_eq!(status(&r), 400, "initial without body: {r}");
 
-    let wrong_event = h.publish_text(AOR, "", &pidf(AOR, "t1", "open", "x")).replace("Event: presence", "Event: dialog");
+    let wrong_event = h
+        .publish_text(AOR, "", &pidf(AOR, "t1", "open", "x"))
+        .replace("Event: presence", "Event: dialog");
     assert_eq!(status(&h.request(&wrong_event)), 489);
 
     let xml = h

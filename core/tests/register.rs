@@ -19,9 +19,17 @@ fn composed(h: &mut Harness) -> Option<String> {
 #[test]
 fn binding_lifecycle() {
     let mut h = Harness::default();
-    let r = h.register(AOR, "reg1", 1, "Contact: <sip:hank@10.0.0.1:5060>;q=0.7\r\nExpires: 600\r\n");
+    let r = h.register(
+        AOR,
+        "reg1",
+        1,
+        "Contact: <sip:hank@10.0.0.1:5060>;q=0.7\r\nExpires: 600\r\n",
+    );
     assert_eq!(status(&r), 200, "{r}");
-    assert_eq!(headers(&r, "Contact"), vec!["<sip:hank@10.0.0.1:5060>;expires=600;q=0.7"]);
+    assert_eq!(
+        headers(&r, "Contact"),
+        vec!["<sip:hank@10.0.0.1:5060>;expires=600;q=0.7"]
+    );
     // A second contact, its own expiry.
     let r = h.register(AOR, "reg1", 2, "Contact: <sip:hank@10.0.0.2>;expires=120\r\n");
     assert_eq!(headers(&r, "Contact").len(), 2);
@@ -74,9 +82,19 @@ fn registration_is_a_presence_source() {
     let n = after.iter().find(|m| is_notify(m)).unwrap().clone();
     assert!(body(&n).contains("<basic>closed</basic>"));
     h.answer(&n, 200);
-    let out = { let t = h.register_text(AOR, "c", 1, "Contact: <sip:hank@10.0.0.1>;q=0.5\r\nExpires: 120\r\n"); h.feed(t.as_bytes()) };
-    let n = out.iter().find(|(_, m)| is_notify(m)).map(|(_, m)| m.clone()).expect("NOTIFY after REGISTER");
-    assert!(body(&n).contains("<basic>open</basic>") && body(&n).contains("sip:hank@10.0.0.1"), "{n}");
+    let out = {
+        let t = h.register_text(AOR, "c", 1, "Contact: <sip:hank@10.0.0.1>;q=0.5\r\nExpires: 120\r\n");
+        h.feed(t.as_bytes())
+    };
+    let n = out
+        .iter()
+        .find(|(_, m)| is_notify(m))
+        .map(|(_, m)| m.clone())
+        .expect("NOTIFY after REGISTER");
+    assert!(
+        body(&n).contains("<basic>open</basic>") && body(&n).contains("sip:hank@10.0.0.1"),
+        "{n}"
+    );
     h.answer(&n, 200);
     // A user publication wins where they conflict and both show otherwise.
     h.publish(AOR, "", &pidf(AOR, "phone", "closed", "busy"));
@@ -106,9 +124,19 @@ fn require_registration() {
     assert!(body(&n).contains("online"));
     h.answer(&n, 200);
     // The last binding goes: the publications go too; watchers see closed.
-    let out = { let t = h.register_text(AOR, "c", 2, "Contact: *\r\nExpires: 0\r\n"); h.feed(t.as_bytes()) };
-    let n = out.iter().find(|(_, m)| is_notify(m)).map(|(_, m)| m.clone()).expect("NOTIFY");
-    assert!(!body(&n).contains("online") && body(&n).contains("<basic>closed</basic>"), "{n}");
+    let out = {
+        let t = h.register_text(AOR, "c", 2, "Contact: *\r\nExpires: 0\r\n");
+        h.feed(t.as_bytes())
+    };
+    let n = out
+        .iter()
+        .find(|(_, m)| is_notify(m))
+        .map(|(_, m)| m.clone())
+        .expect("NOTIFY");
+    assert!(
+        !body(&n).contains("online") && body(&n).contains("<basic>closed</basic>"),
+        "{n}"
+    );
 }
 
 #[test]
@@ -119,7 +147,14 @@ fn reg_package_full_then_partial_with_versions() {
     let text = h.subscribe_text(AOR, "Event: reg\r\n", "x1", "w1", None, 1);
     assert_eq!(status(&h.request(&text)), 403);
     let text = h
-        .subscribe_text(AOR, "Event: reg\r\nAccept: application/reginfo+xml\r\n", "x2", "w2", None, 1)
+        .subscribe_text(
+            AOR,
+            "Event: reg\r\nAccept: application/reginfo+xml\r\n",
+            "x2",
+            "w2",
+            None,
+            1,
+        )
         .replace("<sip:watcher@example.com>", "<sip:hank@example.com>");
     let out: Vec<String> = h.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
     assert_eq!(status(&out[0]), 200, "{}", out[0]);
@@ -128,15 +163,36 @@ fn reg_package_full_then_partial_with_versions() {
     assert!(body(&n).contains("version=\"0\" state=\"full\""), "{n}");
     assert!(body(&n).contains("state=\"active\" event=\"registered\""), "{n}");
     h.answer(&n, 200);
-    let out: Vec<String> =
-        { let t = h.register_text(AOR, "c", 2, "Contact: <sip:hank@10.0.0.2>\r\nExpires: 600\r\n"); h.feed(t.as_bytes()) }.into_iter().map(|(_, m)| m).collect();
-    let n = out.iter().find(|m| is_notify(m) && header(m, "Event") == Some("reg")).unwrap().clone();
+    let out: Vec<String> = {
+        let t = h.register_text(AOR, "c", 2, "Contact: <sip:hank@10.0.0.2>\r\nExpires: 600\r\n");
+        h.feed(t.as_bytes())
+    }
+    .into_iter()
+    .map(|(_, m)| m)
+    .collect();
+    let n = out
+        .iter()
+        .find(|m| is_notify(m) && header(m, "Event") == Some("reg"))
+        .unwrap()
+        .clone();
     assert!(body(&n).contains("version=\"1\" state=\"partial\""), "{n}");
-    assert!(body(&n).contains("10.0.0.2") && !body(&n).contains("10.0.0.1"), "only the change: {n}");
+    assert!(
+        body(&n).contains("10.0.0.2") && !body(&n).contains("10.0.0.1"),
+        "only the change: {n}"
+    );
     h.answer(&n, 200);
-    let out: Vec<String> =
-        { let t = h.register_text(AOR, "c", 3, "Contact: <sip:hank@10.0.0.1>;expires=0\r\n"); h.feed(t.as_bytes()) }.into_iter().map(|(_, m)| m).collect();
-    let n = out.iter().find(|m| is_notify(m) && header(m, "Event") == Some("reg")).unwrap().clone();
+    let out: Vec<String> = {
+        let t = h.register_text(AOR, "c", 3, "Contact: <sip:hank@10.0.0.1>;expires=0\r\n");
+        h.feed(t.as_bytes())
+    }
+    .into_iter()
+    .map(|(_, m)| m)
+    .collect();
+    let n = out
+        .iter()
+        .find(|m| is_notify(m) && header(m, "Event") == Some("reg"))
+        .unwrap()
+        .clone();
     assert!(body(&n).contains("version=\"2\" state=\"partial\""), "{n}");
     assert!(body(&n).contains("state=\"terminated\" event=\"unregistered\""), "{n}");
 }

@@ -18,7 +18,10 @@ fn notifies(msgs: &[String]) -> Vec<&String> {
 fn subscribe_gets_200_then_a_notify_with_the_current_state() {
     let mut h = Harness::default();
     h.publish(AOR, "", &pidf(AOR, "t1", "open", "hello"));
-    let (resp, after, dialog) = h.subscribe(AOR, "Event: presence\r\nExpires: 600\r\nAccept: application/pidf+xml\r\n");
+    let (resp, after, dialog) = h.subscribe(
+        AOR,
+        "Event: presence\r\nExpires: 600\r\nAccept: application/pidf+xml\r\n",
+    );
     assert_eq!(status(&resp), 200, "never 202: {resp}");
     assert_eq!(header(&resp, "Expires"), Some("600"));
     assert!(header(&resp, "Contact").is_some());
@@ -26,9 +29,14 @@ fn subscribe_gets_200_then_a_notify_with_the_current_state() {
     let n = notifies(&after);
     assert_eq!(n.len(), 1, "{after:?}");
     let notify = n[0];
-    assert!(notify.starts_with("NOTIFY sip:watcher@127.0.0.1:5070 SIP/2.0"), "{notify}");
+    assert!(
+        notify.starts_with("NOTIFY sip:watcher@127.0.0.1:5070 SIP/2.0"),
+        "{notify}"
+    );
     assert_eq!(header(notify, "Event"), Some("presence"));
-    assert!(header(notify, "Subscription-State").unwrap().starts_with("active;expires="));
+    assert!(header(notify, "Subscription-State")
+        .unwrap()
+        .starts_with("active;expires="));
     assert_eq!(header(notify, "Content-Type"), Some(PIDF));
     assert!(body(notify).contains("hello"));
     assert_eq!(header(notify, "Call-ID"), Some(dialog.call_id.as_str()));
@@ -50,10 +58,17 @@ fn a_burst_of_changes_in_one_batch_is_one_notify_with_the_last_state() {
     h.answer(n[0], 200);
     // Five modifies inside one batch of input.
     for i in 1..=5 {
-        let text = h.publish_text(AOR, &format!("SIP-If-Match: {etag}\r\n"), &pidf(AOR, "t1", "open", &format!("v{i}")));
+        let text = h.publish_text(
+            AOR,
+            &format!("SIP-If-Match: {etag}\r\n"),
+            &pidf(AOR, "t1", "open", &format!("v{i}")),
+        );
         h.feed_in_batch(text.as_bytes());
         let out = h.drain();
-        assert!(out.iter().all(|(_, m)| !is_notify(m)), "no NOTIFY before the end of the batch");
+        assert!(
+            out.iter().all(|(_, m)| !is_notify(m)),
+            "no NOTIFY before the end of the batch"
+        );
         etag = header(&out[0].1, "SIP-ETag").unwrap().to_owned();
     }
     let out: Vec<String> = h.end_batch().into_iter().map(|(_, m)| m).collect();
@@ -71,7 +86,11 @@ fn one_notify_in_flight_and_changes_meanwhile_are_folded() {
     // The first NOTIFY is unanswered: three changes produce no NOTIFY.
     let mut etag = String::new();
     for i in 0..3 {
-        let extra = if etag.is_empty() { String::new() } else { format!("SIP-If-Match: {etag}\r\n") };
+        let extra = if etag.is_empty() {
+            String::new()
+        } else {
+            format!("SIP-If-Match: {etag}\r\n")
+        };
         let text = h.publish_text(AOR, &extra, &pidf(AOR, "t1", "open", &format!("state{i}")));
         let out = h.feed(text.as_bytes());
         assert!(out.iter().all(|(_, m)| !is_notify(m)), "one in flight: {out:?}");
@@ -93,7 +112,11 @@ fn coalescing_window_folds_changes_into_one_notify() {
     h.answer(notifies(&after)[0], 200);
     let mut etag = String::new();
     for i in 0..4 {
-        let extra = if etag.is_empty() { String::new() } else { format!("SIP-If-Match: {etag}\r\n") };
+        let extra = if etag.is_empty() {
+            String::new()
+        } else {
+            format!("SIP-If-Match: {etag}\r\n")
+        };
         let text = h.publish_text(AOR, &extra, &pidf(AOR, "t1", "open", &format!("w{i}")));
         let out = h.feed(text.as_bytes());
         assert!(out.iter().all(|(_, m)| !is_notify(m)), "held by the window");
@@ -191,7 +214,11 @@ fn a_timed_out_notify_keeps_the_subscription_unless_configured() {
             retransmissions += h.drain().iter().filter(|(_, m)| is_notify(m)).count();
         }
         assert!(retransmissions >= 9, "Timer E retransmissions: {retransmissions}");
-        assert_eq!(h.shard.subscriptions().len(), expect, "terminate_on_timeout={terminate}");
+        assert_eq!(
+            h.shard.subscriptions().len(),
+            expect,
+            "terminate_on_timeout={terminate}"
+        );
     }
 }
 
@@ -203,7 +230,10 @@ fn max_rate_spaces_notifies_but_never_the_final_one() {
     let r = h.publish(AOR, "", &pidf(AOR, "t1", "open", "a"));
     let _ = r;
     let out: Vec<String> = h.drain().into_iter().map(|(_, m)| m).collect();
-    assert!(notifies(&out).is_empty(), "throttled: less than 1 s since the last NOTIFY");
+    assert!(
+        notifies(&out).is_empty(),
+        "throttled: less than 1 s since the last NOTIFY"
+    );
     h.advance(Duration::from_millis(1000));
     let out: Vec<String> = h.drain().into_iter().map(|(_, m)| m).collect();
     let n = notifies(&out);
@@ -248,7 +278,10 @@ fn refusals() {
     let mut h = Harness::default();
     let (r, _, _) = h.subscribe(AOR, "Event: dialog\r\n");
     assert_eq!(status(&r), 489);
-    assert_eq!(header(&r, "Allow-Events"), Some(presence_core::subscription::package::ALLOW_EVENTS));
+    assert_eq!(
+        header(&r, "Allow-Events"),
+        Some(presence_core::subscription::package::ALLOW_EVENTS)
+    );
     let (r, _, _) = h.subscribe(AOR, "");
     assert_eq!(status(&r), 489);
     let (r, _, _) = h.subscribe(AOR, "Event: presence\r\nExpires: 30\r\n");
@@ -288,11 +321,28 @@ fn event_id_distinguishes_subscriptions_in_one_dialog() {
     let mut h = Harness::default();
     let (_, _, d) = h.subscribe(AOR, "Event: presence;id=1\r\n");
     // A second subscription in the same dialog, other id: in-dialog request with id=2 is unknown → 481.
-    let text = h.subscribe_text(AOR, "Event: presence;id=2\r\n", &d.call_id, &d.from_tag, Some(&d.to_tag), 2);
+    let text = h.subscribe_text(
+        AOR,
+        "Event: presence;id=2\r\n",
+        &d.call_id,
+        &d.from_tag,
+        Some(&d.to_tag),
+        2,
+    );
     assert_eq!(status(&h.request(&text)), 481);
-    let text = h.subscribe_text(AOR, "Event: presence;id=1\r\n", &d.call_id, &d.from_tag, Some(&d.to_tag), 3);
+    let text = h.subscribe_text(
+        AOR,
+        "Event: presence;id=1\r\n",
+        &d.call_id,
+        &d.from_tag,
+        Some(&d.to_tag),
+        3,
+    );
     let out = h.feed(text.as_bytes());
-    assert_eq!(status(&out.iter().find(|(_, m)| m.starts_with("SIP/2.0")).unwrap().1), 200);
+    assert_eq!(
+        status(&out.iter().find(|(_, m)| m.starts_with("SIP/2.0")).unwrap().1),
+        200
+    );
 }
 
 #[test]
@@ -310,7 +360,9 @@ fn graceful_shutdown_deactivates_every_watcher() {
     let out: Vec<String> = h.drain().into_iter().map(|(_, m)| m).collect();
     let n = notifies(&out);
     assert_eq!(n.len(), 3);
-    assert!(n.iter().all(|m| header(m, "Subscription-State") == Some("terminated;reason=deactivated")));
+    assert!(n
+        .iter()
+        .all(|m| header(m, "Subscription-State") == Some("terminated;reason=deactivated")));
     for m in n {
         h.answer(m, 200);
     }
@@ -325,7 +377,11 @@ fn notify_cseqs_strictly_increase() {
     let mut pending = notifies(&after)[0].clone();
     let mut etag = String::new();
     for i in 0..10 {
-        let extra = if etag.is_empty() { String::new() } else { format!("SIP-If-Match: {etag}\r\n") };
+        let extra = if etag.is_empty() {
+            String::new()
+        } else {
+            format!("SIP-If-Match: {etag}\r\n")
+        };
         let text = h.publish_text(AOR, &extra, &pidf(AOR, "t1", "open", &format!("s{i}")));
         let out = h.feed(text.as_bytes());
         etag = header(&out[0].1, "SIP-ETag").unwrap().to_owned();

@@ -54,11 +54,19 @@ impl SourceRanker {
     fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
         match (ip, net) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(prefix))
+                };
                 (u32::from(a) & mask) == (u32::from(b) & mask)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(prefix))
+                };
                 (u128::from(a) & mask) == (u128::from(b) & mask)
             }
             _ => false,
@@ -150,16 +158,8 @@ pub fn handle(
         (Some(index), _, 0) => Intent::Remove { index },
         (Some(index), true, expires) => Intent::Refresh { index, expires },
         (Some(index), false, expires) => Intent::Modify { index, body, expires },
-        (None, true, _) => {
-            return Err(SipError::BadRequest(Cow::Borrowed(
-                "Initial PUBLISH without body",
-            )))
-        }
-        (None, false, 0) => {
-            return Err(SipError::BadRequest(Cow::Borrowed(
-                "Initial PUBLISH with Expires 0",
-            )))
-        }
+        (None, true, _) => return Err(SipError::BadRequest(Cow::Borrowed("Initial PUBLISH without body"))),
+        (None, false, 0) => return Err(SipError::BadRequest(Cow::Borrowed("Initial PUBLISH with Expires 0"))),
         (None, false, expires) => Intent::Initial { body, expires },
     };
     let parsed = match intent {

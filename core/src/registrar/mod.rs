@@ -182,7 +182,9 @@ impl Registrar {
 
     /// Remove the binding matching `probe` (expires=0); false if none.
     pub fn remove(&mut self, aor: &str, probe: &Binding, event: ContactEvent) -> bool {
-        let Some(registration) = self.aors.get_mut(aor) else { return false };
+        let Some(registration) = self.aors.get_mut(aor) else {
+            return false;
+        };
         let Some(index) = registration.bindings.iter().position(|b| same_binding(b, probe)) else {
             return false;
         };
@@ -196,7 +198,9 @@ impl Registrar {
 
     /// Remove every binding of an AOR (`Contact: *`).
     pub fn remove_all(&mut self, aor: &str, event: ContactEvent) {
-        let Some(registration) = self.aors.get_mut(aor) else { return };
+        let Some(registration) = self.aors.get_mut(aor) else {
+            return;
+        };
         for binding in std::mem::take(&mut registration.bindings) {
             registration.record(&binding, event);
             self.owners.remove(&binding.id);
@@ -219,7 +223,9 @@ impl Registrar {
     /// Remove bindings whose time ran out.
     pub fn expire(&mut self, now: Instant) {
         while let Some(id) = self.timers.pop_due(now) {
-            let Some(aor) = self.owners.get(&id).cloned() else { continue };
+            let Some(aor) = self.owners.get(&id).cloned() else {
+                continue;
+            };
             let due = self
                 .aors
                 .get(&aor)
@@ -267,10 +273,22 @@ mod tests {
         let mut r = Registrar::default();
         let t0 = Instant::from_micros(1_000_000);
         let t = |s| t0 + Duration::from_secs(s);
-        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(60)), t0), ContactEvent::Registered);
-        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(120)), t0), ContactEvent::Refreshed);
-        assert_eq!(r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(30)), t0), ContactEvent::Shortened);
-        assert_eq!(r.upsert("sip:a@x", binding("sip:a@5.6.7.8", t(300)), t0), ContactEvent::Registered);
+        assert_eq!(
+            r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(60)), t0),
+            ContactEvent::Registered
+        );
+        assert_eq!(
+            r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(120)), t0),
+            ContactEvent::Refreshed
+        );
+        assert_eq!(
+            r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t(30)), t0),
+            ContactEvent::Shortened
+        );
+        assert_eq!(
+            r.upsert("sip:a@x", binding("sip:a@5.6.7.8", t(300)), t0),
+            ContactEvent::Registered
+        );
         assert_eq!(r.binding_count(), 2);
         r.expire(t(31));
         assert_eq!(r.binding_count(), 1);
@@ -287,7 +305,11 @@ mod tests {
         let mut r = Registrar::default();
         let t0 = Instant::from_micros(1);
         for i in 0..(LOG_CAPACITY as u64 + 5) {
-            r.upsert("sip:a@x", binding("sip:a@1.2.3.4", t0 + Duration::from_secs(100 + i)), t0);
+            r.upsert(
+                "sip:a@x",
+                binding("sip:a@1.2.3.4", t0 + Duration::from_secs(100 + i)),
+                t0,
+            );
         }
         let reg = r.get("sip:a@x").unwrap();
         assert!(reg.changes_since(1).is_none());

@@ -57,7 +57,11 @@ pub fn handle(
                 });
             }
             let expires = expires.min(config.max_expires);
-            let instance = contact.params.get("+sip.instance").flatten().map(|v| v.trim_matches('"').to_owned());
+            let instance = contact
+                .params
+                .get("+sip.instance")
+                .flatten()
+                .map(|v| v.trim_matches('"').to_owned());
             let reg_id = match contact.params.get("reg-id") {
                 Some(Some(v)) => Some(v.trim().parse::<u32>().map_err(|_| bad("Malformed reg-id"))?),
                 _ => None,
@@ -130,9 +134,11 @@ fn check_order(
     cseq: u32,
     matches: impl Fn(&Binding) -> bool,
 ) -> Result<(), SipError> {
-    let stale = registrar
-        .get(aor)
-        .is_some_and(|r| r.bindings.iter().any(|b| matches(b) && b.call_id == call_id && b.cseq >= cseq));
+    let stale = registrar.get(aor).is_some_and(|r| {
+        r.bindings
+            .iter()
+            .any(|b| matches(b) && b.call_id == call_id && b.cseq >= cseq)
+    });
     if stale {
         return Err(SipError::ServerInternal(Cow::Borrowed("CSeq out of order")));
     }

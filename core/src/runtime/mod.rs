@@ -42,7 +42,11 @@ pub enum MeshMsg {
     /// A message the receiving shard does not own.
     Handoff { origin: Origin, bytes: Vec<u8> },
     /// Bytes for a TCP connection the destination shard owns.
-    TcpSend { conn: ConnRef, peer: SocketAddr, bytes: Vec<u8> },
+    TcpSend {
+        conn: ConnRef,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +54,10 @@ pub enum StartError {
     #[error("shard {shard}: {message}")]
     Shard { shard: usize, message: String },
     #[error("cannot start executor for shard {shard}: {source}. glommio needs io_uring (Linux >= 5.8) and about 512 KiB of locked memory per shard: raise `ulimit -l` (e.g. `ulimit -l unlimited`, or LimitMEMLOCK=infinity in a systemd unit)")]
-    Executor { shard: usize, source: glommio::GlommioError<()> },
+    Executor {
+        shard: usize,
+        source: glommio::GlommioError<()>,
+    },
     #[error("shard {0} did not start within 10 s")]
     Timeout(usize),
     #[error("{0}")]
@@ -196,7 +203,9 @@ fn load_rules(config: &EngineConfig, shards: usize) -> Result<Vec<rules_store::S
     }
     tracing::info!(dir = %dir.display(), presentities = loaded.len(), "authorization rules loaded");
     for (aor, rules) in loaded {
-        let Ok(uri) = crate::sip::uri::Uri::parse(&aor) else { continue };
+        let Ok(uri) = crate::sip::uri::Uri::parse(&aor) else {
+            continue;
+        };
         let owner = crate::routing::shard_for_hash(uri.aor_hash(), u16::try_from(shards).unwrap_or(u16::MAX));
         if let Some(list) = per_shard.get_mut(usize::from(owner)) {
             list.push((aor, rules));
@@ -245,7 +254,9 @@ async fn run_shard(start: StartContext) {
     let udp = match bind_udp(&start.config) {
         Ok(socket) => socket,
         Err(e) => {
-            let _ = start.ready.send(Err(format!("cannot bind UDP {}: {e}", start.config.listen)));
+            let _ = start
+                .ready
+                .send(Err(format!("cannot bind UDP {}: {e}", start.config.listen)));
             return;
         }
     };
@@ -479,7 +490,12 @@ async fn timer_loop(ctx: Rc<ShardCtx>, wake: local_channel::LocalReceiver<()>) {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
         let now = ctx.clock.now();
-        let deadline = ctx.shard.borrow().poll_timeout().unwrap_or(now + MAX_SLEEP).min(now + MAX_SLEEP);
+        let deadline = ctx
+            .shard
+            .borrow()
+            .poll_timeout()
+            .unwrap_or(now + MAX_SLEEP)
+            .min(now + MAX_SLEEP);
         ctx.timer_target.set(deadline);
         if deadline > now {
             let sleep = async {
@@ -562,7 +578,10 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
     send_handoffs(ctx).await;
     if let Some(started) = batch_started {
         let micros = (ctx.clock.now() - started).as_micros() as u64;
-        ctx.shard.borrow_mut().histograms_mut().record_requests(micros, &handled);
+        ctx.shard
+            .borrow_mut()
+            .histograms_mut()
+            .record_requests(micros, &handled);
     }
 }
 
@@ -577,7 +596,9 @@ async fn send_handoffs(ctx: &Rc<ShardCtx>) {
             .collect()
     };
     for (shard, batch) in batches {
-        let Some(&peer) = ctx.mesh_peer_of_shard.get(shard) else { continue };
+        let Some(&peer) = ctx.mesh_peer_of_shard.get(shard) else {
+            continue;
+        };
         // Completes at once while there is room; otherwise the owner is
         // behind and this waits (back-pressure), never grows a queue.
         tracing::trace!(shard = ctx.id, to = shard, peer, n = batch.len(), "hand-off batch");

@@ -248,7 +248,11 @@ mod tests {
         let from = a.local_addr().unwrap();
         assert_eq!(
             got,
-            vec![(b"one".to_vec(), false, from), (b"two".to_vec(), false, from), (b"thre".to_vec(), true, from)]
+            vec![
+                (b"one".to_vec(), false, from),
+                (b"two".to_vec(), false, from),
+                (b"thre".to_vec(), true, from)
+            ]
         );
     }
 }

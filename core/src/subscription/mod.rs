@@ -26,8 +26,8 @@ pub mod reg;
 pub mod subscribe;
 pub mod winfo;
 
-use crate::authz::Decision;
 use crate::authz::rules::SubHandling;
+use crate::authz::Decision;
 use crate::config::{NotifyConfig, SubscriptionConfig};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
@@ -291,7 +291,9 @@ impl Subscriptions {
 
     /// The subscription of an in-dialog request.
     pub fn find_dialog(&self, call_id: &str, local_tag: &str, remote_tag: &str, event_id: &str) -> Option<u64> {
-        let id = *self.by_dialog.get(&Subscription::dialog_key(call_id, local_tag, remote_tag, event_id))?;
+        let id = *self
+            .by_dialog
+            .get(&Subscription::dialog_key(call_id, local_tag, remote_tag, event_id))?;
         let sub = self.subs.get(&id)?;
         let same = sub.dialog.get(Field::CallId) == call_id
             && sub.dialog.get(Field::LocalTag) == local_tag
@@ -319,7 +321,10 @@ impl Subscriptions {
         let id = sub.id;
         self.by_dialog.insert(sub.key(), id);
         self.watchers.entry((sub.package, sub.resource)).or_default().push(id);
-        *self.per_watcher.entry(sub.dialog.get(Field::WatcherAor).to_owned()).or_default() += 1;
+        *self
+            .per_watcher
+            .entry(sub.dialog.get(Field::WatcherAor).to_owned())
+            .or_default() += 1;
         if sub.terminating.is_none() {
             self.timers.arm(sub.expires_at, (id, TimerKind::Expiry));
         }
@@ -336,7 +341,9 @@ impl Subscriptions {
     /// Start following the watchers of a presentity for watcher info (its
     /// first presence.winfo subscription), from its live presence subscriptions.
     pub fn track_watchers(&self, resource: u32, state: &mut PackageState<'_>) {
-        let Some(presentity) = state.presence.get(resource) else { return };
+        let Some(presentity) = state.presence.get(resource) else {
+            return;
+        };
         if state.winfo.tracks(resource, &presentity.aor) {
             return;
         }
@@ -385,7 +392,9 @@ impl Subscriptions {
             if !state.winfo.knows(sub.resource) {
                 continue; // nobody watches this presentity's watchers
             }
-            let Some(presentity) = state.presence.get(sub.resource) else { continue };
+            let Some(presentity) = state.presence.get(sub.resource) else {
+                continue;
+            };
             let record = sub.watcher_record(sub.live_status(), event);
             state.winfo.record(sub.resource, &presentity.aor, record);
         }
@@ -446,8 +455,12 @@ impl Subscriptions {
         if status != WatcherStatus::Waiting && !state.winfo.knows(sub.resource) {
             return;
         }
-        let Some(presentity) = state.presence.get(sub.resource) else { return };
-        state.winfo.record(sub.resource, &presentity.aor, sub.watcher_record(status, event));
+        let Some(presentity) = state.presence.get(sub.resource) else {
+            return;
+        };
+        state
+            .winfo
+            .record(sub.resource, &presentity.aor, sub.watcher_record(status, event));
     }
 
     /// Mark for a NOTIFY at the end of the batch.
@@ -504,7 +517,9 @@ impl Subscriptions {
     /// Resources of `package` changed: their subscriptions are now dirty.
     pub fn resources_changed(&mut self, package: PackageId, resources: &[u32], now: Instant) {
         for &resource in resources {
-            let Some(list) = self.watchers.get(&(package, resource)) else { continue };
+            let Some(list) = self.watchers.get(&(package, resource)) else {
+                continue;
+            };
             for &id in list {
                 if let Some(sub) = self.subs.get_mut(&id) {
                     if sub.unsent_change.is_none() {
@@ -578,7 +593,9 @@ impl Subscriptions {
     /// Whether the NOTIFY of a dirty subscription may leave now; if not,
     /// when to try again.
     fn gate(&mut self, id: u64, now: Instant, notify: &NotifyConfig) -> Result<(), Option<Instant>> {
-        let Some(sub) = self.subs.get(&id) else { return Err(None) };
+        let Some(sub) = self.subs.get(&id) else {
+            return Err(None);
+        };
         if sub.in_flight || (!sub.dirty && sub.terminating.is_none()) {
             return Err(None);
         }

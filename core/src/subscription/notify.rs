@@ -56,8 +56,12 @@ impl NotifySink<'_> {
         sub.dirty = false;
         sub.last_notify = Some(now);
         if let Some(changed) = sub.unsent_change.take() {
-            let since = package.changed_at(self.state, sub.resource).map_or(changed, |c| c.max(changed).min(now));
-            self.histograms.publish_to_notify.record((now - since).as_micros() as u64);
+            let since = package
+                .changed_at(self.state, sub.resource)
+                .map_or(changed, |c| c.max(changed).min(now));
+            self.histograms
+                .publish_to_notify
+                .record((now - since).as_micros() as u64);
         }
     }
 
@@ -102,9 +106,7 @@ impl NotifySink<'_> {
                 Some(reason) => w.header_fmt("Subscription-State", format_args!("terminated;reason={reason}")),
                 None => w.header_str("Subscription-State", "terminated"),
             },
-            (None, SubState::Active) => {
-                w.header_fmt("Subscription-State", format_args!("active;expires={remaining}"))
-            }
+            (None, SubState::Active) => w.header_fmt("Subscription-State", format_args!("active;expires={remaining}")),
             (None, SubState::Pending) => {
                 w.header_fmt("Subscription-State", format_args!("pending;expires={remaining}"))
             }

@@ -4,8 +4,8 @@
 
 use super::package::{self, PackageState, SubscriberCursor};
 use super::winfo::WatcherEvent;
-use crate::authz::rules::SubHandling;
 use super::{DialogStrings, SubState, Subscription, Subscriptions, Termination};
+use crate::authz::rules::SubHandling;
 use crate::error::SipError;
 use crate::shard::Responder;
 use crate::sip::uri::Uri;
@@ -134,7 +134,10 @@ pub fn handle(
         subs.set_remote_cseq(id, cseq.seq);
         if let Some(contact) = msg.contact()? {
             let dest = notify_dest(&ctx.origin, &contact, None);
-            if subs.get(id).is_some_and(|s| s.dialog.get(super::Field::RouteSet).is_empty()) {
+            if subs
+                .get(id)
+                .is_some_and(|s| s.dialog.get(super::Field::RouteSet).is_empty())
+            {
                 subs.update_target(id, contact.uri, dest);
             }
         }
@@ -170,11 +173,7 @@ pub fn handle(
     let content_type = match (accepts_any, chosen) {
         (false, _) => produces.first().copied().unwrap_or(package::PIDF),
         (true, Some(t)) => t,
-        (true, None) => {
-            return Err(SipError::NotAcceptable {
-                accept: package::PIDF,
-            })
-        }
+        (true, None) => return Err(SipError::NotAcceptable { accept: package::PIDF }),
     };
     let contact = msg
         .contact()?

@@ -228,7 +228,13 @@ mod tests {
     fn reliable_transport_never_retransmits() {
         let mut ct = ClientTransactions::new(Timers::default(), 0);
         let n = ct.next_nonce();
-        ct.start(ms(0), n, b"NOTIFY".to_vec(), Dest::TcpConnect("127.0.0.1:1".parse().unwrap()), 1);
+        ct.start(
+            ms(0),
+            n,
+            b"NOTIFY".to_vec(),
+            Dest::TcpConnect("127.0.0.1:1".parse().unwrap()),
+            1,
+        );
         assert_eq!(run(&mut ct, ms(31_999)), (0, vec![]));
         assert_eq!(run(&mut ct, ms(32_000)), (0, vec![(1, Outcome::Timeout)]));
     }

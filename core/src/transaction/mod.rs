@@ -60,5 +60,4 @@ impl std::hash::Hasher for PrehashedHasher {
     }
 }
 
-pub(crate) type PrehashedMap<V> =
-    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<PrehashedHasher>>;
+pub(crate) type PrehashedMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<PrehashedHasher>>;

@@ -196,7 +196,10 @@ mod tests {
         st.complete(at(0), b"k1", Some(b"m1"), b"SIP/2.0 200 OK\r\n\r\n", peer());
         assert_eq!(
             st.lookup(at(500), b"k1", Some(b"m1")),
-            Lookup::Retransmission { response: b"SIP/2.0 200 OK\r\n\r\n", dest: peer() }
+            Lookup::Retransmission {
+                response: b"SIP/2.0 200 OK\r\n\r\n",
+                dest: peer()
+            }
         );
         assert_eq!(st.stats.retransmissions_absorbed, 1);
         assert_eq!(st.lookup(at(32_001), b"k1", Some(b"m1")), Lookup::New, "Timer J fired");

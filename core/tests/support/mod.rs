@@ -87,7 +87,11 @@ impl Harness {
     pub fn publish_text(&mut self, aor: &str, extra: &str, body: &str) -> String {
         let branch = self.unique("z9hG4bKp");
         let call = self.unique("call");
-        let ct = if body.is_empty() { String::new() } else { format!("Content-Type: {PIDF}\r\n") };
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: {PIDF}\r\n")
+        };
         format!(
             "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <{aor}>;tag=f1\r\nTo: <{aor}>\r\nCall-ID: {call}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n{ct}{extra}\
@@ -142,7 +146,15 @@ impl Harness {
         self.drain()
     }
 
-    pub fn subscribe_text(&mut self, aor: &str, extra: &str, call_id: &str, from_tag: &str, to_tag: Option<&str>, cseq: u32) -> String {
+    pub fn subscribe_text(
+        &mut self,
+        aor: &str,
+        extra: &str,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: Option<&str>,
+        cseq: u32,
+    ) -> String {
         let branch = self.unique("z9hG4bKs");
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         format!(
@@ -171,7 +183,13 @@ impl Harness {
             .and_then(|to| to.split(";tag=").nth(1))
             .unwrap_or("")
             .to_owned();
-        let dialog = WatcherDialog { aor: aor.to_owned(), call_id, from_tag, to_tag, cseq: 1 };
+        let dialog = WatcherDialog {
+            aor: aor.to_owned(),
+            call_id,
+            from_tag,
+            to_tag,
+            cseq: 1,
+        };
         (response, others, dialog)
     }
 
@@ -198,7 +216,10 @@ pub fn is_notify(m: &str) -> bool {
 }
 
 pub fn cseq_of(m: &str) -> u32 {
-    header(m, "CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    header(m, "CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Harness {
