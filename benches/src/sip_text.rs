@@ -130,9 +130,12 @@ pub enum PublishKind {
 }
 
 /// The tag that lets a NOTIFY be attributed to the PUBLISH whose state it
-/// carries: presentity, per-presentity sequence number and scheduled send time.
+/// carries: run, presentity, per-presentity sequence number and scheduled
+/// send time. Written `slseq-<run hex>-<presentity hex>-<seq>-<ns>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqTag {
+    /// the run's nonce: states left on the server by earlier runs are ignored
+    pub run: u32,
     pub presentity: u32,
     pub seq: u64,
     pub scheduled_ns: u64,
@@ -140,6 +143,8 @@ pub struct SeqTag {
 
 fn write_seq_tag(w: &mut MsgWriter<'_>, tag: SeqTag) {
     w.str(SEQ_MARKER)
+        .hex(u64::from(tag.run))
+        .str("-")
         .hex(u64::from(tag.presentity))
         .str("-")
         .dec(tag.seq)
@@ -158,10 +163,12 @@ pub fn find_seq_tag(body: &[u8]) -> Option<SeqTag> {
         .unwrap_or(rest.len());
     let text = std::str::from_utf8(&rest[..end]).ok()?;
     let mut parts = text.split('-');
+    let run = u32::try_from(parse_hex(parts.next()?)?).ok()?;
     let presentity = u32::try_from(parse_hex(parts.next()?)?).ok()?;
     let seq = parts.next()?.parse().ok()?;
     let scheduled_ns = parts.next()?.parse().ok()?;
     Some(SeqTag {
+        run,
         presentity,
         seq,
         scheduled_ns,
@@ -353,6 +360,7 @@ mod tests {
         let mut buf = [0u8; 2048];
         let mut scratch = [0u8; 1024];
         let tag = SeqTag {
+            run: 0xabc123,
             presentity: 12345,
             seq: 9,
             scheduled_ns: 123_456_789,
@@ -443,6 +451,7 @@ mod tests {
         assert_eq!(
             find_seq_tag(body.as_bytes()),
             Some(SeqTag {
+                run: 0xabc123,
                 presentity: 12345,
                 seq: 9,
                 scheduled_ns: 123_456_789
@@ -554,6 +563,7 @@ mod tests {
         assert_eq!(find_seq_tag(b"<note>nothing</note>"), None);
         assert_eq!(find_seq_tag(b"slseq-zz"), None);
         assert_eq!(find_seq_tag(b"slseq-1-2"), None);
+        assert_eq!(find_seq_tag(b"slseq-1-2-3"), None);
         assert_eq!(find_seq_tag(b"slseq-"), None);
     }
 }

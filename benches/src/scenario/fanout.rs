@@ -9,7 +9,7 @@
 //!    presentity owned by one thread (initial, then modify with
 //!    SIP-If-Match; one in flight per presentity, later ones wait in a
 //!    backlog and keep their scheduled time). Each body carries a tag
-//!    `slseq-<presentity>-<seq>-<scheduled ns>` in its note.
+//!    `slseq-<run>-<presentity>-<seq>-<scheduled ns>` in its note.
 //! 3. drain: `--timeout-ms` for late NOTIFYs; then loss is computed.
 //! 4. teardown: every watcher unSUBSCRIBEs (bounded by `--setup-timeout`).
 //!
@@ -363,6 +363,7 @@ impl<'a> Fanout<'a> {
         };
         let etag = (kind == PublishKind::Modify).then_some(publisher.etag.as_str());
         let tag = SeqTag {
+            run: worker.nonce,
             presentity: publisher.number,
             seq: publisher.seq,
             scheduled_ns: txn.scheduled_ns,
@@ -453,11 +454,20 @@ impl<'a> Fanout<'a> {
             }
             return;
         };
+        if tag.run != worker.nonce {
+            // State published by an earlier run, still held by the server.
+            worker.stats.count("notifies_with_earlier_run_state");
+            return;
+        }
         if tag.presentity != watcher.ids.presentity {
             worker.stats.count("notifies_for_wrong_presentity");
             return;
         }
-        if tag.seq <= watcher.last_seen {
+        if tag.seq == watcher.last_seen {
+            worker.stats.count("notify_duplicates");
+            return;
+        }
+        if tag.seq < watcher.last_seen {
             worker.stats.count("stale_notifies");
             return;
         }
@@ -695,12 +705,22 @@ impl Fanout<'_> {
                     self.due = due;
                 }
                 if now_ns >= worker.plan.measure_end_ns {
-                    let abandoned: usize = self
-                        .publishers
-                        .iter_mut()
-                        .map(|p| std::mem::take(&mut p.backlog).len())
-                        .sum();
-                    worker.stats.add("publish_backlog_abandoned", abandoned as u64);
+                    // Scheduled in the window but never sent: the server was
+                    // too slow to answer the PUBLISH ahead of them.
+                    let plan = worker.plan;
+                    let mut abandoned = 0u64;
+                    for publisher in &mut self.publishers {
+                        for scheduled in publisher.backlog.drain(..) {
+                            if plan.measured(scheduled) {
+                                abandoned += 1;
+                            }
+                        }
+                    }
+                    let kind = &mut worker.stats.kinds[usize::from(PUBLISH)];
+                    kind.started += abandoned;
+                    if abandoned > 0 {
+                        *kind.failures.entry("never_sent_backlog").or_default() += abandoned;
+                    }
                     self.phase = Phase::Draining;
                     return Some(worker.plan.drain_end_ns);
                 }

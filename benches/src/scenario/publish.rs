@@ -112,6 +112,7 @@ impl Publish {
         let kind = kind_of(txn.kind);
         let etag = presentity.has_etag.then_some(presentity.etag.as_str());
         let tag = SeqTag {
+            run: worker.nonce,
             presentity: presentity.number,
             seq: presentity.seq,
             scheduled_ns: txn.scheduled_ns,
@@ -146,7 +147,16 @@ impl Publish {
 impl Scenario for Publish {
     fn start(&mut self, worker: &mut Worker, socket: usize, scheduled_ns: u64) {
         let Some(index) = self.idle_presentity() else {
-            worker.stats.count("publish_not_sent_all_presentities_busy");
+            // Every presentity has a PUBLISH in flight: this one is a failure
+            // of the run (counted, never silently skipped).
+            if worker.plan.measured(scheduled_ns) {
+                worker.stats.kinds[usize::from(ALL)].started += 1;
+            }
+            worker.record_failure(
+                ALL,
+                worker.plan.measured(scheduled_ns),
+                "not_sent_all_presentities_busy",
+            );
             return;
         };
         let mut kind = self.picker.pick();
