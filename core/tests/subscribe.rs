@@ -394,3 +394,28 @@ fn notify_cseqs_strictly_increase() {
         pending = n[0].clone();
     }
 }
+
+#[test]
+fn a_notify_over_1300_bytes_goes_over_tcp() {
+    use presence_core::transport::Dest;
+    let mut h = Harness::default();
+    h.publish(AOR, "", &pidf(AOR, "t1", "open", &"x".repeat(1500)));
+    let call_id = h.unique("big");
+    let text = h.subscribe_text(AOR, "Event: presence\r\n", &call_id, "wbig", None, 1);
+    let out = h.feed(text.as_bytes());
+    let (dest, notify) = out.iter().find(|(_, m)| is_notify(m)).expect("NOTIFY");
+    assert!(notify.len() > 1300);
+    assert_eq!(*dest, Dest::TcpConnect("127.0.0.1:5070".parse().unwrap()), "RFC 3261 §18.1.1");
+    assert!(header(notify, "Via").unwrap().starts_with("SIP/2.0/TCP"), "{notify}");
+    // A small one stays on UDP.
+    let mut h = Harness::default();
+    let (_, after, _) = h.subscribe(AOR, "Event: presence\r\n");
+    let _ = after;
+    let out = {
+        let call_id = h.unique("small");
+        let text = h.subscribe_text(AOR, "Event: presence\r\n", &call_id, "wsmall", None, 1);
+        h.feed(text.as_bytes())
+    };
+    let (dest, _) = out.iter().find(|(_, m)| is_notify(m)).expect("NOTIFY");
+    assert!(matches!(dest, Dest::Udp(_)));
+}
