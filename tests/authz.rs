@@ -37,7 +37,14 @@ impl Scratch {
 
     fn start(&self) -> Server {
         let (rules, token) = (self.path("rules"), self.path("token"));
-        Server::start(&["--default-policy", "confirm", "--rules-dir", &rules, "--mgmt-token-file", &token])
+        Server::start(&[
+            "--default-policy",
+            "confirm",
+            "--rules-dir",
+            &rules,
+            "--mgmt-token-file",
+            &token,
+        ])
     }
 }
 
@@ -71,7 +78,11 @@ impl Sub {
 
     fn request(&mut self, local: SocketAddr, expires: u32) -> String {
         self.cseq += 1;
-        let to_tag = if self.to_tag.is_empty() { String::new() } else { format!(";tag={}", self.to_tag) };
+        let to_tag = if self.to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={}", self.to_tag)
+        };
         format!(
             "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <{from}>;tag={tag}\r\nTo: <{ALICE}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
@@ -90,7 +101,11 @@ impl Sub {
 fn subscribe(client: &UdpClient, sub: &mut Sub, expires: u32) -> (String, Option<String>) {
     client.send(&sub.request(client.local(), expires));
     let got = client.collect_until(|g| g.iter().any(|m| m.starts_with("SIP/2.0") && status_of(m) >= 200));
-    let response = got.iter().find(|m| m.starts_with("SIP/2.0")).cloned().unwrap_or_default();
+    let response = got
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0"))
+        .cloned()
+        .unwrap_or_default();
     if status_of(&response) != 200 {
         return (response, None);
     }
@@ -112,7 +127,9 @@ fn notify_where(client: &UdpClient, sub: &Sub, wanted: impl Fn(&str) -> bool) ->
     let deadline = Instant::now() + TIMEOUT;
     let mut seen = Vec::new();
     while Instant::now() < deadline {
-        let Some(bytes) = client.recv_within(deadline.saturating_duration_since(Instant::now())) else { break };
+        let Some(bytes) = client.recv_within(deadline.saturating_duration_since(Instant::now())) else {
+            break;
+        };
         let text = String::from_utf8(bytes).expect("UTF-8");
         if !text.starts_with("NOTIFY ") {
             continue;
@@ -155,7 +172,10 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     let mgmt = Mgmt::of(&server).with_token(TOKEN);
     let alice_ua = UdpClient::new(server.sip);
     let body = pidf(ALICE, "phone", "open", "secret-note");
-    assert_eq!(status_of(&alice_ua.request(&publish(ALICE, alice_ua.local(), "", &body))), 200);
+    assert_eq!(
+        status_of(&alice_ua.request(&publish(ALICE, alice_ua.local(), "", &body))),
+        200
+    );
 
     // Bob is not on any list: pending, no state.
     let bob_ua = UdpClient::new(server.sip);
@@ -167,7 +187,11 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     assert!(body_of(&notify).is_empty(), "nothing revealed while pending: {notify}");
 
     // Only Alice may watch her watchers; she sees Bob waiting.
-    let (response, _) = subscribe(&alice_ua, &mut Sub::new("sip:mallory@example.com", "presence.winfo"), 600);
+    let (response, _) = subscribe(
+        &alice_ua,
+        &mut Sub::new("sip:mallory@example.com", "presence.winfo"),
+        600,
+    );
     assert_eq!(status_of(&response), 403);
     let mut winfo = Sub::new(ALICE, "presence.winfo");
     let (response, notify) = subscribe(&alice_ua, &mut winfo, 600);
@@ -176,7 +200,10 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     assert_eq!(header(&notify, "Content-Type"), Some("application/watcherinfo+xml"));
     let doc = body_of(&notify);
     assert!(doc.contains("version=\"0\" state=\"full\""), "{doc}");
-    assert!(doc.contains("status=\"pending\" event=\"subscribe\"") && doc.contains(">sip:bob@example.com<"), "{doc}");
+    assert!(
+        doc.contains("status=\"pending\" event=\"subscribe\"") && doc.contains(">sip:bob@example.com<"),
+        "{doc}"
+    );
 
     // A refused document and a failed precondition change nothing.
     let refused = put_rules(&mgmt, "<cr:ruleset", None);
@@ -185,9 +212,17 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     assert!(refused.body.contains("not-well-formed"), "{}", refused.body);
     let invalid = put_rules(&mgmt, &rules_allowing("sip:bob@example.com", "perhaps"), None);
     assert_eq!(invalid.status, 409);
-    assert!(invalid.body.contains("schema-validation-error") && invalid.body.contains("perhaps"), "{}", invalid.body);
+    assert!(
+        invalid.body.contains("schema-validation-error") && invalid.body.contains("perhaps"),
+        "{}",
+        invalid.body
+    );
     assert_eq!(mgmt.get(RULES_PATH).status, 404, "still no rules");
-    let unauthorized = Mgmt { addr: mgmt.addr, token: None }.send(
+    let unauthorized = Mgmt {
+        addr: mgmt.addr,
+        token: None,
+    }
+    .send(
         "PUT",
         RULES_PATH,
         &[("Content-Type", AUTH_POLICY)],
@@ -224,12 +259,23 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     let mut bob = Sub::new("sip:bob@example.com", "presence");
     let (_, notify) = subscribe(&bob_ua, &mut bob, 600);
     let notify = notify.expect("NOTIFY");
-    assert!(sub_state(&notify).starts_with("active"), "allowed at once after the restart: {notify}");
+    assert!(
+        sub_state(&notify).starts_with("active"),
+        "allowed at once after the restart: {notify}"
+    );
 
     // Revocation: Bob is blocked now.
-    let stale = put_rules(&mgmt, &rules_allowing("sip:bob@example.com", "block"), Some(("If-Match", "\"stale\"")));
+    let stale = put_rules(
+        &mgmt,
+        &rules_allowing("sip:bob@example.com", "block"),
+        Some(("If-Match", "\"stale\"")),
+    );
     assert_eq!(stale.status, 412);
-    let revoked = put_rules(&mgmt, &rules_allowing("sip:bob@example.com", "block"), Some(("If-Match", &etag)));
+    let revoked = put_rules(
+        &mgmt,
+        &rules_allowing("sip:bob@example.com", "block"),
+        Some(("If-Match", &etag)),
+    );
     assert_eq!(revoked.status, 200, "{}", revoked.body);
     let ended = notify_where(&bob_ua, &bob, |n| sub_state(n).starts_with("terminated"));
     assert_eq!(sub_state(&ended), "terminated;reason=rejected");
@@ -240,7 +286,13 @@ fn pending_watcher_is_reported_approved_by_rules_revoked_and_rules_survive_a_res
     // Delete: back to the default (confirm).
     assert_eq!(mgmt.delete(RULES_PATH).status, 200);
     assert_eq!(mgmt.get(RULES_PATH).status, 404);
-    assert!(std::fs::read_dir(scratch.path("rules")).expect("rules dir").next().is_none(), "file removed");
+    assert!(
+        std::fs::read_dir(scratch.path("rules"))
+            .expect("rules dir")
+            .next()
+            .is_none(),
+        "file removed"
+    );
     let (_, notify) = subscribe(&bob_ua, &mut Sub::new("sip:bob@example.com", "presence"), 600);
     assert!(sub_state(&notify.expect("NOTIFY")).starts_with("pending"));
 }
@@ -261,10 +313,17 @@ fn the_json_api_allows_and_blocks_one_watcher() {
     assert_eq!(answer["effective"], "allow");
     assert_eq!(answer["watcher"], "sip:carol@example.com");
     let active = notify_where(&ua, &carol, |n| sub_state(n).starts_with("active"));
-    assert!(body_of(&active).contains("<basic>closed</basic>"), "nothing published yet: {active}");
+    assert!(
+        body_of(&active).contains("<basic>closed</basic>"),
+        "nothing published yet: {active}"
+    );
     // The document now holds her rule, readable through XCAP.
     let read = mgmt.get(RULES_PATH);
-    assert!(read.body.contains("sip:carol@example.com") && read.body.contains(">allow<"), "{}", read.body);
+    assert!(
+        read.body.contains("sip:carol@example.com") && read.body.contains(">allow<"),
+        "{}",
+        read.body
+    );
     let blocked = mgmt.put(path, r#"{"sub_handling": "block"}"#);
     assert_eq!(blocked.json()["effective"], "block");
     let ended = notify_where(&ua, &carol, |n| sub_state(n).starts_with("terminated"));
