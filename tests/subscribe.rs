@@ -124,3 +124,21 @@ fn sipp_watcher_scenario() {
     let out = sipp(server.sip, "subscribe", 50, 100, &[]);
     assert!(out.contains("successful=100"), "{out}");
 }
+
+#[test]
+fn sigterm_deactivates_every_watcher_then_exits_0() {
+    let server = Server::start(&[]);
+    let watchers: Vec<UdpClient> = (0..3).map(|_| UdpClient::new(server.sip)).collect();
+    for (i, w) in watchers.iter().enumerate() {
+        let mut d = Dialog::new(&format!("sip:shut{i}@example.com"), "UDP");
+        w.send(&d.subscribe(w.local(), ""));
+        response_and_notify(w);
+    }
+    server.signal_term();
+    for w in &watchers {
+        let n = w.next_notify(200);
+        assert_eq!(header(&n, "Subscription-State"), Some("terminated;reason=deactivated"), "{n}");
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}

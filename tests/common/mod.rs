@@ -76,13 +76,19 @@ impl Server {
         }
     }
 
-    /// Send SIGTERM and wait for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+    /// Send SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let child = self.child.as_ref().expect("running");
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
