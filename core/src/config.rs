@@ -25,6 +25,11 @@ pub struct EngineConfig {
     pub listen: SocketAddr,
     /// Number of shards (0 = one per available core).
     pub shards: usize,
+    /// The address peers reach the server at, written in Via and Contact of
+    /// the requests it sends (NOTIFY). Default: the listen address; needed
+    /// when listening on 0.0.0.0 / [::] or behind address translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<SocketAddr>,
     /// Pin each shard to a CPU.
     pub pin_cpus: bool,
     /// Domains the server is authoritative for (empty = any).
@@ -259,6 +264,7 @@ impl Default for EngineConfig {
         EngineConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             shards: 0,
+            advertise: None,
             pin_cpus: true,
             domains: Vec::new(),
             udp: UdpConfig::default(),

@@ -292,7 +292,7 @@ async fn run_shard(start: StartContext) {
     let mesh_peer_of_shard = start.peer_ids.iter().map(|p| p.load(Ordering::SeqCst)).collect();
     let seed = seed_for(id);
     let mut shard = Shard::new(id as ShardId, start.shards as u16, start.config.clone(), seed);
-    shard.set_local_addr(advertised(bound));
+    shard.set_local_addr(start.config.advertise.unwrap_or_else(|| advertised(bound)));
     shard.set_unix_origin_micros(start.clock.unix_origin_micros());
     for (aor, rules) in start.rules {
         shard.install_pres_rules(&aor, rules);
@@ -362,10 +362,12 @@ async fn run_shard(start: StartContext) {
     drop(tasks);
 }
 
-/// The address put in Via and Contact: the bound one, or loopback when
-/// bound to the unspecified address (peers cannot send to 0.0.0.0).
+/// The address put in Via and Contact when `engine.advertise` is not set:
+/// the bound one, or loopback when bound to the unspecified address (peers
+/// cannot send to 0.0.0.0; operators set `advertise` there).
 fn advertised(bound: SocketAddr) -> SocketAddr {
     if bound.ip().is_unspecified() {
+        tracing::warn!(%bound, "listening on the unspecified address without engine.advertise: NOTIFYs will name loopback in Via and Contact");
         let ip = if bound.is_ipv4() {
             std::net::IpAddr::from([127, 0, 0, 1])
         } else {
