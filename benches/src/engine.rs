@@ -95,6 +95,8 @@ pub struct Worker {
     pub reader: Reader,
     /// echo baseline: an echoed request counts as its 200
     pub echo_baseline: bool,
+    /// work starts from the pacer (false: closed loop, from the window)
+    pub open_loop: bool,
     scratch: Vec<u8>,
 }
 
@@ -317,6 +319,7 @@ impl Worker {
             plan: setup.plan,
             reader: setup.reader,
             echo_baseline: setup.echo_baseline,
+            open_loop: false,
             scratch: vec![0; 4096],
         }
     }
@@ -342,6 +345,7 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
+    worker.open_loop = matches!(drive, Drive::Paced(_));
     let socket_count = worker.sockets.len();
     let mut poller = match Poller::new(socket_count) {
         Ok(p) => p,

@@ -18,9 +18,11 @@
 //! coalesce several PUBLISHes into one NOTIFY; the newest state subsumes the
 //! older ones). Each delivered state's latency is recorded from the
 //! scheduled send time of its own PUBLISH to the NOTIFY's arrival. Expected:
-//! K deliveries per successful measured PUBLISH (per set-up watcher); lost =
-//! expected minus delivered at the end of the drain. A NOTIFY with an
-//! older state than already seen counts as stale.
+//! one delivery per set-up watcher of the presentity for each measured
+//! PUBLISH the server applied (it answered 2xx, or some NOTIFY carried its
+//! state although its 2xx was lost or late); lost = expected minus delivered
+//! at the end of the drain. A NOTIFY repeating the state last seen is a
+//! duplicate, one with an older state is stale.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -50,7 +52,11 @@ const MAX_BACKLOG: usize = 100_000;
 #[derive(Debug, Default)]
 struct PublishLog {
     scheduled_ns: Vec<u64>,
+    /// a 2xx arrived
     succeeded: Vec<bool>,
+    /// some NOTIFY carried this state (so the server applied it, even if
+    /// its 2xx was lost or came after the timeout)
+    seen: Vec<bool>,
 }
 
 /// What the threads of one fan-out run share.
@@ -339,6 +345,7 @@ impl<'a> Fanout<'a> {
             Some(mut log) => {
                 log.scheduled_ns.push(scheduled_ns);
                 log.succeeded.push(false);
+                log.seen.push(false);
                 log.scheduled_ns.len() as u64
             }
             None => return,
@@ -405,8 +412,9 @@ impl<'a> Fanout<'a> {
             };
             let mut mine_expected = 0;
             let mut mine_delivered = 0;
-            for (position, (scheduled, ok)) in log.scheduled_ns.iter().zip(&log.succeeded).enumerate() {
-                if !*ok || !plan.measured(*scheduled) {
+            for (position, scheduled) in log.scheduled_ns.iter().enumerate() {
+                let applied = log.succeeded[position] || log.seen[position];
+                if !applied || !plan.measured(*scheduled) {
                     continue;
                 }
                 mine_expected += 1;
@@ -471,7 +479,7 @@ impl<'a> Fanout<'a> {
             worker.stats.count("stale_notifies");
             return;
         }
-        let Some(log) = self.shared.log(tag.presentity) else {
+        let Some(mut log) = self.shared.log(tag.presentity) else {
             return;
         };
         if tag.seq > log.scheduled_ns.len() as u64 {
@@ -480,6 +488,9 @@ impl<'a> Fanout<'a> {
         }
         let from = watcher.last_seen + 1;
         watcher.last_seen = tag.seq;
+        if let Some(seen) = log.seen.get_mut(tag.seq as usize - 1) {
+            *seen = true;
+        }
         let mut measured_states = 0u64;
         {
             let kind = &mut worker.stats.kinds[usize::from(DELIVERY)];
