@@ -12,7 +12,14 @@ use std::time::Duration;
 fn options_over_udp_gets_200_with_capabilities() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let resp = client.request(&request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", ""));
+    let resp = client.request(&request(
+        "OPTIONS",
+        "sip:presence@example.com",
+        "UDP",
+        client.local(),
+        "",
+        "",
+    ));
     assert_eq!(status_of(&resp), 200, "{resp}");
     for name in ["Allow", "Accept", "Allow-Events"] {
         assert!(header(&resp, name).is_some(), "missing {name}: {resp}");
@@ -39,14 +46,28 @@ fn malformed_request_gets_400_and_the_server_keeps_serving() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
     let req = request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", "");
-    let broken: String = req.lines().filter(|l| !l.starts_with("Call-ID")).map(|l| format!("{l}\r\n")).collect();
+    let broken: String = req
+        .lines()
+        .filter(|l| !l.starts_with("Call-ID"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
     let resp = client.request(&broken);
     assert_eq!(status_of(&resp), 400, "{resp}");
-    assert!(resp.lines().next().unwrap().contains("Call-ID"), "reason says what is wrong: {resp}");
+    assert!(
+        resp.lines().next().unwrap().contains("Call-ID"),
+        "reason says what is wrong: {resp}"
+    );
     // Garbage without a usable Via is dropped, not answered.
     client.send_bytes(b"\x00\x01garbage\r\n\r\n");
     assert!(client.recv_within(Duration::from_millis(300)).is_none());
-    let resp = client.request(&request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", ""));
+    let resp = client.request(&request(
+        "OPTIONS",
+        "sip:presence@example.com",
+        "UDP",
+        client.local(),
+        "",
+        "",
+    ));
     assert_eq!(status_of(&resp), 200, "{resp}");
 }
 
@@ -65,7 +86,11 @@ fn requests_reaching_the_wrong_shard_are_answered_by_their_owner() {
         let tag = to_tag(&resp).expect("To-tag");
         owners.insert(tag.split('x').next().unwrap().to_owned());
     }
-    assert_eq!(owners.into_iter().collect::<Vec<_>>(), vec!["0", "1"], "both shards answered");
+    assert_eq!(
+        owners.into_iter().collect::<Vec<_>>(),
+        vec!["0", "1"],
+        "both shards answered"
+    );
 }
 
 #[test]
@@ -73,16 +98,39 @@ fn always_on_answers_of_rfc3261() {
     let server = Server::start(&[]);
     let c = UdpClient::new(server.sip);
     let l = c.local();
-    let cases: Vec<(String, u16, Option<(&str, &str)>)> = vec![
-        (request("INVITE", "sip:bob@example.com", "UDP", l, "", ""), 405, Some(("Allow", "PUBLISH"))),
-        (request("FOOBAR", "sip:bob@example.com", "UDP", l, "", ""), 501, Some(("Allow", "OPTIONS"))),
+    let cases: Vec<ExpectedAnswer> = vec![
         (
-            request("OPTIONS", "sip:bob@example.com", "UDP", l, "Require: nonsense-ext\r\n", ""),
+            request("INVITE", "sip:bob@example.com", "UDP", l, "", ""),
+            405,
+            Some(("Allow", "PUBLISH")),
+        ),
+        (
+            request("FOOBAR", "sip:bob@example.com", "UDP", l, "", ""),
+            501,
+            Some(("Allow", "OPTIONS")),
+        ),
+        (
+            request(
+                "OPTIONS",
+                "sip:bob@example.com",
+                "UDP",
+                l,
+                "Require: nonsense-ext\r\n",
+                "",
+            ),
             420,
             Some(("Unsupported", "nonsense-ext")),
         ),
-        (request("MESSAGE", "sip:bob@example.com", "UDP", l, "", "").replace("Max-Forwards: 70", "Max-Forwards: 0"), 483, None),
-        (request("OPTIONS", "sip:bob@example.com", "UDP", l, "", "").replace(" SIP/2.0\r\n", " SIP/7.0\r\n"), 505, None),
+        (
+            request("MESSAGE", "sip:bob@example.com", "UDP", l, "", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+            483,
+            None,
+        ),
+        (
+            request("OPTIONS", "sip:bob@example.com", "UDP", l, "", "").replace(" SIP/2.0\r\n", " SIP/7.0\r\n"),
+            505,
+            None,
+        ),
         (request("MESSAGE", "http://example.com/x", "UDP", l, "", ""), 416, None),
     ];
     for (req, code, want_header) in cases {
@@ -113,7 +161,14 @@ fn tcp_frames_pipelined_and_fragmented_messages() {
     assert_ne!(header(&ra, "Call-ID"), header(&rb, "Call-ID"));
     // One request in three pieces, cut inside a header and inside the body.
     let body = "hello world";
-    let req = request("MESSAGE", "sip:bob@example.com", "TCP", l, "Content-Type: text/plain\r\n", body);
+    let req = request(
+        "MESSAGE",
+        "sip:bob@example.com",
+        "TCP",
+        l,
+        "Content-Type: text/plain\r\n",
+        body,
+    );
     let cut1 = 20;
     let cut2 = req.len() - 4;
     for piece in [&req[..cut1], &req[cut1..cut2], &req[cut2..]] {
@@ -137,7 +192,14 @@ fn tcp_frames_pipelined_and_fragmented_messages() {
 fn sigterm_shuts_down_gracefully() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let resp = client.request(&request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", ""));
+    let resp = client.request(&request(
+        "OPTIONS",
+        "sip:presence@example.com",
+        "UDP",
+        client.local(),
+        "",
+        "",
+    ));
     assert_eq!(status_of(&resp), 200);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");

@@ -8,7 +8,7 @@ use common::*;
 
 fn register(aor: &str, local: std::net::SocketAddr, call_id: &str, cseq: u32, extra: &str) -> String {
     request("REGISTER", "sip:example.com", "UDP", local, extra, "")
-        .replace(&format!("To: <sip:example.com>"), &format!("To: <{aor}>"))
+        .replace("To: <sip:example.com>", &format!("To: <{aor}>"))
         .replace("From: <sip:tester@example.com>", &format!("From: <{aor}>"))
         .replace("CSeq: 1 REGISTER", &format!("CSeq: {cseq} REGISTER"))
         .replacen("Call-ID: ", &format!("Call-ID: {call_id}"), 1)
@@ -22,7 +22,8 @@ fn register_then_watcher_sees_open_and_deregister_closed() {
     let aor = "sip:ivy@example.com";
     let mut d = Dialog::new(aor, "UDP");
     watcher.send(&d.subscribe(watcher.local(), ""));
-    let got = watcher.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
+    let got = watcher
+        .collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
     let n = got.iter().find(|m| m.starts_with("NOTIFY ")).unwrap();
     assert!(body_of(n).contains("<basic>closed</basic>"));
     watcher.send(&answer(n, 200));
@@ -42,7 +43,10 @@ fn register_then_watcher_sees_open_and_deregister_closed() {
     ));
     assert_eq!(status_of(&r), 200, "{r}");
     let n = watcher.next_notify(200);
-    assert!(body_of(&n).contains("<basic>closed</basic>") && !body_of(&n).contains("open"), "{n}");
+    assert!(
+        body_of(&n).contains("<basic>closed</basic>") && !body_of(&n).contains("open"),
+        "{n}"
+    );
 }
 
 #[test]
@@ -79,16 +83,23 @@ fn reg_subscription_gets_full_then_partial_state() {
         .replace("Accept: application/pidf+xml", "Accept: application/reginfo+xml")
         .replace("From: <sip:watcher@example.com>", &format!("From: <{aor}>"));
     c.send(&sub);
-    let got = c.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
+    let got =
+        c.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
     let resp = got.iter().find(|m| m.starts_with("SIP/2.0")).unwrap();
     assert_eq!(status_of(resp), 200, "{resp}");
     let n = got.iter().find(|m| m.starts_with("NOTIFY ")).unwrap();
-    assert!(body_of(n).contains("state=\"full\"") && body_of(n).contains("event=\"registered\""), "{n}");
+    assert!(
+        body_of(n).contains("state=\"full\"") && body_of(n).contains("event=\"registered\""),
+        "{n}"
+    );
     c.send(&answer(n, 200));
     c.send(&register(aor, c.local(), "kim-reg", 2, "Expires: 0\r\n"));
     let got = c.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")));
     let n = got.iter().find(|m| m.starts_with("NOTIFY ")).unwrap();
-    assert!(body_of(n).contains("state=\"partial\"") && body_of(n).contains("event=\"unregistered\""), "{n}");
+    assert!(
+        body_of(n).contains("state=\"partial\"") && body_of(n).contains("event=\"unregistered\""),
+        "{n}"
+    );
     c.send(&answer(n, 200));
 }
 

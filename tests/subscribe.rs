@@ -8,7 +8,8 @@ use common::*;
 use std::time::Duration;
 
 fn response_and_notify(c: &UdpClient) -> (String, String) {
-    let got = c.collect_until(|g| g.iter().any(|m| m.starts_with("SIP/2.0")) && g.iter().any(|m| m.starts_with("NOTIFY ")));
+    let got =
+        c.collect_until(|g| g.iter().any(|m| m.starts_with("SIP/2.0")) && g.iter().any(|m| m.starts_with("NOTIFY ")));
     let response = got.iter().find(|m| m.starts_with("SIP/2.0")).unwrap().clone();
     let notify = got.iter().find(|m| m.starts_with("NOTIFY ")).unwrap().clone();
     c.send(&answer(&notify, 200));
@@ -27,10 +28,18 @@ fn subscribe_notify_refresh_unsubscribe_over_udp() {
     assert_eq!(status_of(&resp), 200, "{resp}");
     d.learn_tag(&resp);
     assert!(header(&notify, "Subscription-State").unwrap().starts_with("active"));
-    assert!(body_of(&notify).contains("<basic>closed</basic>"), "nothing published yet: {notify}");
+    assert!(
+        body_of(&notify).contains("<basic>closed</basic>"),
+        "nothing published yet: {notify}"
+    );
 
     // A PUBLISH reaches the watcher.
-    let r = publisher.request(&publish(aor, publisher.local(), "", &pidf(aor, "phone", "open", "ringing")));
+    let r = publisher.request(&publish(
+        aor,
+        publisher.local(),
+        "",
+        &pidf(aor, "phone", "open", "ringing"),
+    ));
     assert_eq!(status_of(&r), 200);
     let notify = watcher.next_notify(200);
     assert!(body_of(&notify).contains("ringing"), "{notify}");
@@ -39,7 +48,10 @@ fn subscribe_notify_refresh_unsubscribe_over_udp() {
     let r = publisher.request(&publish(aor, publisher.local(), "", &pidf(aor, "pc", "closed", "idle")));
     assert_eq!(status_of(&r), 200);
     let notify = watcher.next_notify(200);
-    assert!(body_of(&notify).contains("id=\"phone\"") && body_of(&notify).contains("id=\"pc\""), "{notify}");
+    assert!(
+        body_of(&notify).contains("id=\"phone\"") && body_of(&notify).contains("id=\"pc\""),
+        "{notify}"
+    );
 
     // Refresh → 200 and a NOTIFY.
     watcher.send(&d.subscribe(watcher.local(), "Expires: 300\r\n"));
@@ -52,7 +64,10 @@ fn subscribe_notify_refresh_unsubscribe_over_udp() {
     watcher.send(&d.subscribe(watcher.local(), "Expires: 0\r\n"));
     let (resp, notify) = response_and_notify(&watcher);
     assert_eq!(status_of(&resp), 200);
-    assert!(header(&notify, "Subscription-State").unwrap().starts_with("terminated"), "{notify}");
+    assert!(
+        header(&notify, "Subscription-State").unwrap().starts_with("terminated"),
+        "{notify}"
+    );
 }
 
 #[test]
@@ -67,7 +82,10 @@ fn fetch_over_udp() {
     assert_eq!(status_of(&resp), 200);
     assert_eq!(header(&notify, "Subscription-State"), Some("terminated;reason=timeout"));
     assert!(body_of(&notify).contains("fetch me"));
-    assert!(c.recv_within(Duration::from_millis(300)).is_none(), "exactly one NOTIFY");
+    assert!(
+        c.recv_within(Duration::from_millis(300)).is_none(),
+        "exactly one NOTIFY"
+    );
 }
 
 #[test]
@@ -78,12 +96,16 @@ fn a_481_stops_further_notifies() {
     let aor = "sip:gina@example.com";
     let mut d = Dialog::new(aor, "UDP");
     watcher.send(&d.subscribe(watcher.local(), ""));
-    let got = watcher.collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
+    let got = watcher
+        .collect_until(|g| g.iter().any(|m| m.starts_with("NOTIFY ")) && g.iter().any(|m| m.starts_with("SIP/2.0")));
     let notify = got.iter().find(|m| m.starts_with("NOTIFY ")).unwrap();
     watcher.send(&answer(notify, 481));
     std::thread::sleep(Duration::from_millis(100));
     publisher.request(&publish(aor, publisher.local(), "", &pidf(aor, "t", "open", "x")));
-    assert!(watcher.recv_within(Duration::from_millis(500)).is_none(), "no NOTIFY after 481");
+    assert!(
+        watcher.recv_within(Duration::from_millis(500)).is_none(),
+        "no NOTIFY after 481"
+    );
 }
 
 #[test]
@@ -111,7 +133,12 @@ fn subscribe_and_notify_over_tcp() {
         }
         assert_eq!(status_of(response.as_ref().unwrap()), 200);
         assert!(header(notify.as_ref().unwrap(), "Via").unwrap().contains("TCP"));
-        publisher.request(&publish(&aor, publisher.local(), "", &pidf(&aor, "t", "open", "over tcp")));
+        publisher.request(&publish(
+            &aor,
+            publisher.local(),
+            "",
+            &pidf(&aor, "t", "open", "over tcp"),
+        ));
         let m = watcher.recv();
         assert!(m.starts_with("NOTIFY ") && body_of(&m).contains("over tcp"), "{m}");
         watcher.send(answer(&m, 200).as_bytes());
@@ -137,7 +164,11 @@ fn sigterm_deactivates_every_watcher_then_exits_0() {
     server.signal_term();
     for w in &watchers {
         let n = w.next_notify(200);
-        assert_eq!(header(&n, "Subscription-State"), Some("terminated;reason=deactivated"), "{n}");
+        assert_eq!(
+            header(&n, "Subscription-State"),
+            Some("terminated;reason=deactivated"),
+            "{n}"
+        );
     }
     let status = server.terminate();
     assert!(status.success(), "{status:?}");

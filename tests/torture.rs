@@ -35,14 +35,20 @@ fn torture_messages_get_the_rfc_answers_and_the_server_survives() {
         socket.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
         socket.send_to(&bytes, server.sip).unwrap();
         let mut buf = vec![0u8; 65_536];
-        let answer = socket.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned());
+        let answer = socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned());
         let is_response = bytes.starts_with(b"SIP/2.0");
         match (outcome.trim(), &answer) {
             ("drop", None) => {}
             ("valid", None) if is_response => {}
             ("valid", Some(a)) if !is_response => {
                 let code = status_of(a);
-                assert!(code >= 200 && ![400, 416, 505].contains(&code), "{file}: valid message answered {a}");
+                assert!(
+                    code >= 200 && ![400, 416, 505].contains(&code),
+                    "{file}: valid message answered {a}"
+                );
             }
             (code, Some(a)) if code.parse::<u16>().is_ok() => {
                 assert_eq!(status_of(a).to_string(), code, "{file}: {a}");
@@ -53,6 +59,13 @@ fn torture_messages_get_the_rfc_answers_and_the_server_survives() {
     }
     assert!(checked >= 45, "only {checked} fixtures");
     let c = UdpClient::new(server.sip);
-    let r = c.request(&request("OPTIONS", "sip:presence@example.com", "UDP", c.local(), "", ""));
+    let r = c.request(&request(
+        "OPTIONS",
+        "sip:presence@example.com",
+        "UDP",
+        c.local(),
+        "",
+        "",
+    ));
     assert_eq!(status_of(&r), 200, "still serving");
 }

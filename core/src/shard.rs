@@ -14,7 +14,7 @@ use crate::presence::store::PresenceStore;
 use crate::registrar::{register, Registrar};
 use crate::routing::{self, ShardId};
 use crate::sip::typed::Via;
-use crate::sip::uri::{Uri, UriError};
+use crate::sip::uri::{Scheme, Uri, UriError};
 use crate::sip::writer::{MessageWriter, PRODUCT};
 use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
 use crate::stats::{self, ShardGauges, ShardHistograms, ShardStats};
@@ -749,7 +749,11 @@ impl Shard {
             }
             Method::Register => {
                 let to = msg.to_header()?;
-                let uri = Uri::parse(to.uri).map_err(|_| SipError::BadRequest(Cow::Borrowed("Malformed To URI")))?;
+                // RFC 3261 §10.3 / RFC 4475 §3.3.4: the AOR must be a SIP or SIPS URI.
+                let uri = Uri::parse(to.uri)
+                    .ok()
+                    .filter(|u| matches!(u.scheme, Scheme::Sip | Scheme::Sips))
+                    .ok_or(SipError::BadRequest(Cow::Borrowed("To is not a SIP or SIPS URI")))?;
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
                 register::handle(

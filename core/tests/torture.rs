@@ -80,11 +80,16 @@ fn server_outcome(raw: &[u8]) -> Outcome {
         && msg.event().is_ok()
         && msg.content_type().is_ok()
         && msg.content_length().is_ok();
-    if headers_ok {
-        Outcome::Valid
-    } else {
-        Outcome::Status(400)
+    if !headers_ok {
+        return Outcome::Status(400);
     }
+    // A registrar (presenced is one) needs a SIP or SIPS AOR in To
+    // (RFC 4475 §3.3.4).
+    let to_scheme = msg.to_header().ok().and_then(|to| to.parsed_uri()).map(|uri| uri.scheme);
+    if msg.method() == Some(Method::Register) && !matches!(to_scheme, Some(Scheme::Sip | Scheme::Sips)) {
+        return Outcome::Status(400);
+    }
+    Outcome::Valid
 }
 
 fn expected_table() -> Vec<(String, Outcome)> {

@@ -23,7 +23,14 @@ impl Server {
     /// Start with 2 shards on free ports, plus extra flags. Every watcher is
     /// allowed (`--default-policy allow`) unless `extra` sets the policy.
     pub fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", "2", "--mgmt-listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--mgmt-listen",
+            "127.0.0.1:0",
+        ];
         if !extra.contains(&"--default-policy") {
             args.extend_from_slice(&["--default-policy", "allow"]);
         }
@@ -59,7 +66,11 @@ impl Server {
                     if let Some(addr) = line.split("listening on udp+tcp ").nth(1) {
                         let addr = addr.split_whitespace().next().unwrap_or("");
                         let sip = addr.parse().unwrap_or_else(|_| panic!("bad address in {line:?}"));
-                        return Server { child: Some(child), sip, log: rx };
+                        return Server {
+                            child: Some(child),
+                            sip,
+                            log: rx,
+                        };
                     }
                     seen.push(line);
                 }
@@ -164,11 +175,38 @@ impl UdpClient {
         String::from_utf8(bytes).expect("UTF-8 answer")
     }
 
-    /// Send and wait for the final response (skipping provisional ones and
-    /// requests the server sends meanwhile, which are returned in `others`).
+    /// Send and wait for the final response, skipping provisional responses
+    /// and requests the server sends meanwhile. Like an RFC 3261 UAC over
+    /// UDP, the request is retransmitted (T1 doubling) until answered, so a
+    /// datagram lost on a loaded machine does not fail the test.
     pub fn request(&self, msg: &str) -> String {
         self.send(msg);
-        self.final_response()
+        let deadline = Instant::now() + Duration::from_secs(16);
+        let mut interval = Duration::from_millis(500);
+        let mut resend_at = Instant::now() + interval;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let now = Instant::now();
+            assert!(now < deadline, "no final response within 16 s to:\n{msg}");
+            self.socket
+                .set_read_timeout(Some(
+                    resend_at.saturating_duration_since(now).max(Duration::from_millis(1)),
+                ))
+                .expect("timeout");
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if text.starts_with("SIP/2.0 ") && status_of(&text) >= 200 {
+                        return text;
+                    }
+                }
+                Err(_) => {
+                    self.send(msg);
+                    interval = (interval * 2).min(Duration::from_secs(4));
+                    resend_at = Instant::now() + interval;
+                }
+            }
+        }
     }
 
     pub fn final_response(&self) -> String {
@@ -194,7 +232,10 @@ impl TcpClient {
         let stream = TcpStream::connect_timeout(&server, TIMEOUT).expect("TCP connect");
         stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        TcpClient { stream, buf: Vec::new() }
+        TcpClient {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn local(&self) -> SocketAddr {
@@ -230,7 +271,8 @@ impl TcpClient {
                     .find_map(|l| {
                         let (name, value) = l.split_once(':')?;
                         let name = name.trim();
-                        (name.eq_ignore_ascii_case("content-length") || name == "l").then(|| value.trim().parse::<usize>().ok())?
+                        (name.eq_ignore_ascii_case("content-length") || name == "l")
+                            .then(|| value.trim().parse::<usize>().ok())?
                     })
                     .unwrap_or(0);
                 let total = end + 4 + len;
@@ -274,7 +316,8 @@ pub fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 /// The To-tag of a response.
 pub fn to_tag(text: &str) -> Option<String> {
     let to = header(text, "To")?;
-    to.split(';').find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+    to.split(';')
+        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
 }
 
 /// A request with the mandatory headers. `extra` is inserted verbatim
@@ -329,8 +372,14 @@ pub fn sipp(server: SocketAddr, scenario: &str, rate: u32, calls: u32, env: &[(&
         .arg(calls.to_string())
         .envs(env.iter().copied())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}. SIPp is the Debian package sip-tester (apt-get install sip-tester)"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {script}: {e}. SIPp is the Debian package sip-tester (apt-get install sip-tester)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "SIPp scenario {scenario} failed:\n{text}");
     text
 }
@@ -362,7 +411,11 @@ impl Dialog {
     pub fn subscribe(&mut self, local: SocketAddr, extra: &str) -> String {
         self.cseq += 1;
         let branch = unique("z9hG4bK");
-        let to_tag = if self.to_tag.is_empty() { String::new() } else { format!(";tag={}", self.to_tag) };
+        let to_tag = if self.to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={}", self.to_tag)
+        };
         format!(
             "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:watcher@example.com>;tag={ft}\r\nTo: <{aor}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
@@ -432,3 +485,7 @@ impl UdpClient {
     }
 }
 pub mod http;
+
+/// A request, the status it must get, and a header (name, expected part of
+/// its value) the answer must carry.
+pub type ExpectedAnswer = (String, u16, Option<(&'static str, &'static str)>);
