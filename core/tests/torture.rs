@@ -85,7 +85,11 @@ fn server_outcome(raw: &[u8]) -> Outcome {
     }
     // A registrar (presenced is one) needs a SIP or SIPS AOR in To
     // (RFC 4475 §3.3.4).
-    let to_scheme = msg.to_header().ok().and_then(|to| to.parsed_uri()).map(|uri| uri.scheme);
+    let to_scheme = msg
+        .to_header()
+        .ok()
+        .and_then(|to| to.parsed_uri())
+        .map(|uri| uri.scheme);
     if msg.method() == Some(Method::Register) && !matches!(to_scheme, Some(Scheme::Sip | Scheme::Sips)) {
         return Outcome::Status(400);
     }
