@@ -207,7 +207,7 @@ fn fanout_command(args: &FanoutArgs) -> Result<(), RunError> {
     let shared = FanoutShared::new(threads, args.presentities);
     let notes = vec![format!(
         "{} presentities x {} watchers; PUBLISH->NOTIFY counts states delivered: a NOTIFY with the \
-             newest state also delivers the older ones it coalesced; expected = watchers x successful \
+             newest state also delivers the older ones it coalesced; expected = watchers x applied \
              measured PUBLISHes",
         args.presentities, args.watchers
     )];
