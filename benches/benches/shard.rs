@@ -26,6 +26,9 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         let mut config = EngineConfig::default();
+        // Every watcher gets the full document (the default, confirm, would
+        // leave them pending with empty NOTIFYs).
+        config.authz.default_policy = presence_core::authz::DefaultPolicy::Allow;
         config.transactions.server_capacity = 1 << 20;
         config.subscriptions.max_per_presentity = 1 << 20;
         config.subscriptions.max_per_watcher = 1 << 20;
@@ -54,7 +57,11 @@ impl Bench {
 
     fn publish(&mut self, aor: &str, extra: &str, body: &str) -> Vec<u8> {
         let n = self.next();
-        let ct = if body.is_empty() { "" } else { "Content-Type: application/pidf+xml\r\n" };
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/pidf+xml\r\n"
+        };
         format!(
             "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb{n};rport\r\nMax-Forwards: 70\r\n\
              From: <{aor}>;tag=f{n}\r\nTo: <{aor}>\r\nCall-ID: b{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n\
@@ -84,7 +91,10 @@ fn wanted(section: &str) -> bool {
 }
 
 fn main() {
-    let count: usize = std::env::var("SHARD_BENCH_COUNT").ok().and_then(|c| c.parse().ok()).unwrap_or(20_000);
+    let count: usize = std::env::var("SHARD_BENCH_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(20_000);
     if wanted("options") {
         options(count);
     }
@@ -97,7 +107,6 @@ fn main() {
 }
 
 fn options(count: usize) {
-
     // OPTIONS: parse, transaction, answer.
     let mut b = Bench::new();
     let inputs: Vec<Vec<u8>> = (0..count)
@@ -118,7 +127,6 @@ fn options(count: usize) {
 }
 
 fn publish(count: usize) {
-
     // PUBLISH initial over distinct presentities (no watchers).
     let mut b = Bench::new();
     let inputs: Vec<Vec<u8>> = (0..count)
@@ -135,13 +143,25 @@ fn publish(count: usize) {
         let out = b.shard.outbox();
         let text = String::from_utf8_lossy(out.bytes(&out.items[0])).into_owned();
         out.clear();
-        etags.push(text.split("SIP-ETag: ").nth(1).and_then(|t| t.split("\r\n").next()).unwrap_or("").to_owned());
+        etags.push(
+            text.split("SIP-ETag: ")
+                .nth(1)
+                .and_then(|t| t.split("\r\n").next())
+                .unwrap_or("")
+                .to_owned(),
+        );
     }
     report("PUBLISH initial (+ ETag extraction)", count, start.elapsed());
 
     // PUBLISH refresh and modify of those presentities.
     let refreshes: Vec<Vec<u8>> = (0..count)
-        .map(|i| b.publish(&format!("sip:u{i}@example.com"), &format!("SIP-If-Match: {}\r\n", etags[i]), ""))
+        .map(|i| {
+            b.publish(
+                &format!("sip:u{i}@example.com"),
+                &format!("SIP-If-Match: {}\r\n", etags[i]),
+                "",
+            )
+        })
         .collect();
     let start = Clock::now();
     for input in &refreshes {
@@ -159,7 +179,13 @@ fn publish(count: usize) {
         let out = b.shard.outbox();
         let text = String::from_utf8_lossy(out.bytes(&out.items[0])).into_owned();
         out.clear();
-        tags.push(text.split("SIP-ETag: ").nth(1).and_then(|t| t.split("\r\n").next()).unwrap_or("").to_owned());
+        tags.push(
+            text.split("SIP-ETag: ")
+                .nth(1)
+                .and_then(|t| t.split("\r\n").next())
+                .unwrap_or("")
+                .to_owned(),
+        );
     }
     let modifies: Vec<Vec<u8>> = (0..count)
         .map(|i| {
@@ -175,7 +201,6 @@ fn publish(count: usize) {
 }
 
 fn fanout() {
-
     // Fan-out: one presentity, 1,000 watchers; each PUBLISH → 1,000 NOTIFYs.
     let watchers = 1_000;
     let mut b = Bench::new();
@@ -209,7 +234,11 @@ fn fanout() {
     let start = Clock::now();
     let mut etag = String::new();
     for round in 0..rounds {
-        let extra = if etag.is_empty() { String::new() } else { format!("SIP-If-Match: {etag}\r\n") };
+        let extra = if etag.is_empty() {
+            String::new()
+        } else {
+            format!("SIP-If-Match: {etag}\r\n")
+        };
         let input = b.publish(aor, &extra, &doc(aor, round));
         b.shard.receive(b.now, Origin::udp(b.peer), &input);
         b.shard.end_of_batch(b.now);
@@ -237,8 +266,15 @@ fn fanout() {
     }
     let total = start.elapsed();
     let notify_time = total.saturating_sub(answer_time);
-    report(&format!("fan-out: NOTIFY composed+encoded ({watchers} watchers)"), notifies, notify_time);
-    println!("{:<40} {:>10} (NOTIFY responses handled and test overhead excluded)", "", "");
+    report(
+        &format!("fan-out: NOTIFY composed+encoded ({watchers} watchers)"),
+        notifies,
+        notify_time,
+    );
+    println!(
+        "{:<40} {:>10} (NOTIFY responses handled and test overhead excluded)",
+        "", ""
+    );
 }
 
 /// A 200 to a NOTIFY: its Via, From, To, Call-ID and CSeq copied.
