@@ -436,3 +436,26 @@ fn conditional_changes_and_deletion() {
         Err(ChangeError::NotFound)
     );
 }
+
+#[test]
+fn a_validity_period_is_checked_again_on_refresh() {
+    let mut h = harness(DefaultPolicy::Confirm);
+    // The virtual clock's now is 2023-11-14T22:13:20Z.
+    let origin = 1_700_000_000_000_000 - i64::try_from(h.now.as_micros()).unwrap();
+    h.shard.set_unix_origin_micros(origin);
+    let doc = rules(
+        r#"<cr:rule id="tonight"><cr:conditions><cr:identity><cr:one id="sip:bob@example.com"/></cr:identity>
+<cr:validity><cr:from>2023-11-14T22:00:00Z</cr:from><cr:until>2023-11-14T22:30:00Z</cr:until></cr:validity></cr:conditions>
+<cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions></cr:rule>"#,
+    );
+    set_rules(&mut h, &doc);
+    let (mut bob, _, n) = watch(&mut h, "sip:bob@example.com", ALICE, "presence", 3600);
+    assert!(state(&n[0]).starts_with("active"), "{}", n[0]);
+    h.answer(&n[0], 200);
+    h.advance(Duration::from_secs(20 * 60));
+    bob.cseq += 1;
+    let text = subscribe_text(&mut h, &bob, ALICE, 3600);
+    let out: Vec<String> = h.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
+    let n = notifies_of(&mut h, &bob, &out);
+    assert_eq!(state(&n[0]), "terminated;reason=deactivated", "{out:?}");
+}

@@ -144,6 +144,11 @@ pub fn handle(
         if granted == 0 {
             subs.terminate(id, Termination::Unsubscribed, now);
         } else {
+            // The rules may decide otherwise by now (a validity period ended).
+            if let Some(watcher) = subs.get(id).map(|s| s.dialog.get(super::Field::WatcherAor).to_owned()) {
+                let decision = package.authorize(ctx.state, aor, &watcher, now);
+                subs.reauthorize(id, decision, now);
+            }
             subs.refresh(id, now + Duration::from_secs(u64::from(granted)), now);
         }
         responder.reply_tagged(
