@@ -9,6 +9,7 @@ is bounded in count and time.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -230,18 +231,62 @@ def ensure_kamailio_packages():
 # ---------------------------------------------------------------- binaries
 
 def prepare_binaries(args, outdir):
-    """Build (unless --no-build) and copy presenced and sipload into the run
-    folder, so that other engineers' rebuilds cannot swap them mid-run."""
-    if not args.no_build and not args.presenced_bin:
-        log("cargo build --release -p presenced -p presence-benches")
+    """The presenced and sipload binaries of this run, copied into the run
+    folder so that a colleague's rebuild cannot swap them mid-run.
+
+    Default: build the committed HEAD (`git archive`, so other engineers'
+    uncommitted work in the shared tree is not measured), plus `--patch`
+    files if given, in /tmp/presenced-compare-src/REV with the cargo target
+    dir /tmp/presenced-compare-target (seeded from target/release the first
+    time).  `--tree`: build the working tree as it is.  `--no-build`: take
+    target/release as it is.  `--presenced-bin/--sipload-bin`: given files."""
+    global BUILD_LABEL
+    if args.presenced_bin or args.no_build:
+        src_p = args.presenced_bin or os.path.join(ROOT, "target", "release", "presenced")
+        src_s = args.sipload_bin or os.path.join(ROOT, "target", "release", "sipload")
+        BUILD_LABEL = (f"binary {args.presenced_bin}" if args.presenced_bin
+                       else f"target/release as found, tree at {git_rev()}")
+    elif args.tree:
+        log("cargo build --release -p presenced -p presence-benches (working tree)")
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "presenced", "-p", "presence-benches"],
                        cwd=ROOT, check=True)
-    src_p = args.presenced_bin or os.path.join(ROOT, "target", "release", "presenced")
-    src_s = args.sipload_bin or os.path.join(ROOT, "target", "release", "sipload")
+        src_p = os.path.join(ROOT, "target", "release", "presenced")
+        src_s = os.path.join(ROOT, "target", "release", "sipload")
+        BUILD_LABEL = f"working tree at {git_rev()}"
+    else:
+        rev = sh(["git", "-C", ROOT, "rev-parse", "--short=9", "HEAD"]).stdout.strip()
+        patches = [os.path.abspath(p) for p in (args.patch or [])]
+        tag = rev + ("-p" + hashlib.sha1("".join(open(p).read() for p in patches).encode()).hexdigest()[:8]
+                     if patches else "")
+        src = f"/tmp/presenced-compare-src/{tag}"
+        if not os.path.isdir(src):
+            os.makedirs(src + ".tmp", exist_ok=True)
+            subprocess.run(f"git -C {ROOT} archive {rev} | tar -x -C {src}.tmp", shell=True, check=True)
+            for p in patches:
+                subprocess.run(["patch", "-p1", "-s", "-d", src + ".tmp", "-i", p], check=True)
+            os.rename(src + ".tmp", src)
+        target = "/tmp/presenced-compare-target"
+        if not os.path.isdir(target) and os.path.isdir(os.path.join(ROOT, "target", "release")):
+            log(f"seeding {target} from target/release (dependencies compiled once)")
+            os.makedirs(target)
+            subprocess.run(["cp", "-a", os.path.join(ROOT, "target", "release"), target], check=True)
+        log(f"cargo build --release -p presenced -p presence-benches (git archive {rev}"
+            f"{' + ' + ', '.join(os.path.basename(p) for p in patches) if patches else ''}, in {src})")
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "presenced", "-p", "presence-benches"],
+                       cwd=src, check=True, env=dict(os.environ, CARGO_TARGET_DIR=target))
+        src_p = os.path.join(target, "release", "presenced")
+        src_s = os.path.join(target, "release", "sipload")
+        BUILD_LABEL = f"commit {rev}" + (f" + patch {', '.join(os.path.relpath(p, ROOT) for p in patches)}"
+                                         if patches else "")
+    if args.sipload_bin:
+        src_s = args.sipload_bin
     dst_p, dst_s = os.path.join(outdir, "presenced"), os.path.join(outdir, "sipload")
     shutil.copy2(src_p, dst_p)
     shutil.copy2(src_s, dst_s)
     return dst_p, dst_s
+
+
+BUILD_LABEL = ""
 
 
 def git_rev():
@@ -266,7 +311,7 @@ def machine_info(presenced_bin, sipload_bin):
         "presenced": sh([presenced_bin, "--version"]).stdout.strip(),
         "sipload": sh([sipload_bin, "--version"]).stdout.strip(),
         "kamailio": kam[0].replace("version: ", "").strip() if kam else "?",
-        "git": git_rev(),
+        "git": BUILD_LABEL or git_rev(),
     }
 
 
@@ -322,7 +367,7 @@ def extra_mult(scenario, extra):
     extra = list(extra)
     if "--watchers" in extra:
         return int(extra[extra.index("--watchers") + 1])
-    return 10
+    return 1
 
 
 def kind(rep, name):
@@ -359,7 +404,7 @@ SCENARIOS = {
     # name: (sipload subcommand, extra args, figure, unit)
     "publish": ("publish", ["--presentities", "10000"], "PUBLISH/s (20:60:20 initial:refresh:modify, 10k presentities)", "PUBLISH/s"),
     "subscribe": ("subscribe", ["--presentities", "10000"], "SUBSCRIBE dialogs/s (SUBSCRIBE, NOTIFY, un-SUBSCRIBE, NOTIFY)", "dialogs/s"),
-    "fanout": ("fanout", ["--presentities", "100", "--watchers", "10"], "NOTIFY/s fan-out (100 presentities x 10 watchers)", "NOTIFY/s"),
+    "fanout": ("fanout", ["--presentities", "20", "--watchers", "50"], "NOTIFY/s fan-out (20 presentities x 50 watchers)", "NOTIFY/s"),
     "options": ("options", [], "OPTIONS/s (stateless baseline)", "OPTIONS/s"),
 }
 
@@ -534,7 +579,7 @@ def render_run(results, args):
     lines.append(f"Machine: {m['nproc']} CPUs, {m['cpu']} ({m['hypervisor']} guest), kernel {m['kernel']}; "
                  f"load average {m['load_start']} at start, {m['load_end']} at end "
                  f"(shared with other engineers' builds); {m['elapsed_s']} s in all.  ")
-    lines.append(f"Versions: {m['presenced']} (git {m['git']}), {m['sipload']}, {m['kamailio']}.  ")
+    lines.append(f"Versions: {m['presenced']} ({m['git']}), {m['sipload']}, {m['kamailio']}.  ")
     lines.append(f"presenced --shards {results['shards']}, Kamailio -n {results['shards']} workers; "
                  f"client sipload --threads {args.client_threads}, UDP loopback.  ")
     lines.append(f"Each figure: best of {args.rounds} open-loop rate searches per server, run alternately "
@@ -776,6 +821,10 @@ def main():
     def common(p):
         p.add_argument("--out", help="result folder (default /tmp/presenced-compare-*)")
         p.add_argument("--no-build", action="store_true", help="use target/release binaries as they are")
+        p.add_argument("--tree", action="store_true",
+                       help="build the working tree (default: a clean git archive of HEAD)")
+        p.add_argument("--patch", action="append",
+                       help="apply this patch (-p1) to the HEAD export before building (repeatable; experiments)")
         p.add_argument("--presenced-bin", help="presenced binary to test (default target/release/presenced)")
         p.add_argument("--sipload-bin", help="sipload binary (default target/release/sipload)")
         p.add_argument("--shards", type=int, default=0, help="presenced shards = Kamailio workers (default nproc)")
@@ -792,7 +841,8 @@ def main():
         p.add_argument("--timeout-ms", type=int, default=2000, help="sipload transaction timeout")
         p.add_argument("--publish-start", type=float, default=4000)
         p.add_argument("--subscribe-start", type=float, default=1000)
-        p.add_argument("--fanout-start", type=float, default=300, help="PUBLISH/s (x10 watchers = NOTIFY/s)")
+        p.add_argument("--fanout-start", type=float, default=60, help="PUBLISH/s (x watchers = NOTIFY/s)")
+        p.add_argument("--fanout-shape", default="", help="PRESENTITIESxWATCHERS for fanout (default 20x50)")
         p.add_argument("--options-start", type=float, default=10000)
 
     p = sub.add_parser("run", help="side-by-side throughput and latency")
@@ -820,6 +870,10 @@ def main():
     p.set_defaults(func=cmd_scaling)
 
     args = ap.parse_args()
+    if getattr(args, "fanout_shape", None):
+        p, w = (int(x) for x in args.fanout_shape.lower().split("x"))
+        SCENARIOS["fanout"] = ("fanout", ["--presentities", str(p), "--watchers", str(w)],
+                               f"NOTIFY/s fan-out ({p} presentities x {w} watchers)", "NOTIFY/s")
     try:
         args.func(args)
     finally:
