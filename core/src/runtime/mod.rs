@@ -491,6 +491,11 @@ async fn udp_uring_loop(ctx: Rc<ShardCtx>) {
 async fn timer_loop(ctx: Rc<ShardCtx>, wake: local_channel::LocalReceiver<()>) {
     const MAX_SLEEP: Duration = Duration::from_millis(100);
     loop {
+        // Wake-ups queued before this point are answered by recomputing the
+        // deadline below. Left queued, they would end the next wait at once:
+        // this task's own flush queues one whenever a deadline is near, and
+        // the loop would spin, starving the receive tasks until it passed.
+        while futures_lite::future::poll_once(wake.recv()).await.is_some() {}
         let now = ctx.clock.now();
         let deadline = ctx
             .shard
@@ -499,7 +504,10 @@ async fn timer_loop(ctx: Rc<ShardCtx>, wake: local_channel::LocalReceiver<()>) {
             .unwrap_or(now + MAX_SLEEP)
             .min(now + MAX_SLEEP);
         ctx.timer_target.set(deadline);
-        if deadline > now {
+        if deadline <= now {
+            // Due already: run it, but let the other tasks in first.
+            futures_lite::future::yield_now().await;
+        } else {
             let sleep = async {
                 glommio::timer::sleep(deadline - now).await;
             };
