@@ -341,7 +341,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "slow: 10 000 subscriptions through the single-threaded fake"]
     fn fanout_one_presentity_ten_thousand_watchers() {
         let report = fanout_run(0, 1, 10_000, 4.0);
         assert_eq!(report.kinds[0].succeeded, 10_000, "{report:?}");
