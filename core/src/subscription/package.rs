@@ -57,10 +57,22 @@ pub trait EventPackage: Sync {
         Decision::ALLOW_ALL
     }
     /// The resource a subscription to `aor` watches, created if needed and
-    /// held for the subscription's life.
-    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError>;
+    /// held for the subscription's life. Every package served here watches
+    /// a presentity (its presence, registrations or watchers), so that is
+    /// the default.
+    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
+        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
+            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
+                SipError::ServiceUnavailable { retry_after: 60 }
+            }
+        })?;
+        state.presence.hold(id);
+        Ok(id)
+    }
     /// The subscription is gone: release the resource.
-    fn detach(&self, state: &mut PackageState<'_>, resource: u32);
+    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
+        state.presence.release(resource as PresentityId);
+    }
     /// The state of a resource for one subscriber as (content type, body);
     /// `None` for a NOTIFY without body. Called once per NOTIFY.
     fn render<'s>(
@@ -85,20 +97,6 @@ impl EventPackage for PresencePackage {
 
     fn produces(&self) -> &'static [&'static str] {
         &[PIDF]
-    }
-
-    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
-        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
-            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
-                SipError::ServiceUnavailable { retry_after: 60 }
-            }
-        })?;
-        state.presence.hold(id);
-        Ok(id)
-    }
-
-    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
-        state.presence.release(resource as PresentityId);
     }
 
     fn render<'s>(

@@ -4,8 +4,7 @@
 //! NOTIFYs of each subscription.
 
 use super::package::{EventPackage, PackageState, SubscriberCursor};
-use crate::error::SipError;
-use crate::presence::store::{PresentityId, StoreError};
+use crate::presence::store::PresentityId;
 use crate::registrar::{Binding, ContactEvent};
 use crate::time::Instant;
 use std::io::Write as _;
@@ -63,20 +62,6 @@ impl EventPackage for RegPackage {
 
     fn owner_only(&self) -> bool {
         true
-    }
-
-    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
-        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
-            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
-                SipError::ServiceUnavailable { retry_after: 60 }
-            }
-        })?;
-        state.presence.hold(id);
-        Ok(id)
-    }
-
-    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
-        state.presence.release(resource as PresentityId);
     }
 
     fn render<'s>(

@@ -17,8 +17,7 @@
 use super::package::{EventPackage, PackageState, SubscriberCursor};
 use super::reg::push_escaped;
 use crate::authz::Decision;
-use crate::error::SipError;
-use crate::presence::store::{PresentityId, StoreError};
+use crate::presence::store::PresentityId;
 use crate::time::Instant;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -293,20 +292,6 @@ impl EventPackage for WinfoPackage {
 
     fn owner_only(&self) -> bool {
         true
-    }
-
-    fn attach(&self, state: &mut PackageState<'_>, aor: &str, now: Instant) -> Result<u32, SipError> {
-        let id = state.presence.get_or_create(aor, now).map_err(|e| match e {
-            StoreError::TooManyPresentities | StoreError::UnknownPresentity => {
-                SipError::ServiceUnavailable { retry_after: 60 }
-            }
-        })?;
-        state.presence.hold(id);
-        Ok(id)
-    }
-
-    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
-        state.presence.release(resource as PresentityId);
     }
 
     fn authorize(&self, _state: &mut PackageState<'_>, _presentity: &str, _watcher: &str, _now: Instant) -> Decision {
