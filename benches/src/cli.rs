@@ -24,6 +24,8 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// K watchers per presentity, then PUBLISH and measure every NOTIFY.
     Fanout(FanoutArgs),
+    /// REGISTER, refreshes, de-REGISTER per user AOR.
+    Register(RegisterArgs),
     /// OPTIONS load against an in-process UDP echo server (raw loopback limit).
     EchoBaseline(LoadArgs),
 }
@@ -147,6 +149,21 @@ pub struct SubscribeArgs {
 }
 
 #[derive(Clone, Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Distinct users (AORs sip:u<N>@domain); one registration in flight per user.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Refreshes (same Call-ID, CSeq + 1) between the REGISTER and the de-registration.
+    #[arg(long, default_value_t = 1)]
+    pub refreshes: u32,
+    /// Expires of the REGISTER and its refreshes (the de-registration sends 0).
+    #[arg(long, default_value_t = 3600)]
+    pub expires: u32,
+}
+
+#[derive(Clone, Debug, Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub load: LoadArgs,
@@ -199,6 +216,10 @@ mod tests {
         }
         let cli = Cli::parse_from(["sipload", "fanout", "--presentities", "1", "--watchers", "10000"]);
         assert!(matches!(cli.command, Command::Fanout(ref f) if f.presentities == 1 && f.watchers == 10_000));
+        let cli = Cli::parse_from(["sipload", "register", "--refreshes", "3", "--expires", "600"]);
+        assert!(
+            matches!(cli.command, Command::Register(ref r) if r.refreshes == 3 && r.expires == 600 && r.users == 10_000)
+        );
         let cli = Cli::parse_from(["sipload", "echo-baseline", "--threads", "2"]);
         assert!(matches!(cli.command, Command::EchoBaseline(ref l) if l.threads == 2 && l.sockets == 64));
     }

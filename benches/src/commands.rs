@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::cli::{Command, FanoutArgs, LoadArgs, OptionsArgs, PublishArgs, SubscribeArgs};
+use crate::cli::{Command, FanoutArgs, LoadArgs, OptionsArgs, PublishArgs, RegisterArgs, SubscribeArgs};
 use crate::echo::{EchoServer, EchoStats};
 use crate::inbound::Reader;
 use crate::pacing::secs_to_ns;
@@ -13,6 +13,7 @@ use crate::runner::{available_cpus, run, LoadConfig, RunError};
 use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
 use crate::scenario::options::{self, Options};
 use crate::scenario::publish::{self, Publish};
+use crate::scenario::register::{self, Register, RegisterLoad};
 use crate::scenario::subscribe::{self, Subscribe};
 
 fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
@@ -232,6 +233,35 @@ fn fanout_command(args: &FanoutArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+fn register_command(args: &RegisterArgs) -> Result<(), RunError> {
+    reject_baseline(&args.load, "register")?;
+    if args.users == 0 || args.expires == 0 {
+        return Err(RunError::Config("--users and --expires must be positive".into()));
+    }
+    let mut config = load_config("register", &args.load);
+    // A registration is 2 + refreshes transactions long.
+    config.extra_drain_s = f64::from(args.refreshes.min(100) + 1) * args.load.timeout_ms as f64 / 1000.0;
+    let params = RegisterLoad {
+        users: args.users,
+        refreshes: args.refreshes,
+        expires: args.expires,
+    };
+    let notes = vec![format!(
+        "{} users; a registration = REGISTER/200, {} refresh(es)/200, de-REGISTER (Expires: 0)/200; \
+         rate and window count registrations",
+        args.users, args.refreshes
+    )];
+    let report = run(
+        &config,
+        register::KINDS,
+        usize::from(register::REGISTRATION),
+        notes,
+        |ctx| Register::new(ctx.thread, ctx.threads, params),
+    )?;
+    print_report(&report, args.load.json);
+    Ok(())
+}
+
 /// Run one parsed command line.
 pub fn execute(command: &Command) -> Result<(), RunError> {
     match command {
@@ -244,5 +274,6 @@ pub fn execute(command: &Command) -> Result<(), RunError> {
         Command::Publish(args) => publish_command(args),
         Command::Subscribe(args) => subscribe_command(args),
         Command::Fanout(args) => fanout_command(args),
+        Command::Register(args) => register_command(args),
     }
 }

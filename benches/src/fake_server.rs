@@ -3,7 +3,9 @@
 //! OPTIONS → 200; PUBLISH → 200 with a fresh SIP-ETag and a NOTIFY carrying
 //! the published body to every subscriber of that presentity; SUBSCRIBE →
 //! NOTIFY *before* the 200 (to exercise reordering), unSUBSCRIBE → 200 then
-//! a terminated NOTIFY. It can drop every n-th NOTIFY to test loss counting.
+//! a terminated NOTIFY; REGISTER → 200 listing the binding (none after
+//! Expires: 0), 500 for a CSeq not above the last of its Call-ID. It can drop
+//! every n-th NOTIFY to test loss counting.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -108,6 +110,8 @@ fn serve(socket: UdpSocket, stop: &AtomicBool, drop_every: u64) {
     let mut buf = vec![0u8; 65536];
     // presentity request-URI -> subscriptions (by Call-ID)
     let mut subscriptions: HashMap<String, HashMap<String, Subscription>> = HashMap::new();
+    // REGISTER Call-ID -> last CSeq (RFC 3261 §10.3 step 7)
+    let mut register_cseqs: HashMap<String, u32> = HashMap::new();
     let mut counter = 0u64;
     // NOTIFYs left until the next one is dropped (0: never drop)
     let mut until_drop = drop_every;
@@ -186,6 +190,23 @@ fn serve(socket: UdpSocket, stop: &AtomicBool, drop_every: u64) {
             "OPTIONS" => {
                 let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), ""), from);
             }
+            "REGISTER" => {
+                let call_id = msg.call_id.unwrap_or("").to_owned();
+                let cseq = msg.cseq.unwrap_or(0);
+                if register_cseqs.get(&call_id).is_some_and(|last| cseq <= *last) {
+                    let _ = socket.send_to(&response(&msg, "500 Out of Order", Some(&tag), ""), from);
+                    continue;
+                }
+                register_cseqs.insert(call_id, cseq);
+                let removal = std::str::from_utf8(&buf[..len])
+                    .map(|t| t.contains("\r\nExpires: 0\r\n"))
+                    .unwrap_or(false);
+                let binding = match (removal, msg.contact_uri) {
+                    (false, Some(contact)) => format!("Contact: <{contact}>;expires=600\r\n"),
+                    _ => String::new(),
+                };
+                let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), &binding), from);
+            }
             _ => {
                 let _ = socket.send_to(&response(&msg, "405 Method Not Allowed", Some(&tag), ""), from);
             }
@@ -215,6 +236,7 @@ mod tests {
     use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
     use crate::scenario::options::{self, Options};
     use crate::scenario::publish::{self, Publish};
+    use crate::scenario::register::{self, Register, RegisterLoad};
     use crate::scenario::subscribe::{self, Subscribe};
 
     fn config(target: SocketAddr, rate: Option<f64>) -> LoadConfig {
@@ -285,6 +307,64 @@ mod tests {
         assert_eq!(report.kinds[0].succeeded, 50);
         assert_eq!(report.kinds[1].succeeded, 50);
         assert!(dialog.latency_us.count == 50);
+    }
+
+    #[test]
+    fn register_refresh_and_deregister() {
+        let server = FakeServer::start(0);
+        let params = RegisterLoad {
+            users: 30,
+            refreshes: 2,
+            expires: 600,
+        };
+        let report = run(
+            &config(server.addr, Some(100.0)),
+            register::KINDS,
+            usize::from(register::REGISTRATION),
+            Vec::new(),
+            |ctx| Register::new(ctx.thread, ctx.threads, params),
+        )
+        .unwrap();
+        let registration = &report.kinds[4];
+        assert_eq!(registration.started, 50, "{report:?}");
+        assert_eq!(registration.succeeded, 50, "{report:?}");
+        assert_eq!(report.kinds[0].succeeded, 50, "{report:?}");
+        assert_eq!(
+            report.kinds[1].succeeded, 100,
+            "two refreshes each (CSeq rising): {report:?}"
+        );
+        assert_eq!(report.kinds[2].succeeded, 50, "{report:?}");
+        assert_eq!(report.kinds[3].succeeded, 200, "{report:?}");
+        assert_eq!(report.kinds[3].failed, 0, "{report:?}");
+        assert_eq!(registration.latency_us.count, 50);
+    }
+
+    #[test]
+    fn register_counts_busy_users_as_failures() {
+        let server = FakeServer::start(0);
+        let params = RegisterLoad {
+            users: 2,
+            refreshes: 0,
+            expires: 600,
+        };
+        // 2 users for 1,000 registrations/s: most find their user busy.
+        let report = run(
+            &config(server.addr, Some(1000.0)),
+            register::KINDS,
+            usize::from(register::REGISTRATION),
+            Vec::new(),
+            |ctx| Register::new(ctx.thread, ctx.threads, params),
+        )
+        .unwrap();
+        let registration = &report.kinds[4];
+        assert_eq!(registration.started, 500, "{report:?}");
+        let busy = registration
+            .failures
+            .get("not_sent_all_users_busy")
+            .copied()
+            .unwrap_or(0);
+        assert!(busy > 0, "{report:?}");
+        assert_eq!(registration.succeeded + busy, 500, "{report:?}");
     }
 
     fn fanout_report(drop_every: u64) -> crate::report::Report {

@@ -311,6 +311,48 @@ pub fn write_subscribe(
     w.finish()
 }
 
+/// What a REGISTER of one registration (RFC 3261 §10) needs: the user
+/// (AOR `sip:u<user>@domain` in To and From), the registration's identity
+/// (Call-ID and From-tag are derived from it, kept across refreshes), its
+/// CSeq and the Expires asked for (0 removes the binding).
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterParams {
+    pub user: u32,
+    pub registration: Key,
+    pub cseq: u32,
+    pub expires: u32,
+}
+
+/// A REGISTER binding Contact `sip:u<user>@<socket>` to the user's AOR.
+pub fn write_register(
+    buf: &mut [u8],
+    origin: &Origin<'_>,
+    txn: Key,
+    params: &RegisterParams,
+) -> Result<usize, MessageTooLarge> {
+    let mut w = MsgWriter::new(buf);
+    w.str("REGISTER sip:").str(origin.domain).str(" SIP/2.0\r\n");
+    via_line(&mut w, origin, txn);
+    w.str("Max-Forwards: 70\r\nFrom: <");
+    presentity_uri(&mut w, origin, params.user);
+    w.str(">;tag=");
+    write_key(&mut w, origin.nonce, params.registration);
+    w.str("\r\nTo: <");
+    presentity_uri(&mut w, origin, params.user);
+    w.str(">\r\nCall-ID: ");
+    write_key(&mut w, origin.nonce, params.registration);
+    w.str("\r\nCSeq: ")
+        .dec(u64::from(params.cseq))
+        .str(" REGISTER\r\nContact: <sip:u")
+        .dec(u64::from(params.user))
+        .str("@")
+        .str(origin.local)
+        .str(">\r\nExpires: ")
+        .dec(u64::from(params.expires))
+        .str("\r\nContent-Length: 0\r\n\r\n");
+    w.finish()
+}
+
 /// A header line of a request that its response must copy (Via, From, To,
 /// Call-ID, CSeq), as canonical name and received value.
 pub type CopiedHeader<'a> = (&'static str, &'a str);
@@ -385,6 +427,22 @@ mod tests {
             expires,
         };
         let len = write_subscribe(&mut buf, &ORIGIN, TXN, &params).unwrap();
+        text(&buf, len).to_owned()
+    }
+
+    fn register_text(cseq: u32, expires: u32) -> String {
+        let mut buf = [0u8; 1024];
+        let params = RegisterParams {
+            user: 42,
+            registration: Key {
+                thread: 0,
+                slot: 7,
+                generation: 1,
+            },
+            cseq,
+            expires,
+        };
+        let len = write_register(&mut buf, &ORIGIN, TXN, &params).unwrap();
         text(&buf, len).to_owned()
     }
 
@@ -483,6 +541,25 @@ mod tests {
     }
 
     #[test]
+    fn register_binds_the_socket_to_the_aor() {
+        let initial = register_text(1, 3600);
+        assert!(initial.starts_with("REGISTER sip:example.com SIP/2.0\r\n"));
+        for needle in [
+            "From: <sip:u42@example.com>;tag=slabc123.0.7.1\r\n",
+            "To: <sip:u42@example.com>\r\n",
+            "Call-ID: slabc123.0.7.1\r\n",
+            "CSeq: 1 REGISTER\r\n",
+            "Contact: <sip:u42@127.0.0.1:40000>\r\n",
+            "Expires: 3600\r\n",
+        ] {
+            assert!(initial.contains(needle), "{needle} missing in {initial}");
+        }
+        let remove = register_text(3, 0);
+        assert!(remove.contains("CSeq: 3 REGISTER\r\nContact: <sip:u42@127.0.0.1:40000>\r\nExpires: 0\r\n"));
+        content_length_matches_body(&remove);
+    }
+
+    #[test]
     fn response_copies_headers_in_order() {
         let mut buf = [0u8; 512];
         let copied = [
@@ -510,6 +587,8 @@ mod tests {
             publish_text(PublishKind::Modify, Some("e2")),
             subscribe_text(None, 600),
             subscribe_text(Some("1xab"), 0),
+            register_text(1, 3600),
+            register_text(2, 0),
         ] {
             let parsed = rsip::SipMessage::try_from(msg.as_str());
             assert!(parsed.is_ok(), "rsip rejects {msg}: {parsed:?}");
@@ -556,6 +635,16 @@ mod tests {
         assert_eq!(msg.contact().unwrap().unwrap().uri, "sip:w6@127.0.0.1:40000");
         assert!(msg.accept().any(|m| m.matches("application/pidf+xml")));
         assert_eq!(msg.header(HeaderName::Event), Some("presence"));
+
+        let refresh = register_text(2, 600);
+        let msg = Message::parse(refresh.as_bytes()).unwrap();
+        assert_eq!(msg.method(), Some(Method::Register));
+        assert_eq!(msg.request_uri(), Some("sip:example.com"));
+        assert_eq!(msg.to_header().unwrap().uri, "sip:u42@example.com");
+        assert_eq!(msg.from_header().unwrap().tag(), Some("slabc123.0.7.1"));
+        assert_eq!(msg.cseq().unwrap().seq, 2);
+        assert_eq!(msg.expires().unwrap(), Some(600));
+        assert_eq!(msg.contact().unwrap().unwrap().uri, "sip:u42@127.0.0.1:40000");
     }
 
     #[test]
