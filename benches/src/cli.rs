@@ -26,6 +26,8 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// REGISTER, refreshes, de-REGISTER per user AOR.
     Register(RegisterArgs),
+    /// A carrier population: users with buddy lists, state changes, refreshes.
+    Model(ModelArgs),
     /// OPTIONS load against an in-process UDP echo server (raw loopback limit).
     EchoBaseline(LoadArgs),
 }
@@ -163,6 +165,43 @@ pub struct RegisterArgs {
     pub expires: u32,
 }
 
+/// The population model's flags; defaults and their reasons in benches/README.md.
+#[derive(Clone, Debug, Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Users (sip:u<N>@domain), each a presentity and a watcher.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Buddies each user subscribes to (each user also has this many watchers).
+    #[arg(long, default_value_t = 20)]
+    pub buddies: u32,
+    /// Presence state changes per user per hour (PUBLISH with a new body).
+    #[arg(long, default_value_t = 3.0)]
+    pub changes_per_hour: f64,
+    /// Share of users with a second device publishing its own state (0..1).
+    #[arg(long, default_value_t = 0.3)]
+    pub multi_device_share: f64,
+    /// Expires of every PUBLISH, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub publish_expires: u32,
+    /// Expires of every SUBSCRIBE, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub subscribe_expires: u32,
+    /// A UA refreshes after this fraction of the expiry interval.
+    #[arg(long, default_value_t = 0.9)]
+    pub refresh_at: f64,
+    /// Requests per second (all threads) while setting up and tearing down.
+    #[arg(long, default_value_t = 2000.0)]
+    pub setup_rate: f64,
+    /// Seconds allowed for each of setup and teardown.
+    #[arg(long, default_value_t = 300.0)]
+    pub setup_timeout: f64,
+    /// Seed of the buddy graph and of the state-change draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
 #[derive(Clone, Debug, Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
@@ -219,6 +258,10 @@ mod tests {
         let cli = Cli::parse_from(["sipload", "register", "--refreshes", "3", "--expires", "600"]);
         assert!(
             matches!(cli.command, Command::Register(ref r) if r.refreshes == 3 && r.expires == 600 && r.users == 10_000)
+        );
+        let cli = Cli::parse_from(["sipload", "model", "--users", "500", "--multi-device-share", "0.5"]);
+        assert!(
+            matches!(cli.command, Command::Model(ref m) if m.users == 500 && m.multi_device_share == 0.5 && m.buddies == 20)
         );
         let cli = Cli::parse_from(["sipload", "echo-baseline", "--threads", "2"]);
         assert!(matches!(cli.command, Command::EchoBaseline(ref l) if l.threads == 2 && l.sockets == 64));

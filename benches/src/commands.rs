@@ -4,14 +4,16 @@
 
 use serde::Serialize;
 
-use crate::cli::{Command, FanoutArgs, LoadArgs, OptionsArgs, PublishArgs, RegisterArgs, SubscribeArgs};
+use crate::cli::{Command, FanoutArgs, LoadArgs, ModelArgs, OptionsArgs, PublishArgs, RegisterArgs, SubscribeArgs};
 use crate::echo::{EchoServer, EchoStats};
 use crate::inbound::Reader;
 use crate::pacing::secs_to_ns;
 use crate::report::Report;
 use crate::runner::{available_cpus, run, LoadConfig, RunError};
 use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
+use crate::scenario::model::{self, Model, ModelShared, ModelTiming};
 use crate::scenario::options::{self, Options};
+use crate::scenario::population::ModelParams;
 use crate::scenario::publish::{self, Publish};
 use crate::scenario::register::{self, Register, RegisterLoad};
 use crate::scenario::subscribe::{self, Subscribe};
@@ -262,6 +264,95 @@ fn register_command(args: &RegisterArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+fn model_params(args: &ModelArgs) -> ModelParams {
+    ModelParams {
+        users: args.users,
+        buddies: args.buddies,
+        changes_per_hour: args.changes_per_hour,
+        multi_device_share: args.multi_device_share,
+        publish_expires: args.publish_expires,
+        subscribe_expires: args.subscribe_expires,
+        refresh_at: args.refresh_at,
+        setup_rate: args.setup_rate,
+        seed: args.seed,
+    }
+}
+
+/// Run the population model and return its report.
+pub fn run_model(args: &ModelArgs) -> Result<Report, RunError> {
+    let load = &args.load;
+    reject_baseline(load, "model")?;
+    if load.rate.is_some() {
+        return Err(RunError::Config(
+            "model sets its own rates (--changes-per-hour, --setup-rate, the expiry intervals); drop --rate".into(),
+        ));
+    }
+    let params = model_params(args);
+    params.validate().map_err(RunError::Config)?;
+    if !(args.setup_timeout.is_finite() && args.setup_timeout > 0.0) {
+        return Err(RunError::Config("--setup-timeout must be positive".into()));
+    }
+    let mut config = load_config("model", load);
+    config.extra_deadline_s = 2.0 * args.setup_timeout + 2.0 * load.timeout_ms as f64 / 1000.0;
+    let timing = ModelTiming {
+        warmup_s: load.warmup,
+        duration_s: load.duration,
+        timeout_ns: load.timeout_ms.max(1) * 1_000_000,
+        setup_timeout_ns: secs_to_ns(args.setup_timeout),
+    };
+    let threads = load.threads.max(1);
+    let shared = ModelShared::new(params, threads);
+    let expected = params.expected_rates();
+    let notes = vec![
+        format!(
+            "{} users x {} buddies = {} subscriptions; {} publications ({:.0}% of users with 2 devices); \
+             {} state changes/user/h; PUBLISH expires {} s, SUBSCRIBE expires {} s, refreshed at {:.0}%",
+            params.users,
+            params.buddies,
+            params.subscriptions(),
+            params.publications(),
+            params.multi_device_share * 100.0,
+            params.changes_per_hour,
+            params.publish_expires,
+            params.subscribe_expires,
+            params.refresh_at * 100.0
+        ),
+        format!(
+            "model rates: {:.1} changes/s + {:.1} PUBLISH refreshes/s + {:.1} SUBSCRIBE refreshes/s = {:.1} \
+             requests/s; NOTIFYs expected {:.1}/s",
+            expected.changes,
+            expected.publish_refreshes,
+            expected.subscribe_refreshes,
+            expected.requests,
+            expected.notifies
+        ),
+    ];
+    let mut report = run(&config, model::KINDS, usize::from(model::STEADY), notes, |ctx| {
+        Model::new(&shared, timing, ctx.thread, ctx.threads)
+    })?;
+    for kind in &mut report.kinds {
+        if [model::KINDS[0], model::KINDS[1], model::KINDS[7]].contains(&kind.name) {
+            // Setup and teardown are not part of the measured window.
+            kind.success_rate = 0.0;
+        }
+    }
+    report.target_rate = Some((expected.requests * 100.0).round() / 100.0);
+    report.mode = "open-loop";
+    let notifies = report.counters.get("notifies_in_window").copied().unwrap_or(0);
+    report.notes.push(format!(
+        "NOTIFYs received in the window: {notifies} = {:.1}/s (model: {:.1}/s)",
+        notifies as f64 / load.duration.max(1e-9),
+        expected.notifies
+    ));
+    Ok(report)
+}
+
+fn model_command(args: &ModelArgs) -> Result<(), RunError> {
+    let report = run_model(args)?;
+    print_report(&report, args.load.json);
+    Ok(())
+}
+
 /// Run one parsed command line.
 pub fn execute(command: &Command) -> Result<(), RunError> {
     match command {
@@ -275,5 +366,6 @@ pub fn execute(command: &Command) -> Result<(), RunError> {
         Command::Subscribe(args) => subscribe_command(args),
         Command::Fanout(args) => fanout_command(args),
         Command::Register(args) => register_command(args),
+        Command::Model(args) => model_command(args),
     }
 }

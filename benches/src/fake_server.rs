@@ -234,7 +234,9 @@ mod tests {
     use crate::inbound::Reader;
     use crate::runner::{run, LoadConfig};
     use crate::scenario::fanout::{self, Fanout, FanoutParams, FanoutShared};
+    use crate::scenario::model::{self, Model, ModelShared, ModelTiming};
     use crate::scenario::options::{self, Options};
+    use crate::scenario::population::ModelParams;
     use crate::scenario::publish::{self, Publish};
     use crate::scenario::register::{self, Register, RegisterLoad};
     use crate::scenario::subscribe::{self, Subscribe};
@@ -367,11 +369,93 @@ mod tests {
         assert_eq!(registration.succeeded + busy, 500, "{report:?}");
     }
 
-    fn fanout_report(drop_every: u64) -> crate::report::Report {
-        fanout_run(drop_every, 3, 4, 60.0)
+    fn model_run(drop_every: u64) -> crate::report::Report {
+        let server = FakeServer::start(drop_every);
+        let mut cfg = config(server.addr, None);
+        cfg.extra_deadline_s = 20.0;
+        let params = ModelParams {
+            users: 40,
+            buddies: 4,
+            // 100 changes/s in all
+            changes_per_hour: 9000.0,
+            multi_device_share: 0.5,
+            // refreshes every 0.5 s
+            publish_expires: 1,
+            subscribe_expires: 1,
+            refresh_at: 0.5,
+            setup_rate: 2000.0,
+            seed: 3,
+        };
+        let timing = ModelTiming {
+            warmup_s: 0.1,
+            duration_s: 0.5,
+            timeout_ns: 1_000_000_000,
+            setup_timeout_ns: 5_000_000_000,
+        };
+        let shared = ModelShared::new(params, 2);
+        run(&cfg, model::KINDS, usize::from(model::STEADY), Vec::new(), |ctx| {
+            Model::new(&shared, timing, ctx.thread, ctx.threads)
+        })
+        .unwrap()
     }
 
-    fn fanout_run(drop_every: u64, presentities: u32, watchers: u32, rate: f64) -> crate::report::Report {
+    #[test]
+    fn model_sets_up_changes_refreshes_and_tears_down() {
+        let report = model_run(0);
+        let kind = |i: u8| &report.kinds[usize::from(i)];
+        assert_eq!(
+            kind(model::SETUP_PUBLISH).succeeded,
+            60,
+            "40 users, 20 with a 2nd device: {report:?}"
+        );
+        assert_eq!(kind(model::SETUP_SUBSCRIBE).succeeded, 160, "{report:?}");
+        let changes = kind(model::PUBLISH_CHANGE);
+        assert!(
+            (35..=60).contains(&changes.started),
+            "about 50 changes in 0.5 s: {report:?}"
+        );
+        assert_eq!(changes.failed, 0, "{report:?}");
+        assert!(kind(model::PUBLISH_REFRESH).succeeded > 10, "{report:?}");
+        assert!(kind(model::SUBSCRIBE_REFRESH).succeeded > 100, "{report:?}");
+        assert_eq!(kind(model::STEADY).failed, 0, "{report:?}");
+        let delivery = kind(model::DELIVERY);
+        assert_eq!(
+            delivery.started,
+            changes.succeeded * 4,
+            "4 watchers per state: {report:?}"
+        );
+        assert_eq!(delivery.succeeded, delivery.started, "{report:?}");
+        assert_eq!(
+            kind(model::TEARDOWN).succeeded,
+            220,
+            "unsubscribed and unpublished: {report:?}"
+        );
+        assert_eq!(report.counters.get("lost_final_notifies"), Some(&0), "{report:?}");
+        assert!(report.counters.get("notifies_in_window").copied().unwrap_or(0) > 200);
+    }
+
+    #[test]
+    fn model_counts_lost_notifies() {
+        let report = model_run(5);
+        let delivery = &report.kinds[usize::from(model::DELIVERY)];
+        assert!(
+            delivery.failures.get("lost_notify").copied().unwrap_or(0) > 0,
+            "{report:?}"
+        );
+        assert!(delivery.succeeded < delivery.started, "{report:?}");
+    }
+
+    fn fanout_report(drop_every: u64) -> crate::report::Report {
+        fanout_run(drop_every, 3, 4, 60.0, 300_000_000)
+    }
+
+    fn fanout_run(
+        drop_every: u64,
+        presentities: u32,
+        watchers: u32,
+        rate: f64,
+        drain_ns: u64,
+    ) -> crate::report::Report {
         let server = FakeServer::start(drop_every);
         let mut cfg = config(server.addr, None);
         cfg.timeout_ms = 4000;
@@ -386,7 +470,7 @@ mod tests {
             expires: 600,
             warmup_s: 0.1,
             duration_s: 0.5,
-            timeout_ns: 300_000_000,
+            timeout_ns: drain_ns,
         };
         let shared = FanoutShared::new(2, presentities);
         run(&cfg, fanout::KINDS, 2, Vec::new(), |ctx| {
@@ -422,7 +506,9 @@ mod tests {
 
     #[test]
     fn fanout_one_presentity_ten_thousand_watchers() {
-        let report = fanout_run(0, 1, 10_000, 4.0);
+        // The single-threaded fake server takes a second or more (debug
+        // build, shared CPUs) to send 10,000 NOTIFYs: a 2 s drain.
+        let report = fanout_run(0, 1, 10_000, 4.0, 2_000_000_000);
         assert_eq!(report.kinds[0].succeeded, 10_000, "{report:?}");
         let delivery = &report.kinds[2];
         assert!(delivery.started >= 10_000, "{report:?}");

@@ -96,8 +96,12 @@ fn presentity_uri(w: &mut MsgWriter<'_>, origin: &Origin<'_>, presentity: u32) {
     w.str("sip:u").dec(u64::from(presentity)).str("@").str(origin.domain);
 }
 
-fn watcher_uri(w: &mut MsgWriter<'_>, origin: &Origin<'_>, watcher: u32) {
-    w.str("sip:w").dec(u64::from(watcher)).str("@").str(origin.domain);
+fn watcher_uri(w: &mut MsgWriter<'_>, origin: &Origin<'_>, prefix: &str, watcher: u32) {
+    w.str("sip:")
+        .str(prefix)
+        .dec(u64::from(watcher))
+        .str("@")
+        .str(origin.domain);
 }
 
 /// An OPTIONS request to the server, a fresh transaction and Call-ID.
@@ -152,11 +156,8 @@ fn write_seq_tag(w: &mut MsgWriter<'_>, tag: SeqTag) {
         .dec(tag.scheduled_ns);
 }
 
-/// Find the first sequence tag in a body (NOTIFY or PUBLISH).
-pub fn find_seq_tag(body: &[u8]) -> Option<SeqTag> {
-    let marker = SEQ_MARKER.as_bytes();
-    let at = body.windows(marker.len()).position(|win| win == marker)?;
-    let rest = &body[at + marker.len()..];
+/// Read the sequence tag that starts right after a marker.
+fn parse_seq_tag(rest: &[u8]) -> Option<SeqTag> {
     let end = rest
         .iter()
         .position(|b| !(b.is_ascii_hexdigit() || *b == b'-'))
@@ -175,12 +176,45 @@ pub fn find_seq_tag(body: &[u8]) -> Option<SeqTag> {
     })
 }
 
+/// Find the first sequence tag in a body (NOTIFY or PUBLISH).
+pub fn find_seq_tag(body: &[u8]) -> Option<SeqTag> {
+    seq_tags(body).next()
+}
+
+/// Every well-formed sequence tag in a body, in order (a composed document
+/// carries one note per publication).
+pub fn seq_tags(body: &[u8]) -> impl Iterator<Item = SeqTag> + '_ {
+    let marker = SEQ_MARKER.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || loop {
+        let window = body.get(from..)?;
+        let at = window.windows(marker.len()).position(|win| win == marker)?;
+        let start = from + at + marker.len();
+        from = start;
+        if let Some(tag) = body.get(start..).and_then(parse_seq_tag) {
+            return Some(tag);
+        }
+    })
+}
+
 const ACTIVITIES: [&str; 4] = ["busy", "on-the-phone", "meeting", "away"];
 
 /// A PIDF document (RFC 3863 + RFC 4479 data model + RFC 4480 RPID) of
 /// about 500 bytes: one tuple, one person with an activity, one note that
 /// carries the sequence tag. `entity` is the presentity's AOR.
 pub fn write_pidf(buf: &mut [u8], origin: &Origin<'_>, tag: SeqTag) -> Result<usize, MessageTooLarge> {
+    write_device_pidf(buf, origin, tag, 0)
+}
+
+/// The PIDF document of one device of the presentity: device 0's tuple is
+/// `t<presentity hex>`, device d's `t<presentity hex>-d`, so the server's
+/// composition keeps one tuple (and one note) per device.
+pub fn write_device_pidf(
+    buf: &mut [u8],
+    origin: &Origin<'_>,
+    tag: SeqTag,
+    device: u8,
+) -> Result<usize, MessageTooLarge> {
     let mut w = MsgWriter::new(buf);
     w.str(concat!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n",
@@ -190,9 +224,11 @@ pub fn write_pidf(buf: &mut [u8], origin: &Origin<'_>, tag: SeqTag) -> Result<us
         " entity=\""
     ));
     presentity_uri(&mut w, origin, tag.presentity);
-    w.str("\">\r\n<tuple id=\"t")
-        .hex(u64::from(tag.presentity))
-        .str("\">\r\n<status><basic>open</basic></status>\r\n<contact priority=\"0.8\">");
+    w.str("\">\r\n<tuple id=\"t").hex(u64::from(tag.presentity));
+    if device > 0 {
+        w.str("-").dec(u64::from(device));
+    }
+    w.str("\">\r\n<status><basic>open</basic></status>\r\n<contact priority=\"0.8\">");
     presentity_uri(&mut w, origin, tag.presentity);
     w.str("</contact>\r\n</tuple>\r\n<dm:person id=\"p")
         .hex(u64::from(tag.presentity))
@@ -217,9 +253,47 @@ pub fn write_publish(
     expires: u32,
     tag: SeqTag,
 ) -> Result<usize, MessageTooLarge> {
+    let request = PublishRequest {
+        kind,
+        etag,
+        expires,
+        tag,
+        device: 0,
+    };
+    write_publish_request(buf, scratch, origin, txn, &request)
+}
+
+/// What one PUBLISH carries.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishRequest<'a> {
+    pub kind: PublishKind,
+    /// SIP-If-Match (refresh, modify, remove)
+    pub etag: Option<&'a str>,
+    /// 0 with `Refresh` removes the publication
+    pub expires: u32,
+    pub tag: SeqTag,
+    /// which of the presentity's devices publishes (its tuple id)
+    pub device: u8,
+}
+
+/// A PUBLISH from one device; see `write_publish`.
+pub fn write_publish_request(
+    buf: &mut [u8],
+    scratch: &mut [u8],
+    origin: &Origin<'_>,
+    txn: Key,
+    request: &PublishRequest<'_>,
+) -> Result<usize, MessageTooLarge> {
+    let PublishRequest {
+        kind,
+        etag,
+        expires,
+        tag,
+        device,
+    } = *request;
     let body_len = match kind {
         PublishKind::Refresh => 0,
-        PublishKind::Initial | PublishKind::Modify => write_pidf(scratch, origin, tag)?,
+        PublishKind::Initial | PublishKind::Modify => write_device_pidf(scratch, origin, tag, device)?,
     };
     let mut w = MsgWriter::new(buf);
     w.str("PUBLISH ");
@@ -254,6 +328,9 @@ pub fn write_publish(
 #[derive(Clone, Copy, Debug)]
 pub struct SubscribeParams<'a> {
     pub presentity: u32,
+    /// the watcher's AOR is `sip:<watcher_prefix><watcher>@domain` (and its
+    /// Contact user part the same)
+    pub watcher_prefix: &'a str,
     pub watcher: u32,
     /// dialog identity: Call-ID and From-tag are derived from it
     pub dialog: Key,
@@ -288,7 +365,7 @@ pub fn write_subscribe(
     w.str(" SIP/2.0\r\n");
     via_line(&mut w, origin, txn);
     w.str("Max-Forwards: 70\r\nFrom: <");
-    watcher_uri(&mut w, origin, params.watcher);
+    watcher_uri(&mut w, origin, params.watcher_prefix, params.watcher);
     w.str(">;tag=");
     write_key(&mut w, origin.nonce, params.dialog);
     w.str("\r\nTo: <");
@@ -301,7 +378,8 @@ pub fn write_subscribe(
     write_dialog_call_id(&mut w, origin.nonce, params.dialog);
     w.str("\r\nCSeq: ")
         .dec(u64::from(params.cseq))
-        .str(" SUBSCRIBE\r\nContact: <sip:w")
+        .str(" SUBSCRIBE\r\nContact: <sip:")
+        .str(params.watcher_prefix)
         .dec(u64::from(params.watcher))
         .str("@")
         .str(origin.local)
@@ -415,6 +493,7 @@ mod tests {
         let mut buf = [0u8; 2048];
         let params = SubscribeParams {
             presentity: 5,
+            watcher_prefix: "w",
             watcher: 6,
             dialog: Key {
                 thread: 0,
@@ -654,5 +733,32 @@ mod tests {
         assert_eq!(find_seq_tag(b"slseq-1-2"), None);
         assert_eq!(find_seq_tag(b"slseq-1-2-3"), None);
         assert_eq!(find_seq_tag(b"slseq-"), None);
+    }
+
+    #[test]
+    fn every_tag_of_a_composed_document_is_found() {
+        let body = b"<note>slseq-garbled</note><note>slseq-abc-5-4-77</note>x<note>slseq-abc-5-7-99</note>slseq-";
+        let tags: Vec<(u64, u64)> = seq_tags(body).map(|t| (t.seq, t.scheduled_ns)).collect();
+        assert_eq!(tags, [(4, 77), (7, 99)]);
+        assert_eq!(seq_tags(b"no tags").count(), 0);
+    }
+
+    #[test]
+    fn devices_publish_distinct_tuples() {
+        let tag = SeqTag {
+            run: 1,
+            presentity: 0x1f,
+            seq: 3,
+            scheduled_ns: 5,
+        };
+        let mut buf = [0u8; 1024];
+        let len = write_device_pidf(&mut buf, &ORIGIN, tag, 0).unwrap();
+        assert!(text(&buf, len).contains("<tuple id=\"t1f\">"));
+        let len = write_device_pidf(&mut buf, &ORIGIN, tag, 1).unwrap();
+        let second = text(&buf, len).to_owned();
+        assert!(second.contains("<tuple id=\"t1f-1\">"), "{second}");
+        let pidf =
+            presence_core::presence::pidf::parse(second.as_bytes(), Some("sip:u31@example.com"), &Default::default());
+        assert!(pidf.is_ok(), "{pidf:?}");
     }
 }

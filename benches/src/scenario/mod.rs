@@ -3,7 +3,9 @@
 //! REGISTER life cycles and the carrier population model.
 
 pub mod fanout;
+pub mod model;
 pub mod options;
+pub mod population;
 pub mod publish;
 pub mod register;
 pub mod subscribe;

@@ -59,6 +59,7 @@ impl DialogIds {
 pub fn send_subscribe(worker: &mut Worker, socket: usize, txn: Key, dialog: Key, ids: &DialogIds, expires: u32) {
     let params = SubscribeParams {
         presentity: ids.presentity,
+        watcher_prefix: "w",
         watcher: ids.watcher,
         dialog,
         cseq: ids.cseq,
