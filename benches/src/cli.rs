@@ -80,6 +80,54 @@ pub struct LoadArgs {
     /// Echo server threads (default: number of CPUs).
     #[arg(long)]
     pub server_threads: Option<usize>,
+    /// Open-loop rate sweep START:STOP:STEP (units/s): one run per rate, one
+    /// row each (options, publish, subscribe, register, echo-baseline).
+    #[arg(long)]
+    pub sweep: Option<Sweep>,
+    /// With --sweep: draw p50/p99/p99.9 latency against offered rate into this PNG.
+    #[arg(long, requires = "sweep")]
+    pub plot: Option<std::path::PathBuf>,
+    /// With --sweep: seconds of rest between two rates.
+    #[arg(long, default_value_t = 1.0)]
+    pub sweep_pause: f64,
+}
+
+/// Offered rates of a sweep: START, START+STEP, ... up to STOP included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    pub rates: Vec<f64>,
+}
+
+/// Most rates one sweep may have.
+pub const MAX_SWEEP_RATES: usize = 200;
+
+impl FromStr for Sweep {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Sweep, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [start, stop, step] = parts.as_slice() else {
+            return Err("expected START:STOP:STEP, e.g. 1000:10000:1000".into());
+        };
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("{p:?} is not a positive number"))
+        };
+        let (start, stop, step) = (parse(start)?, parse(stop)?, parse(step)?);
+        if stop < start {
+            return Err("STOP is below START".into());
+        }
+        let count = ((stop - start) / step + 1e-9).floor() as usize + 1;
+        if count > MAX_SWEEP_RATES {
+            return Err(format!("{count} rates; at most {MAX_SWEEP_RATES}"));
+        }
+        Ok(Sweep {
+            rates: (0..count).map(|i| start + i as f64 * step).collect(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -265,6 +313,26 @@ mod tests {
         );
         let cli = Cli::parse_from(["sipload", "echo-baseline", "--threads", "2"]);
         assert!(matches!(cli.command, Command::EchoBaseline(ref l) if l.threads == 2 && l.sockets == 64));
+    }
+
+    #[test]
+    fn sweeps_include_their_stop() {
+        let sweep: Sweep = "1000:5000:1000".parse().unwrap();
+        assert_eq!(sweep.rates, [1000.0, 2000.0, 3000.0, 4000.0, 5000.0]);
+        let sweep: Sweep = "0.5:1.6:0.5".parse().unwrap();
+        assert_eq!(sweep.rates, [0.5, 1.0, 1.5]);
+        assert_eq!("7:7:1".parse::<Sweep>().unwrap().rates, [7.0]);
+        for bad in ["1:2", "5:1:1", "0:10:1", "1:10:0", "a:b:c", "1:100000:1"] {
+            assert!(bad.parse::<Sweep>().is_err(), "{bad}");
+        }
+        let cli = Cli::parse_from(["sipload", "options", "--sweep", "100:300:100", "--plot", "x.png"]);
+        assert!(
+            matches!(cli.command, Command::Options(ref o) if o.load.sweep.as_ref().map(|s| s.rates.len()) == Some(3))
+        );
+        assert!(
+            Cli::try_parse_from(["sipload", "options", "--plot", "x.png"]).is_err(),
+            "--plot needs --sweep"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::scenario::population::ModelParams;
 use crate::scenario::publish::{self, Publish};
 use crate::scenario::register::{self, Register, RegisterLoad};
 use crate::scenario::subscribe::{self, Subscribe};
+use crate::sweep::run_sweep;
 
 fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
     LoadConfig {
@@ -87,14 +88,16 @@ fn print_report(report: &Report, json: bool) {
 fn options_command(args: &OptionsArgs) -> Result<(), RunError> {
     let load = &args.load;
     if !args.compare_echo {
-        let report = if load.baseline {
-            run_echo_baseline(load)?.0
-        } else {
-            run_options_against_target(load)?
+        let run_one = |load: &LoadArgs| {
+            if load.baseline {
+                Ok(run_echo_baseline(load)?.0)
+            } else {
+                run_options_against_target(load)
+            }
         };
-        print_report(&report, load.json);
-        return Ok(());
+        return run_or_sweep(load, "options", run_one);
     }
+    reject_sweep(load, "options --compare-echo")?;
     let (echo, _) = run_echo_baseline(load)?;
     let server = run_options_against_target(load)?;
     let ratio = if echo.achieved_rate > 0.0 {
@@ -135,48 +138,71 @@ fn reject_baseline(load: &LoadArgs, scenario: &str) -> Result<(), RunError> {
     Ok(())
 }
 
+fn reject_sweep(load: &LoadArgs, scenario: &str) -> Result<(), RunError> {
+    if load.sweep.is_some() {
+        return Err(RunError::Config(format!(
+            "--sweep applies to options, publish, subscribe, register and echo-baseline, not {scenario}"
+        )));
+    }
+    Ok(())
+}
+
+/// One run and its report, or a sweep of runs when `--sweep` is given.
+fn run_or_sweep<F>(load: &LoadArgs, scenario: &str, run_one: F) -> Result<(), RunError>
+where
+    F: Fn(&LoadArgs) -> Result<Report, RunError>,
+{
+    if load.sweep.is_some() {
+        return run_sweep(load, scenario, run_one);
+    }
+    let report = run_one(load)?;
+    print_report(&report, load.json);
+    Ok(())
+}
+
 fn publish_command(args: &PublishArgs) -> Result<(), RunError> {
     reject_baseline(&args.load, "publish")?;
     if args.presentities == 0 {
         return Err(RunError::Config("--presentities must be positive".into()));
     }
-    let config = load_config("publish", &args.load);
-    let notes = vec![format!(
-        "{} presentities, mix initial:refresh:modify = {}:{}:{}, one PUBLISH in flight per presentity",
-        args.presentities, args.mix.initial, args.mix.refresh, args.mix.modify
-    )];
-    let report = run(&config, publish::KINDS, usize::from(publish::ALL), notes, |ctx| {
-        Publish::new(ctx.thread, ctx.threads, args.presentities, args.mix, args.expires)
-    })?;
-    print_report(&report, args.load.json);
-    Ok(())
+    run_or_sweep(&args.load, "publish", |load| {
+        let config = load_config("publish", load);
+        let notes = vec![format!(
+            "{} presentities, mix initial:refresh:modify = {}:{}:{}, one PUBLISH in flight per presentity",
+            args.presentities, args.mix.initial, args.mix.refresh, args.mix.modify
+        )];
+        run(&config, publish::KINDS, usize::from(publish::ALL), notes, |ctx| {
+            Publish::new(ctx.thread, ctx.threads, args.presentities, args.mix, args.expires)
+        })
+    })
 }
 
 fn subscribe_command(args: &SubscribeArgs) -> Result<(), RunError> {
     reject_baseline(&args.load, "subscribe")?;
-    let mut config = load_config("subscribe", &args.load);
-    // A dialog is two transactions and two NOTIFY waits long.
-    config.extra_drain_s = 3.0 * args.load.timeout_ms as f64 / 1000.0;
-    let timeout_ns = args.load.timeout_ms.max(1) * 1_000_000;
-    let notes = vec![format!(
-        "{} presentities; a dialog = SUBSCRIBE/200, NOTIFY/200, unSUBSCRIBE/200, final NOTIFY/200; \
-         rate and window count dialogs",
-        args.presentities
-    )];
-    let report = run(
-        &config,
-        subscribe::KINDS,
-        usize::from(subscribe::DIALOG),
-        notes,
-        |ctx| Subscribe::new(ctx.thread, ctx.threads, args.presentities, args.expires, timeout_ns),
-    )?;
-    print_report(&report, args.load.json);
-    Ok(())
+    run_or_sweep(&args.load, "subscribe", |load| {
+        let mut config = load_config("subscribe", load);
+        // A dialog is two transactions and two NOTIFY waits long.
+        config.extra_drain_s = 3.0 * load.timeout_ms as f64 / 1000.0;
+        let timeout_ns = load.timeout_ms.max(1) * 1_000_000;
+        let notes = vec![format!(
+            "{} presentities; a dialog = SUBSCRIBE/200, NOTIFY/200, unSUBSCRIBE/200, final NOTIFY/200; \
+             rate and window count dialogs",
+            args.presentities
+        )];
+        run(
+            &config,
+            subscribe::KINDS,
+            usize::from(subscribe::DIALOG),
+            notes,
+            |ctx| Subscribe::new(ctx.thread, ctx.threads, args.presentities, args.expires, timeout_ns),
+        )
+    })
 }
 
 fn fanout_command(args: &FanoutArgs) -> Result<(), RunError> {
     let load = &args.load;
     reject_baseline(load, "fanout")?;
+    reject_sweep(load, "fanout")?;
     let Some(rate) = load.rate.filter(|r| *r > 0.0 && r.is_finite()) else {
         return Err(RunError::Config("fanout needs --rate (PUBLISHes per second)".into()));
     };
@@ -240,28 +266,28 @@ fn register_command(args: &RegisterArgs) -> Result<(), RunError> {
     if args.users == 0 || args.expires == 0 {
         return Err(RunError::Config("--users and --expires must be positive".into()));
     }
-    let mut config = load_config("register", &args.load);
-    // A registration is 2 + refreshes transactions long.
-    config.extra_drain_s = f64::from(args.refreshes.min(100) + 1) * args.load.timeout_ms as f64 / 1000.0;
     let params = RegisterLoad {
         users: args.users,
         refreshes: args.refreshes,
         expires: args.expires,
     };
-    let notes = vec![format!(
-        "{} users; a registration = REGISTER/200, {} refresh(es)/200, de-REGISTER (Expires: 0)/200; \
-         rate and window count registrations",
-        args.users, args.refreshes
-    )];
-    let report = run(
-        &config,
-        register::KINDS,
-        usize::from(register::REGISTRATION),
-        notes,
-        |ctx| Register::new(ctx.thread, ctx.threads, params),
-    )?;
-    print_report(&report, args.load.json);
-    Ok(())
+    run_or_sweep(&args.load, "register", |load| {
+        let mut config = load_config("register", load);
+        // A registration is 2 + refreshes transactions long.
+        config.extra_drain_s = f64::from(args.refreshes.min(100) + 1) * load.timeout_ms as f64 / 1000.0;
+        let notes = vec![format!(
+            "{} users; a registration = REGISTER/200, {} refresh(es)/200, de-REGISTER (Expires: 0)/200; \
+             rate and window count registrations",
+            args.users, args.refreshes
+        )];
+        run(
+            &config,
+            register::KINDS,
+            usize::from(register::REGISTRATION),
+            notes,
+            |ctx| Register::new(ctx.thread, ctx.threads, params),
+        )
+    })
 }
 
 fn model_params(args: &ModelArgs) -> ModelParams {
@@ -282,6 +308,7 @@ fn model_params(args: &ModelArgs) -> ModelParams {
 pub fn run_model(args: &ModelArgs) -> Result<Report, RunError> {
     let load = &args.load;
     reject_baseline(load, "model")?;
+    reject_sweep(load, "model")?;
     if load.rate.is_some() {
         return Err(RunError::Config(
             "model sets its own rates (--changes-per-hour, --setup-rate, the expiry intervals); drop --rate".into(),
@@ -357,11 +384,7 @@ fn model_command(args: &ModelArgs) -> Result<(), RunError> {
 pub fn execute(command: &Command) -> Result<(), RunError> {
     match command {
         Command::Options(args) => options_command(args),
-        Command::EchoBaseline(load) => {
-            let (report, _) = run_echo_baseline(load)?;
-            print_report(&report, load.json);
-            Ok(())
-        }
+        Command::EchoBaseline(load) => run_or_sweep(load, "echo baseline", |load| Ok(run_echo_baseline(load)?.0)),
         Command::Publish(args) => publish_command(args),
         Command::Subscribe(args) => subscribe_command(args),
         Command::Fanout(args) => fanout_command(args),
