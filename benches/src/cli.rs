@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
 
-/// SIP load generator for presenced (UDP, loopback only).
+use crate::stream::Transport;
+
+/// SIP load generator for presenced (UDP or TCP, loopback only).
 #[derive(Debug, Parser)]
 #[command(name = "sipload", version, about)]
 pub struct Cli {
@@ -41,9 +43,12 @@ pub struct LoadArgs {
     /// Client threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// UDP sockets in total, spread over the threads.
+    /// Client sockets in total (UDP sockets, or TCP connections), spread over the threads.
     #[arg(long, default_value_t = 64)]
     pub sockets: usize,
+    /// udp, or tcp: one connection per socket, messages framed by Content-Length.
+    #[arg(long, default_value = "udp")]
+    pub transport: Transport,
     /// Open-loop rate in units (transactions, dialogs, PUBLISHes) per second;
     /// 0 or absent = closed loop with --window units in flight per socket.
     #[arg(long)]

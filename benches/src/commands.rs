@@ -17,6 +17,7 @@ use crate::scenario::population::ModelParams;
 use crate::scenario::publish::{self, Publish};
 use crate::scenario::register::{self, Register, RegisterLoad};
 use crate::scenario::subscribe::{self, Subscribe};
+use crate::stream::Transport;
 use crate::sweep::run_sweep;
 
 fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
@@ -32,6 +33,7 @@ fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
         timeout_ms: load.timeout_ms,
         pin: load.pin,
         domain: load.domain.clone(),
+        transport: load.transport,
         reader: if load.light_parse { Reader::Light } else { Reader::Core },
         echo_baseline: false,
         extra_drain_s: 0.0,
@@ -41,6 +43,9 @@ fn load_config(scenario: &str, load: &LoadArgs) -> LoadConfig {
 
 /// The OPTIONS load against an in-process echo server.
 pub fn run_echo_baseline(load: &LoadArgs) -> Result<(Report, EchoStats), RunError> {
+    if load.transport != Transport::Udp {
+        return Err(RunError::Config("the echo baseline is UDP only".into()));
+    }
     let server_threads = load.server_threads.unwrap_or_else(available_cpus);
     let bind = std::net::SocketAddr::new(load.target.ip(), 0);
     let server = EchoServer::start(bind, server_threads)?;

@@ -3,9 +3,12 @@
 //! work from the open-loop `Pacer` or, closed loop, whenever a socket has
 //! fewer than `window` units in flight; fires transaction timers; reads and
 //! dispatches every received datagram; and flushes each socket's send batch
-//! once per iteration. `run` binds the sockets, spawns the threads on a
-//! common `Plan` (warmup, measurement window, drain, hard deadline) and merges
-//! their statistics.
+//! once per iteration. Over TCP (`--transport tcp`) each client "socket" is
+//! one connection: its queued messages are written as one byte stream and
+//! what it receives is cut into messages by Content-Length (`stream.rs`).
+//! `runner.rs` binds the sockets, spawns the threads on a common `Plan`
+//! (warmup, measurement window, drain, hard deadline) and merges their
+//! statistics.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +21,8 @@ use crate::inbound::{Inbound, Reader, StartKind};
 use crate::pacing::{Clock, Pacer, NANOS_PER_SEC};
 use crate::report::{thread_cpu_seconds, ThreadStats};
 use crate::sip_text::{parse_branch, write_response, Key, Origin};
-use crate::socket::{bind_udp, local_addr, Datagram, Poller, RecvBatch, SendBatch};
+use crate::socket::{bind_udp, local_addr, Datagram, FlushOutcome, Poller, RecvBatch, SendBatch};
+use crate::stream::{connect, next_item, StreamBuffers, StreamItem, Transport, MAX_PENDING_OUTPUT, READ_CHUNK};
 use crate::txn::{Expiry, Txn, TxnTable};
 use crate::wire::MessageTooLarge;
 
@@ -62,11 +66,24 @@ pub struct ClientSocket {
     pub batch: SendBatch,
     /// scenario units (transactions, dialogs) in flight on this socket
     pub in_flight: usize,
+    pub transport: Transport,
+    /// TCP only: the connection's byte buffers
+    pub stream: StreamBuffers,
 }
 
 impl ClientSocket {
+    /// A UDP socket bound to `ip:0`.
     pub fn bind(ip: std::net::IpAddr) -> io::Result<ClientSocket> {
         let socket = bind_udp(SocketAddr::new(ip, 0), false)?;
+        ClientSocket::wrap(socket, Transport::Udp)
+    }
+
+    /// A TCP connection to `target`.
+    pub fn connect(target: SocketAddr) -> io::Result<ClientSocket> {
+        ClientSocket::wrap(connect(target)?, Transport::Tcp)
+    }
+
+    fn wrap(socket: Socket, transport: Transport) -> io::Result<ClientSocket> {
         let local = local_addr(&socket)?;
         Ok(ClientSocket {
             fd: socket.as_raw_fd(),
@@ -75,7 +92,48 @@ impl ClientSocket {
             local_text: local.to_string(),
             batch: SendBatch::new(SEND_BATCH),
             in_flight: 0,
+            transport,
+            stream: if transport == Transport::Tcp {
+                StreamBuffers::new()
+            } else {
+                StreamBuffers::default()
+            },
         })
+    }
+
+    /// Send what is queued: one `sendmmsg` per batch over UDP; over TCP the
+    /// messages join the connection's output, written as far as the kernel
+    /// takes it (the rest waits for the next flush).
+    pub fn flush(&mut self) -> FlushOutcome {
+        match self.transport {
+            Transport::Udp => self.batch.flush(self.fd),
+            Transport::Tcp => {
+                let queued = self.batch.queued();
+                if self.stream.output.len() > MAX_PENDING_OUTPUT || !self.stream.open {
+                    // The server stopped reading (or the connection broke):
+                    // drop rather than buffer without bound.
+                    let mut dropped = Vec::new();
+                    self.batch.drain_to(&mut dropped);
+                    return FlushOutcome {
+                        sent: 0,
+                        failed: queued,
+                        blocked: self.stream.open,
+                    };
+                }
+                self.batch.drain_to(&mut self.stream.output);
+                let written = self.stream.write_pending(&self.socket);
+                FlushOutcome {
+                    sent: if written.failed { 0 } else { queued },
+                    failed: if written.failed { queued } else { 0 },
+                    blocked: written.blocked,
+                }
+            }
+        }
+    }
+
+    /// Bytes waiting for the kernel (TCP).
+    pub fn output_pending(&self) -> bool {
+        !self.stream.output.is_empty() && self.stream.open
     }
 }
 
@@ -98,6 +156,8 @@ pub struct Worker {
     /// work starts from the pacer (false: closed loop, from the window)
     pub open_loop: bool,
     scratch: Vec<u8>,
+    /// TCP reads land here first
+    read_chunk: Vec<u8>,
 }
 
 impl Worker {
@@ -111,7 +171,7 @@ impl Worker {
             return false;
         };
         if client.batch.is_full() {
-            let outcome = client.batch.flush(client.fd);
+            let outcome = client.flush();
             self.stats.add("send_errors", outcome.failed as u64);
         }
         let client = &mut self.sockets[socket];
@@ -120,6 +180,7 @@ impl Worker {
             domain: &self.domain,
             nonce: self.nonce,
             target: &self.target_text,
+            transport: client.transport,
         };
         let Some(slot) = client.batch.slot() else {
             self.stats.count("send_dropped_buffer_full");
@@ -226,8 +287,8 @@ impl Worker {
         let mut failed = 0;
         let mut blocked = 0;
         for client in &mut self.sockets {
-            if client.batch.queued() > 0 {
-                let outcome = client.batch.flush(client.fd);
+            if client.batch.queued() > 0 || client.output_pending() {
+                let outcome = client.flush();
                 failed += outcome.failed as u64;
                 blocked += u64::from(outcome.blocked);
             }
@@ -321,6 +382,7 @@ impl Worker {
             echo_baseline: setup.echo_baseline,
             open_loop: false,
             scratch: vec![0; 4096],
+            read_chunk: Vec::new(),
         }
     }
 }
@@ -425,6 +487,14 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
         while let Some((expiry, txn)) = worker.txns.expire(now) {
             match expiry {
                 Expiry::Retransmit(key) => {
+                    let reliable = worker
+                        .sockets
+                        .get(usize::from(txn.socket))
+                        .is_some_and(|s| s.transport == Transport::Tcp);
+                    if reliable {
+                        // Timer E is for unreliable transports only (RFC 3261 §17.1.2.2).
+                        continue;
+                    }
                     if txn.measured {
                         if let Some(k) = worker.stats.kinds.get_mut(usize::from(txn.kind)) {
                             k.retransmissions += 1;
@@ -458,6 +528,10 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
             wake = wake.min(candidate);
         }
         let now = worker.clock.now_ns();
+        if worker.sockets.iter().any(ClientSocket::output_pending) {
+            // A connection's send buffer was full: try again soon.
+            wake = wake.min(now + 1_000_000);
+        }
         if scenario.finished(&worker, now) {
             // Do not sleep: the next iteration ends the loop.
             wake = now;
@@ -478,9 +552,16 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
         ready.clear();
         ready.extend(poller.ready_tokens().map(|t| t as usize));
         for &socket in &ready {
-            let Some(fd) = worker.sockets.get(socket).map(|s| s.fd) else {
+            let Some((fd, transport)) = worker.sockets.get(socket).map(|s| (s.fd, s.transport)) else {
                 continue;
             };
+            if transport == Transport::Tcp {
+                if !read_stream(&mut worker, &mut scenario, socket) {
+                    worker.stats.count("connections_closed");
+                    let _ = poller.remove(fd);
+                }
+                continue;
+            }
             loop {
                 let got = match recv.recv(fd) {
                     Ok(n) => n,
@@ -523,6 +604,59 @@ pub fn run_worker<S: Scenario>(mut worker: Worker, mut scenario: S, mut drive: D
     worker.stats.cpu_sys_s = end.1 - start.1;
     worker.stats.wall_s = (end.2 - start.2) as f64 / NANOS_PER_SEC as f64;
     worker.stats
+}
+
+/// Read a connection and dispatch every complete message. Returns false
+/// when the connection is closed (by the peer, or broken framing).
+fn read_stream<S: Scenario>(worker: &mut Worker, scenario: &mut S, socket: usize) -> bool {
+    if worker.read_chunk.len() < READ_CHUNK {
+        worker.read_chunk.resize(READ_CHUNK, 0);
+    }
+    let mut chunk = std::mem::take(&mut worker.read_chunk);
+    let Some(client) = worker.sockets.get_mut(socket) else {
+        worker.read_chunk = chunk;
+        return false;
+    };
+    client
+        .stream
+        .read_available(&client.socket, &mut chunk, 16 * READ_CHUNK);
+    worker.read_chunk = chunk;
+    let mut input = std::mem::take(&mut worker.sockets[socket].stream.input);
+    let arrived = worker.clock.now_ns();
+    let from = Some(worker.target);
+    let mut consumed = 0;
+    let mut broken = false;
+    while consumed < input.len() {
+        match next_item(&input[consumed..]) {
+            Ok(Some(StreamItem::Message(n))) => {
+                let datagram = Datagram {
+                    data: &input[consumed..consumed + n],
+                    from,
+                    truncated: false,
+                };
+                dispatch(worker, scenario, socket, datagram, arrived);
+                consumed += n;
+            }
+            Ok(Some(StreamItem::Ping(n))) => {
+                worker.sockets[socket].stream.output.extend_from_slice(b"\r\n");
+                consumed += n;
+            }
+            Ok(Some(StreamItem::Skip(n))) => consumed += n,
+            Ok(None) => break,
+            Err(_) => {
+                worker.stats.count("stream_framing_errors");
+                broken = true;
+                consumed = input.len();
+            }
+        }
+    }
+    input.drain(..consumed);
+    let client = &mut worker.sockets[socket];
+    client.stream.input = input;
+    if broken {
+        client.stream.open = false;
+    }
+    client.stream.open
 }
 
 fn dispatch<S: Scenario>(worker: &mut Worker, scenario: &mut S, socket: usize, datagram: Datagram<'_>, now_ns: u64) {

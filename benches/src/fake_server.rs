@@ -1,24 +1,44 @@
-//! Test double for presenced (tests only): a single-threaded UDP presence
-//! server just good enough to drive every sipload scenario end to end.
-//! OPTIONS → 200; PUBLISH → 200 with a fresh SIP-ETag and a NOTIFY carrying
-//! the published body to every subscriber of that presentity; SUBSCRIBE →
-//! NOTIFY *before* the 200 (to exercise reordering), unSUBSCRIBE → 200 then
-//! a terminated NOTIFY; REGISTER → 200 listing the binding (none after
-//! Expires: 0), 500 for a CSeq not above the last of its Call-ID. It can drop
-//! every n-th NOTIFY to test loss counting.
+//! Test double for presenced (tests only): a single-threaded presence
+//! server on one loopback port, UDP and TCP (Content-Length framing), just
+//! good enough to drive every sipload scenario end to end. OPTIONS → 200;
+//! PUBLISH → 200 with a fresh SIP-ETag and a NOTIFY carrying the published
+//! body to every subscriber of that presentity; SUBSCRIBE → NOTIFY *before*
+//! the 200 (to exercise reordering), unSUBSCRIBE → 200 then a terminated
+//! NOTIFY; REGISTER → 200 listing the binding (none after Expires: 0), 500
+//! for a CSeq not above the last of its Call-ID. NOTIFYs go back the way the
+//! SUBSCRIBE came (its UDP source, or its TCP connection). It can drop every
+//! n-th NOTIFY to test loss counting.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::inbound::{Inbound, Reader};
+use crate::stream::{next_item, StreamItem};
+
+/// Where a message came from and where its answers go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    Udp(SocketAddr),
+    /// index of the connection
+    Tcp(usize),
+}
+
+impl Peer {
+    fn via(self) -> &'static str {
+        match self {
+            Peer::Udp(_) => "UDP",
+            Peer::Tcp(_) => "TCP",
+        }
+    }
+}
 
 struct Subscription {
-    watcher_addr: SocketAddr,
+    watcher: Peer,
     call_id: String,
     remote_tag: String,
     local_tag: String,
@@ -28,6 +48,7 @@ struct Subscription {
 
 /// A running fake server.
 pub struct FakeServer {
+    /// UDP and TCP on the same port
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -42,14 +63,14 @@ impl FakeServer {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
         socket.bind(&any.into()).expect("bind fake server");
         let socket: UdpSocket = socket.into();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
+        socket.set_nonblocking(true).expect("non-blocking");
         let addr = socket.local_addr().expect("addr");
+        let listener = TcpListener::bind(addr).expect("TCP on the UDP port");
+        listener.set_nonblocking(true).expect("non-blocking");
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
             let stop = Arc::clone(&stop);
-            std::thread::spawn(move || serve(socket, &stop, drop_every))
+            std::thread::spawn(move || serve(socket, listener, &stop, drop_every))
         };
         FakeServer {
             addr,
@@ -89,12 +110,13 @@ fn notify(server: SocketAddr, sub: &mut Subscription, state: &str, body: &[u8], 
     let mut out = Vec::new();
     let _ = write!(
         out,
-        "NOTIFY {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {server};branch=z9hG4bK-fake{branch}\r\n\
+        "NOTIFY {uri} SIP/2.0\r\nVia: SIP/2.0/{via} {server};branch=z9hG4bK-fake{branch}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:presentity@example.com>;tag={local}\r\n\
          To: <sip:watcher@example.com>;tag={remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\n\
          Contact: <sip:{server}>\r\nEvent: presence\r\nSubscription-State: {state}\r\n\
          Content-Type: application/pidf+xml\r\nContent-Length: {len}\r\n\r\n",
         uri = sub.watcher_uri,
+        via = sub.watcher.via(),
         local = sub.local_tag,
         remote = sub.remote_tag,
         call_id = sub.call_id,
@@ -105,74 +127,72 @@ fn notify(server: SocketAddr, sub: &mut Subscription, state: &str, body: &[u8], 
     out
 }
 
-fn serve(socket: UdpSocket, stop: &AtomicBool, drop_every: u64) {
-    let server = socket.local_addr().expect("addr");
-    let mut buf = vec![0u8; 65536];
-    // presentity request-URI -> subscriptions (by Call-ID)
-    let mut subscriptions: HashMap<String, HashMap<String, Subscription>> = HashMap::new();
-    // REGISTER Call-ID -> last CSeq (RFC 3261 §10.3 step 7)
-    let mut register_cseqs: HashMap<String, u32> = HashMap::new();
-    let mut counter = 0u64;
-    // NOTIFYs left until the next one is dropped (0: never drop)
-    let mut until_drop = drop_every;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((len, from)) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        let Ok(msg) = Inbound::read(&buf[..len], Reader::Light) else {
-            continue;
+/// The server's state, whatever the transport.
+struct Core {
+    server: SocketAddr,
+    drop_every: u64,
+    /// presentity URI -> subscriptions (by Call-ID)
+    subscriptions: HashMap<String, HashMap<String, Subscription>>,
+    /// REGISTER Call-ID -> last CSeq (RFC 3261 §10.3 step 7)
+    register_cseqs: HashMap<String, u32>,
+    counter: u64,
+    /// NOTIFYs left until the next one is dropped (0: never drop)
+    until_drop: u64,
+}
+
+impl Core {
+    /// Handle one message from `from`; what to send goes to `out`.
+    fn handle(&mut self, raw: &[u8], from: Peer, out: &mut Vec<(Peer, Vec<u8>)>) {
+        let server = self.server;
+        let Ok(msg) = Inbound::read(raw, Reader::Light) else {
+            return;
         };
         let Some(method) = msg.method() else {
-            continue; // a 200 to one of our NOTIFYs
+            return; // a 200 to one of our NOTIFYs
         };
-        let uri = std::str::from_utf8(&buf[..len])
-            .ok()
-            .and_then(|t| t.split(' ').nth(1))
-            .unwrap_or("")
-            .to_owned();
-        counter += 1;
-        let tag = format!("ft{counter}");
+        let text = std::str::from_utf8(raw).unwrap_or("");
+        let uri = text.split(' ').nth(1).unwrap_or("").to_owned();
+        let expires_zero = text.contains("\r\nExpires: 0\r\n");
+        self.counter += 1;
+        let tag = format!("ft{}", self.counter);
         match method {
             "PUBLISH" => {
                 let reply = response(
                     &msg,
                     "200 OK",
                     Some(&tag),
-                    &format!("SIP-ETag: e{counter}\r\nExpires: 60\r\n"),
+                    &format!("SIP-ETag: e{}\r\nExpires: 60\r\n", self.counter),
                 );
-                let _ = socket.send_to(&reply, from);
+                out.push((from, reply));
                 if msg.body.is_empty() {
-                    continue; // refresh: no state change
+                    return; // refresh: no state change
                 }
                 let body = msg.body.to_vec();
-                for sub in subscriptions.entry(uri).or_default().values_mut() {
-                    counter += 1;
-                    let datagram = notify(server, sub, "active;expires=600", &body, counter);
-                    if until_drop == 1 {
-                        until_drop = drop_every;
+                for sub in self.subscriptions.entry(uri).or_default().values_mut() {
+                    self.counter += 1;
+                    let datagram = notify(server, sub, "active;expires=600", &body, self.counter);
+                    if self.until_drop == 1 {
+                        self.until_drop = self.drop_every;
                         continue;
                     }
-                    until_drop = until_drop.saturating_sub(1);
-                    let _ = socket.send_to(&datagram, sub.watcher_addr);
+                    self.until_drop = self.until_drop.saturating_sub(1);
+                    out.push((sub.watcher, datagram));
                 }
             }
             "SUBSCRIBE" => {
                 let call_id = msg.call_id.unwrap_or("").to_owned();
-                let unsubscribe = std::str::from_utf8(&buf[..len])
-                    .map(|t| t.contains("\r\nExpires: 0\r\n"))
-                    .unwrap_or(false);
-                let subs = subscriptions.entry(presentity_of(&msg, &uri)).or_default();
-                if unsubscribe {
+                let subs = self.subscriptions.entry(presentity_of(&msg, &uri)).or_default();
+                if expires_zero {
                     let Some(mut sub) = subs.remove(&call_id) else {
-                        let _ = socket.send_to(&response(&msg, "481 No Subscription", None, ""), from);
-                        continue;
+                        out.push((from, response(&msg, "481 No Subscription", None, "")));
+                        return;
                     };
-                    let _ = socket.send_to(&response(&msg, "200 OK", None, "Expires: 0\r\n"), from);
-                    let datagram = notify(server, &mut sub, "terminated;reason=timeout", b"", counter);
-                    let _ = socket.send_to(&datagram, sub.watcher_addr);
+                    out.push((from, response(&msg, "200 OK", None, "Expires: 0\r\n")));
+                    let datagram = notify(server, &mut sub, "terminated;reason=timeout", b"", self.counter);
+                    out.push((sub.watcher, datagram));
                 } else {
                     let mut sub = Subscription {
-                        watcher_addr: from,
+                        watcher: from,
                         call_id: call_id.clone(),
                         remote_tag: msg.from_tag.unwrap_or("").to_owned(),
                         local_tag: tag.clone(),
@@ -180,35 +200,131 @@ fn serve(socket: UdpSocket, stop: &AtomicBool, drop_every: u64) {
                         cseq: 0,
                     };
                     // NOTIFY first: sipload must cope with it overtaking the 200.
-                    let datagram = notify(server, &mut sub, "active;expires=600", b"", counter);
-                    let _ = socket.send_to(&datagram, from);
+                    let datagram = notify(server, &mut sub, "active;expires=600", b"", self.counter);
+                    out.push((from, datagram));
                     let contact = format!("Contact: <sip:{server}>\r\nExpires: 600\r\n");
-                    let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), &contact), from);
+                    out.push((from, response(&msg, "200 OK", Some(&tag), &contact)));
                     subs.insert(call_id, sub);
                 }
             }
-            "OPTIONS" => {
-                let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), ""), from);
-            }
+            "OPTIONS" => out.push((from, response(&msg, "200 OK", Some(&tag), ""))),
             "REGISTER" => {
                 let call_id = msg.call_id.unwrap_or("").to_owned();
                 let cseq = msg.cseq.unwrap_or(0);
-                if register_cseqs.get(&call_id).is_some_and(|last| cseq <= *last) {
-                    let _ = socket.send_to(&response(&msg, "500 Out of Order", Some(&tag), ""), from);
-                    continue;
+                if self.register_cseqs.get(&call_id).is_some_and(|last| cseq <= *last) {
+                    out.push((from, response(&msg, "500 Out of Order", Some(&tag), "")));
+                    return;
                 }
-                register_cseqs.insert(call_id, cseq);
-                let removal = std::str::from_utf8(&buf[..len])
-                    .map(|t| t.contains("\r\nExpires: 0\r\n"))
-                    .unwrap_or(false);
-                let binding = match (removal, msg.contact_uri) {
+                self.register_cseqs.insert(call_id, cseq);
+                let binding = match (expires_zero, msg.contact_uri) {
                     (false, Some(contact)) => format!("Contact: <{contact}>;expires=600\r\n"),
                     _ => String::new(),
                 };
-                let _ = socket.send_to(&response(&msg, "200 OK", Some(&tag), &binding), from);
+                out.push((from, response(&msg, "200 OK", Some(&tag), &binding)));
             }
-            _ => {
-                let _ = socket.send_to(&response(&msg, "405 Method Not Allowed", Some(&tag), ""), from);
+            _ => out.push((from, response(&msg, "405 Method Not Allowed", Some(&tag), ""))),
+        }
+    }
+}
+
+/// One accepted TCP connection.
+struct Connection {
+    stream: TcpStream,
+    input: Vec<u8>,
+    open: bool,
+}
+
+fn write_all_nonblocking(stream: &mut TcpStream, mut data: &[u8]) {
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(0) => return,
+            Ok(n) => data = &data[n..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(50)),
+            Err(_) => return,
+        }
+    }
+}
+
+fn serve(socket: UdpSocket, listener: TcpListener, stop: &AtomicBool, drop_every: u64) {
+    let mut core = Core {
+        server: socket.local_addr().expect("addr"),
+        drop_every,
+        subscriptions: HashMap::new(),
+        register_cseqs: HashMap::new(),
+        counter: 0,
+        until_drop: drop_every,
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut connections: Vec<Connection> = Vec::new();
+    let mut out: Vec<(Peer, Vec<u8>)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = true;
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            idle = false;
+            core.handle(&buf[..len], Peer::Udp(from), &mut out);
+            send(&socket, &mut connections, &mut out);
+        }
+        while let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.set_nodelay(true);
+            connections.push(Connection {
+                stream,
+                input: Vec::new(),
+                open: true,
+            });
+        }
+        for index in 0..connections.len() {
+            let connection = &mut connections[index];
+            if !connection.open {
+                continue;
+            }
+            match connection.stream.read(&mut buf) {
+                Ok(0) => connection.open = false,
+                Ok(n) => {
+                    idle = false;
+                    connection.input.extend_from_slice(&buf[..n]);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => connection.open = false,
+            }
+            let input = std::mem::take(&mut connections[index].input);
+            let mut consumed = 0;
+            while let Ok(Some(item)) = next_item(&input[consumed..]) {
+                match item {
+                    StreamItem::Message(n) => {
+                        core.handle(&input[consumed..consumed + n], Peer::Tcp(index), &mut out);
+                        consumed += n;
+                    }
+                    StreamItem::Ping(n) | StreamItem::Skip(n) => consumed += n,
+                }
+            }
+            connections[index].input = input[consumed..].to_vec();
+            send(&socket, &mut connections, &mut out);
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, connections: &mut [Connection], out: &mut Vec<(Peer, Vec<u8>)>) {
+    for (peer, message) in out.drain(..) {
+        match peer {
+            Peer::Udp(addr) => {
+                // Non-blocking: retry briefly when the buffer is full.
+                for _ in 0..100 {
+                    match socket.send_to(&message, addr) {
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_micros(50))
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Peer::Tcp(index) => {
+                if let Some(connection) = connections.get_mut(index).filter(|c| c.open) {
+                    write_all_nonblocking(&mut connection.stream, &message);
+                }
             }
         }
     }
@@ -254,6 +370,7 @@ mod tests {
             timeout_ms: 1000,
             pin: false,
             domain: "example.com".into(),
+            transport: crate::stream::Transport::Udp,
             reader: Reader::Core,
             echo_baseline: false,
             extra_drain_s: 3.0,
@@ -443,6 +560,57 @@ mod tests {
             "{report:?}"
         );
         assert!(delivery.succeeded < delivery.started, "{report:?}");
+    }
+
+    fn tcp_config(target: SocketAddr, rate: Option<f64>) -> LoadConfig {
+        LoadConfig {
+            transport: crate::stream::Transport::Tcp,
+            ..config(target, rate)
+        }
+    }
+
+    #[test]
+    fn options_over_tcp() {
+        let server = FakeServer::start(0);
+        let report = run(
+            &tcp_config(server.addr, Some(400.0)),
+            options::KINDS,
+            0,
+            Vec::new(),
+            |_| Options,
+        )
+        .unwrap();
+        let kind = &report.kinds[0];
+        assert_eq!(kind.started, 200, "{report:?}");
+        assert_eq!(kind.succeeded, 200, "{report:?}");
+        assert_eq!(kind.retransmissions, 0, "no Timer E over TCP: {report:?}");
+        assert!(report.scenario.ends_with("over TCP"));
+    }
+
+    #[test]
+    fn publish_and_subscribe_over_tcp() {
+        let server = FakeServer::start(0);
+        let mix = "20:60:20".parse().unwrap();
+        let report = run(&tcp_config(server.addr, None), publish::KINDS, 3, Vec::new(), |ctx| {
+            Publish::new(ctx.thread, ctx.threads, 20, mix, 60)
+        })
+        .unwrap();
+        let all = &report.kinds[3];
+        assert!(all.succeeded > 50, "{report:?}");
+        assert_eq!(all.failed, 0, "{report:?}");
+        assert!(report.kinds[1].succeeded > 0, "refreshes with learnt ETags: {report:?}");
+
+        let report = run(
+            &tcp_config(server.addr, Some(100.0)),
+            subscribe::KINDS,
+            2,
+            Vec::new(),
+            |ctx| Subscribe::new(ctx.thread, ctx.threads, 10, 600, 1_000_000_000),
+        )
+        .unwrap();
+        let dialog = &report.kinds[2];
+        assert_eq!(dialog.started, 50, "{report:?}");
+        assert_eq!(dialog.succeeded, 50, "NOTIFYs arrive on the connections: {report:?}");
     }
 
     fn fanout_report(drop_every: u64) -> crate::report::Report {

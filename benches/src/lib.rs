@@ -18,6 +18,7 @@ pub mod scenario;
 pub mod sip_text;
 pub mod slab;
 pub mod socket;
+pub mod stream;
 pub mod sweep;
 pub mod txn;
 pub mod wire;

@@ -9,6 +9,7 @@ use crate::engine::{pin_to_cpu, run_worker, ClientSocket, Drive, Plan, Scenario,
 use crate::inbound::Reader;
 use crate::pacing::{secs_to_ns, Clock, Pacer, NANOS_PER_SEC};
 use crate::report::{Report, RunInfo, ThreadStats};
+use crate::stream::Transport;
 
 /// How to load the target.
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct LoadConfig {
     pub timeout_ms: u64,
     pub pin: bool,
     pub domain: String,
+    /// UDP sockets, or one TCP connection per "socket"
+    pub transport: Transport,
     pub reader: Reader,
     pub echo_baseline: bool,
     /// extra time after the measurement window for outstanding work (dialogs)
@@ -128,7 +131,12 @@ where
     }
     let mut per_thread: Vec<Vec<ClientSocket>> = (0..threads).map(|_| Vec::new()).collect();
     for index in 0..config.sockets {
-        per_thread[index % threads].push(ClientSocket::bind(bind_ip)?);
+        let socket = match config.transport {
+            Transport::Udp => ClientSocket::bind(bind_ip)?,
+            Transport::Tcp => ClientSocket::connect(config.target)
+                .map_err(|err| io::Error::new(err.kind(), format!("TCP connection to {}: {err}", config.target)))?,
+        };
+        per_thread[index % threads].push(socket);
     }
 
     let clock = Clock::new();
@@ -205,8 +213,12 @@ where
     for stats in &results {
         total.merge(stats);
     }
+    let scenario = match config.transport {
+        Transport::Udp => config.scenario.clone(),
+        Transport::Tcp => format!("{} over TCP", config.scenario),
+    };
     let info = RunInfo {
-        scenario: config.scenario.clone(),
+        scenario,
         target: config.target.to_string(),
         open_loop: rate.is_some(),
         threads,

@@ -3,6 +3,7 @@
 //! Via branches and Call-IDs (`Key`) so a response or NOTIFY leads straight
 //! back to its transaction or dialog without a lookup table.
 
+use crate::stream::Transport;
 use crate::wire::{MessageTooLarge, MsgWriter};
 
 /// RFC 3261 magic cookie that starts every branch.
@@ -81,10 +82,14 @@ pub struct Origin<'a> {
     pub nonce: u32,
     /// `ip:port` of the server (OPTIONS Request-URI).
     pub target: &'a str,
+    /// UDP or TCP: Via transport and Contact `transport` parameter
+    pub transport: Transport,
 }
 
 fn via_line(w: &mut MsgWriter<'_>, origin: &Origin<'_>, txn: Key) {
-    w.str("Via: SIP/2.0/UDP ")
+    w.str("Via: SIP/2.0/")
+        .str(origin.transport.via_token())
+        .str(" ")
         .str(origin.local)
         .str(";branch=")
         .str(BRANCH_COOKIE);
@@ -118,6 +123,7 @@ pub fn write_options(buf: &mut [u8], origin: &Origin<'_>, txn: Key) -> Result<us
     write_key(&mut w, origin.nonce, txn);
     w.str("\r\nCSeq: 1 OPTIONS\r\nContact: <sip:sipload@")
         .str(origin.local)
+        .str(origin.transport.contact_param())
         .str(">\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n");
     w.finish()
 }
@@ -383,6 +389,7 @@ pub fn write_subscribe(
         .dec(u64::from(params.watcher))
         .str("@")
         .str(origin.local)
+        .str(origin.transport.contact_param())
         .str(">\r\nEvent: presence\r\nAccept: application/pidf+xml\r\nExpires: ")
         .dec(u64::from(params.expires))
         .str("\r\nContent-Length: 0\r\n\r\n");
@@ -425,6 +432,7 @@ pub fn write_register(
         .dec(u64::from(params.user))
         .str("@")
         .str(origin.local)
+        .str(origin.transport.contact_param())
         .str(">\r\nExpires: ")
         .dec(u64::from(params.expires))
         .str("\r\nContent-Length: 0\r\n\r\n");
@@ -465,6 +473,7 @@ mod tests {
         domain: "example.com",
         nonce: 0xabc123,
         target: "127.0.0.1:5060",
+        transport: Transport::Udp,
     };
     const TXN: Key = Key {
         thread: 1,
@@ -636,6 +645,44 @@ mod tests {
         let remove = register_text(3, 0);
         assert!(remove.contains("CSeq: 3 REGISTER\r\nContact: <sip:u42@127.0.0.1:40000>\r\nExpires: 0\r\n"));
         content_length_matches_body(&remove);
+    }
+
+    #[test]
+    fn tcp_requests_say_so_in_via_and_contact() {
+        let origin = Origin {
+            transport: Transport::Tcp,
+            ..ORIGIN
+        };
+        let mut buf = [0u8; 1024];
+        let len = write_options(&mut buf, &origin, TXN).unwrap();
+        let options = text(&buf, len).to_owned();
+        assert!(
+            options.contains("Via: SIP/2.0/TCP 127.0.0.1:40000;branch="),
+            "{options}"
+        );
+        assert!(options.contains("Contact: <sip:sipload@127.0.0.1:40000;transport=tcp>\r\n"));
+        let params = SubscribeParams {
+            presentity: 5,
+            watcher_prefix: "u",
+            watcher: 6,
+            dialog: TXN,
+            cseq: 1,
+            to_tag: None,
+            remote_target: None,
+            expires: 60,
+        };
+        let len = write_subscribe(&mut buf, &origin, TXN, &params).unwrap();
+        let subscribe = text(&buf, len).to_owned();
+        assert!(
+            subscribe.contains("Contact: <sip:u6@127.0.0.1:40000;transport=tcp>\r\n"),
+            "{subscribe}"
+        );
+        assert!(subscribe.contains("From: <sip:u6@example.com>;tag="), "{subscribe}");
+        let msg = presence_core::sip::Message::parse(subscribe.as_bytes()).unwrap();
+        assert_eq!(
+            msg.contact().unwrap().unwrap().uri,
+            "sip:u6@127.0.0.1:40000;transport=tcp"
+        );
     }
 
     #[test]

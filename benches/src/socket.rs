@@ -143,6 +143,19 @@ impl SendBatch {
         self.len += 1;
     }
 
+    /// Move every queued message, in order, to the end of `out` (a stream's
+    /// output buffer); returns how many.
+    pub fn drain_to(&mut self, out: &mut Vec<u8>) -> usize {
+        let count = self.len - self.head;
+        for i in self.head..self.len {
+            let at = i * SEND_SLOT;
+            out.extend_from_slice(&self.data[at..at + self.lens[i]]);
+        }
+        self.head = 0;
+        self.len = 0;
+        count
+    }
+
     /// Send every queued datagram (one or more `sendmmsg` calls).
     pub fn flush(&mut self, fd: RawFd) -> FlushOutcome {
         let mut outcome = FlushOutcome::default();
@@ -389,6 +402,17 @@ impl Poller {
         Ok(())
     }
 
+    /// Stop watching `fd` (a closed connection would stay readable).
+    pub fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: event is valid for the call (ignored by EPOLL_CTL_DEL).
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Wait until a socket is readable or `timeout` passes (None = forever).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let epfd = self.epoll.as_raw_fd();
@@ -464,6 +488,22 @@ mod tests {
             }
         }
         assert_eq!(got[4], b"m4!");
+    }
+
+    #[test]
+    fn queued_messages_drain_in_order_for_a_stream() {
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut batch = SendBatch::new(4);
+        for text in [&b"one "[..], b"two ", b"three"] {
+            let slot = batch.slot().unwrap();
+            slot[..text.len()].copy_from_slice(text);
+            batch.commit(text.len(), dest);
+        }
+        let mut out = b">".to_vec();
+        assert_eq!(batch.drain_to(&mut out), 3);
+        assert_eq!(out, b">one two three");
+        assert_eq!(batch.queued(), 0);
+        assert!(batch.slot().is_some());
     }
 
     #[test]
