@@ -82,6 +82,26 @@ def options_probe(port, timeout=0.5):
         s.close()
 
 
+def session_cpu_seconds(sid):
+    """user + system CPU seconds of every live process of session `sid`
+    (presenced and its threads; Kamailio's main process and all workers, which
+    start.sh puts in their own session)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state): session = field 6, utime/stime = 14/15
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def wait_up(port, proc_alive, what, seconds=30):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -327,7 +347,7 @@ class Runner:
         self.sipload, self.outdir, self.args = sipload, outdir, args
         self.count = 0
 
-    def run(self, server, port, scenario, rate, extra=(), label=""):
+    def run(self, server, port, scenario, rate, extra=(), label="", sid=None):
         """One sipload run (--json); returns the parsed report plus our
         verdict."""
         self.count += 1
@@ -338,6 +358,7 @@ class Runner:
                "--timeout-ms", str(a.timeout_ms), "--domain", domain, "--json"] + list(extra)
         budget = a.warmup + a.duration + a.timeout_ms / 1000 * 3 + 90  # setup/teardown bounded by sipload too
         t0 = time.time()
+        cpu0 = session_cpu_seconds(sid) if sid else None
         try:
             r = subprocess.run(cmd, text=True, capture_output=True, timeout=budget)
         except subprocess.TimeoutExpired:
@@ -353,10 +374,21 @@ class Runner:
                     "rate": rate, "report": None}
         res = assess(rep, scenario, rate, extra_mult(scenario, extra))
         res.update(rate=rate, report=rep, file=path, wall=wall, cmd=" ".join(cmd))
+        if sid:
+            # Server CPU over the whole sipload run (warm-up, set-up, drain and
+            # teardown included) per unit of the primary kind completed in it:
+            # an upper bound of the cost per unit, the same for both servers.
+            cpu = session_cpu_seconds(sid) - cpu0
+            units = kind(rep, rep["primary"])["succeeded"] * (a.warmup + a.duration) / a.duration
+            res["server_cpu_s"] = cpu
+            res["server_cores"] = cpu / wall
+            res["server_cpu_us_per_unit"] = cpu / units * 1e6 if units else None
         status = "clean" if res["ok"] else "NOT clean: " + "; ".join(res["problems"])
         prim = kind(rep, rep["primary"])
+        cpu_note = (f", server {res['server_cores']:.2f} cores, {res['server_cpu_us_per_unit']:.1f} us/unit"
+                    if res.get("server_cpu_us_per_unit") else "")
         log(f"  {server:9} {scenario:9} rate {rate:8.0f}/s -> {rep['achieved_rate']:10.1f} {rep['primary']}/s, "
-            f"p99 {prim['latency_us']['p99'] / 1000:7.1f} ms  [{status}]  (load {loadavg()})")
+            f"p99 {prim['latency_us']['p99'] / 1000:7.1f} ms{cpu_note}  [{status}]  (load {loadavg()})")
         return res
 
 
@@ -409,7 +441,7 @@ SCENARIOS = {
 }
 
 
-def ramp(runner, server, port, scen, start, factor, max_steps):
+def ramp(runner, server, port, scen, start, factor, max_steps, sid=None):
     """Open-loop rate search: multiply the rate by `factor` while runs are
     clean, then one step at the geometric middle of the last clean and the
     first unclean rate.  Peak = highest achieved rate of a clean run."""
@@ -418,7 +450,7 @@ def ramp(runner, server, port, scen, start, factor, max_steps):
     rate = start
     good = bad = None
     while len(steps) < max_steps:
-        res = runner.run(server, port, cmd, rate, extra)
+        res = runner.run(server, port, cmd, rate, extra, sid=sid)
         steps.append(res)
         if res["ok"]:
             good = rate
@@ -434,7 +466,7 @@ def ramp(runner, server, port, scen, start, factor, max_steps):
                 break
     if good is not None and bad is not None and bad > good * 1.05 and len(steps) < max_steps + 1:
         mid = math.sqrt(good * bad)
-        res = runner.run(server, port, cmd, mid, extra, label="-refine")
+        res = runner.run(server, port, cmd, mid, extra, label="-refine", sid=sid)
         steps.append(res)
     clean = [s for s in steps if s["ok"]]
     best = max(clean, key=lambda s: s["report"]["achieved_rate"]) if clean else None
@@ -442,11 +474,17 @@ def ramp(runner, server, port, scen, start, factor, max_steps):
     capped = bad is None or (best is not None and best["rate"] >= bad)
     return {"peak": best["report"]["achieved_rate"] if best else 0.0, "peak_rate": best["rate"] if best else 0.0,
             "best": best, "steps": steps, "capped": capped,
+            "cpu_us_per_unit": best.get("server_cpu_us_per_unit") if best else None,
             "client_bound": bool(best and best.get("client_bound"))}
+
+
+def median_or_none(xs):
+    return statistics.median(xs) if xs else None
 
 
 def summarize_steps(steps):
     return [{"rate": s["rate"], "ok": s["ok"], "problems": s["problems"],
+             "server_cores": s.get("server_cores"), "server_cpu_us_per_unit": s.get("server_cpu_us_per_unit"),
              "achieved": s["report"]["achieved_rate"] if s.get("report") else None,
              "file": s.get("file")} for s in steps]
 
@@ -511,7 +549,8 @@ def cmd_run(args):
                     cmdlines[name] = server.cmdline
                     port = args.presenced_port if name == "presenced" else args.kamailio_port
                     try:
-                        per[name].append(ramp(runner, name, port, scen, start, args.factor, args.max_steps))
+                        per[name].append(ramp(runner, name, port, scen, start, args.factor, args.max_steps,
+                                              sid=server.pid))
                     finally:
                         server.stop()
             results["scenarios"][scen] = {
@@ -523,6 +562,9 @@ def cmd_run(args):
                                               max(rs, key=lambda r: r["peak"])["best"]["report"]["primary"])
                                        if max(r["peak"] for r in rs) else None),
                     "peak_rates": [r["peak_rate"] for r in rs],
+                    # server CPU per unit: median over every clean run of the searches
+                    "cpu_us_per_unit": median_or_none([st["server_cpu_us_per_unit"] for r in rs for st in r["steps"]
+                                                       if st["ok"] and st.get("server_cpu_us_per_unit")]),
                     "steps": [summarize_steps(r["steps"]) for r in rs]}
                 for n, rs in per.items()}
         if "latency" in scenarios:
@@ -557,7 +599,7 @@ def latency_runs(args, runner, servers, results):
             server = servers[name]().start()
             port = args.presenced_port if name == "presenced" else args.kamailio_port
             try:
-                res = runner.run(name, port, cmd, rates[name], extra, label="-latency")
+                res = runner.run(name, port, cmd, rates[name], extra, label="-latency", sid=server.pid)
             finally:
                 server.stop()
             if res.get("report"):
@@ -601,6 +643,14 @@ def render_run(results, args):
         if p.get("p99_ms_at_best") is not None and k.get("p99_ms_at_best") is not None:
             lines.append(f"| p99 latency at that peak, {scen} (ms) | {p['p99_ms_at_best']:.1f} | "
                          f"{k['p99_ms_at_best']:.1f} | {ratio(p['p99_ms_at_best'], k['p99_ms_at_best'])} | |")
+    for scen, data in results["scenarios"].items():
+        if scen == "latency":
+            continue
+        p, k = data["presenced"], data["kamailio"]
+        if p.get("cpu_us_per_unit") and k.get("cpu_us_per_unit"):
+            lines.append(f"| server CPU per {SCENARIOS[scen][3][:-2]}, {scen} (us; median of clean runs) | "
+                         f"{p['cpu_us_per_unit']:.1f} | {k['cpu_us_per_unit']:.1f} | "
+                         f"{ratio(p['cpu_us_per_unit'], k['cpu_us_per_unit'])} | |")
     lat = results["scenarios"].get("latency")
     if lat:
         p, k = lat["presenced"], lat["kamailio"]
@@ -784,7 +834,7 @@ def cmd_scaling(args):
                     server = Presenced(presenced_bin, args.presenced_port, s, outdir).start()
                     try:
                         per[s].append(ramp(runner, f"shards={s}", args.presenced_port, scen, start, args.factor,
-                                           args.max_steps))
+                                           args.max_steps, sid=server.pid))
                     finally:
                         server.stop()
             table[scen] = {s: {"peaks": [r["peak"] for r in rs], "best": max(r["peak"] for r in rs),
