@@ -4,6 +4,7 @@
 //! report) and, with `--plot FILE.png`, draws the headline kind's latency
 //! percentiles against the offered rate.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -22,6 +23,8 @@ pub struct SweepRow {
     pub achieved: f64,
     pub started: u64,
     pub failed: u64,
+    /// failures of the headline kind by reason (`timeout`, status codes, named reasons)
+    pub failures: BTreeMap<String, u64>,
     /// the headline kind's latency
     pub latency_us: Percentiles,
     pub send_lag_p99_us: u64,
@@ -36,12 +39,21 @@ impl SweepRow {
         let primary = report.kinds.iter().find(|k| k.name == report.primary);
         let started = primary.map_or(0, |k| k.started);
         let cpu_s = report.cpu.user_s + report.cpu.sys_s;
+        let mut failures = BTreeMap::new();
+        if let Some(kind) = primary {
+            if kind.timeouts > 0 {
+                failures.insert("timeout".to_owned(), kind.timeouts);
+            }
+            failures.extend(kind.statuses.iter().map(|(code, n)| (code.clone(), *n)));
+            failures.extend(kind.failures.iter().map(|(reason, n)| ((*reason).to_owned(), *n)));
+        }
         SweepRow {
             rate,
             offered: report.offered_rate,
             achieved: report.achieved_rate,
             started,
             failed: primary.map_or(0, |k| k.failed),
+            failures,
             latency_us: primary.map(|k| k.latency_us.clone()).unwrap_or_default(),
             send_lag_p99_us: report.send_lag_us.p99,
             cpu_cores: report.cpu.cores_used,
@@ -71,9 +83,10 @@ impl SweepRow {
         )
     }
 
+    /// The row, and a second line with the failure reasons when there are any.
     pub fn line(&self) -> String {
         let l = &self.latency_us;
-        format!(
+        let mut line = format!(
             "{:>10.1} {:>10.1} {:>10.1} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2} {:>8.1}",
             self.rate,
             self.offered,
@@ -87,7 +100,12 @@ impl SweepRow {
             self.send_lag_p99_us,
             self.cpu_cores,
             self.cpu_us_per_unit
-        )
+        );
+        if !self.failures.is_empty() {
+            let reasons: Vec<String> = self.failures.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            line.push_str(&format!("\n{:>10} failures: {}", "", reasons.join(" ")));
+        }
+        line
     }
 
     pub fn point(&self) -> SweepPoint {
@@ -172,4 +190,52 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{RunInfo, ThreadStats};
+
+    #[test]
+    fn rows_summarise_the_headline_kind_and_its_failures() {
+        let mut stats = ThreadStats::new(&["other", "PUBLISH all"]);
+        let kind = &mut stats.kinds[1];
+        kind.started = 100;
+        for _ in 0..97 {
+            kind.success(2_000_000);
+        }
+        kind.timeouts = 1;
+        kind.status_failure(503);
+        kind.failure("not_sent_all_presentities_busy");
+        stats.cpu_user_s = 0.001;
+        stats.cpu_sys_s = 0.001;
+        stats.wall_s = 1.0;
+        let info = RunInfo {
+            scenario: "publish".into(),
+            target: "127.0.0.1:5060".into(),
+            open_loop: true,
+            threads: 1,
+            sockets: 1,
+            warmup_s: 0.0,
+            duration_s: 1.0,
+            target_rate: Some(100.0),
+            primary: 1,
+            notes: Vec::new(),
+        };
+        let row = SweepRow::of(100.0, &Report::build(info, &stats));
+        assert_eq!((row.started, row.failed), (100, 3));
+        assert_eq!(row.latency_us.p50, 2000);
+        assert_eq!(row.cpu_us_per_unit, 20.0);
+        let line = row.line();
+        assert!(
+            line.contains("failures: 503=1 not_sent_all_presentities_busy=1 timeout=1"),
+            "{line}"
+        );
+        assert_eq!(row.point().p50_us, 2000);
+        assert_eq!(
+            SweepRow::header().split_whitespace().count(),
+            line.lines().next().unwrap().split_whitespace().count()
+        );
+    }
 }
