@@ -1064,7 +1064,8 @@ impl Scenario for Model<'_> {
                     let carried_state = publication.in_flight != Some(PublishKind::Refresh);
                     if carried_state {
                         if let Some(mut log) = self.shared.log(publication.user, usize::from(publication.device)) {
-                            if let Some(applied) = log.applied.get_mut(publication.k as usize - 1) {
+                            let position = publication.k.checked_sub(1).map(|p| p as usize);
+                            if let Some(applied) = position.and_then(|p| log.applied.get_mut(p)) {
                                 *applied = true;
                             }
                         }
