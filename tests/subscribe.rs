@@ -173,3 +173,19 @@ fn sigterm_deactivates_every_watcher_then_exits_0() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_large_notify_reaches_a_udp_only_watcher() {
+    // Over 1300 bytes a NOTIFY goes over TCP (RFC 3261 §18.1.1); this
+    // watcher has no TCP listener, so the server falls back to UDP.
+    let server = Server::start(&[]);
+    let watcher = UdpClient::new(server.sip);
+    let aor = "sip:bignote@example.com";
+    let r = watcher.request(&publish(aor, watcher.local(), "", &pidf(aor, "t", "open", &"n".repeat(1500))));
+    assert_eq!(status_of(&r), 200);
+    let mut d = Dialog::new(aor, "UDP");
+    watcher.send(&d.subscribe(watcher.local(), ""));
+    let (resp, notify) = response_and_notify(&watcher);
+    assert_eq!(status_of(&resp), 200);
+    assert!(notify.len() > 1300 && body_of(&notify).contains(&"n".repeat(1500)), "{} bytes", notify.len());
+}

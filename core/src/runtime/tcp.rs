@@ -109,8 +109,15 @@ pub(crate) fn send_to_peer(ctx: &Rc<ShardCtx>, peer: SocketAddr, bytes: Vec<u8>)
         match TcpStream::connect_timeout(peer, timeout).await {
             Ok(stream) => serve(ctx, stream, conn, peer, rx).await,
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "TCP connect failed");
+                tracing::debug!(%peer, error = %e, "TCP connect failed; sending over UDP instead");
                 ctx.tcp.borrow_mut().remove(conn.id);
+                // A peer that does not take TCP (a UDP-only phone, against
+                // RFC 3261 §18) still gets the message: over UDP, to the same
+                // address. Its answer follows our Via (TCP) to our listener and
+                // matches the transaction by branch either way.
+                while let Some(Some(bytes)) = futures_lite::future::poll_once(rx.recv()).await {
+                    let _ = ctx.udp.send_to(&bytes, peer).await;
+                }
             }
         }
     })
