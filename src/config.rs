@@ -98,7 +98,9 @@ impl Config {
             return Err(ConfigError::Invalid("udp.batch must be between 1 and 1024".into()));
         }
         if e.udp.max_datagram < 1500 || e.udp.max_datagram > 65_535 {
-            return Err(ConfigError::Invalid("udp.max_datagram must be between 1500 and 65535".into()));
+            return Err(ConfigError::Invalid(
+                "udp.max_datagram must be between 1500 and 65535".into(),
+            ));
         }
         Ok(())
     }
@@ -126,7 +128,17 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let cli = Cli::parse_from(["presenced", "--listen", "127.0.0.1:5999", "--shards", "3", "--domain", "a.example", "--domain", "b.example"]);
+        let cli = Cli::parse_from([
+            "presenced",
+            "--listen",
+            "127.0.0.1:5999",
+            "--shards",
+            "3",
+            "--domain",
+            "a.example",
+            "--domain",
+            "b.example",
+        ]);
         let config = Config::from_cli(&cli).unwrap();
         assert_eq!(config.engine.listen, "127.0.0.1:5999".parse().unwrap());
         assert_eq!(config.engine.shards, 3);
@@ -136,14 +148,26 @@ mod tests {
     #[test]
     fn the_default_policy_keeps_presence_private_and_the_flag_changes_it() {
         let config = Config::from_cli(&Cli::parse_from(["presenced"])).unwrap();
-        assert_eq!(config.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Confirm);
+        assert_eq!(
+            config.engine.authz.default_policy,
+            presence_core::authz::DefaultPolicy::Confirm
+        );
         let cli = Cli::parse_from(["presenced", "--default-policy", "allow", "--rules-dir", "/tmp/rules"]);
         let config = Config::from_cli(&cli).unwrap();
-        assert_eq!(config.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Allow);
-        assert_eq!(config.engine.authz.rules_dir.as_deref(), Some(std::path::Path::new("/tmp/rules")));
+        assert_eq!(
+            config.engine.authz.default_policy,
+            presence_core::authz::DefaultPolicy::Allow
+        );
+        assert_eq!(
+            config.engine.authz.rules_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/rules"))
+        );
         assert!(Cli::try_parse_from(["presenced", "--default-policy", "maybe"]).is_err());
         let parsed: Config = toml::from_str("[engine.authz]\ndefault_policy = \"allowlist\"\n").unwrap();
-        assert_eq!(parsed.engine.authz.default_policy, presence_core::authz::DefaultPolicy::Allowlist);
+        assert_eq!(
+            parsed.engine.authz.default_policy,
+            presence_core::authz::DefaultPolicy::Allowlist
+        );
     }
 
     #[test]

@@ -39,7 +39,13 @@ fn main() -> ExitCode {
         let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
         filter_handle.reload(filter).map_err(|e| e.to_string())
     });
-    let mgmt_token = match config.mgmt.token_file.as_deref().map(presence_mgmt::read_token_file).transpose() {
+    let mgmt_token = match config
+        .mgmt
+        .token_file
+        .as_deref()
+        .map(presence_mgmt::read_token_file)
+        .transpose()
+    {
         Ok(token) => token,
         Err(e) => {
             eprintln!("presenced: {e}");
@@ -105,8 +111,6 @@ fn shutdown_signals() -> libc::sigset_t {
 fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     let mut signal: libc::c_int = 0;
     // SAFETY: `set` is a valid signal set; sigwait writes the signal number.
-    unsafe {
-        while libc::sigwait(set, &mut signal) != 0 {}
-    }
+    unsafe { while libc::sigwait(set, &mut signal) != 0 {} }
     signal
 }

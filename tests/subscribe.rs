@@ -181,11 +181,20 @@ fn a_large_notify_reaches_a_udp_only_watcher() {
     let server = Server::start(&[]);
     let watcher = UdpClient::new(server.sip);
     let aor = "sip:bignote@example.com";
-    let r = watcher.request(&publish(aor, watcher.local(), "", &pidf(aor, "t", "open", &"n".repeat(1500))));
+    let r = watcher.request(&publish(
+        aor,
+        watcher.local(),
+        "",
+        &pidf(aor, "t", "open", &"n".repeat(1500)),
+    ));
     assert_eq!(status_of(&r), 200);
     let mut d = Dialog::new(aor, "UDP");
     watcher.send(&d.subscribe(watcher.local(), ""));
     let (resp, notify) = response_and_notify(&watcher);
     assert_eq!(status_of(&resp), 200);
-    assert!(notify.len() > 1300 && body_of(&notify).contains(&"n".repeat(1500)), "{} bytes", notify.len());
+    assert!(
+        notify.len() > 1300 && body_of(&notify).contains(&"n".repeat(1500)),
+        "{} bytes",
+        notify.len()
+    );
 }

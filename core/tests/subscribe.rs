@@ -405,7 +405,11 @@ fn a_notify_over_1300_bytes_goes_over_tcp() {
     let out = h.feed(text.as_bytes());
     let (dest, notify) = out.iter().find(|(_, m)| is_notify(m)).expect("NOTIFY");
     assert!(notify.len() > 1300);
-    assert_eq!(*dest, Dest::TcpConnect("127.0.0.1:5070".parse().unwrap()), "RFC 3261 §18.1.1");
+    assert_eq!(
+        *dest,
+        Dest::TcpConnect("127.0.0.1:5070".parse().unwrap()),
+        "RFC 3261 §18.1.1"
+    );
     assert!(header(notify, "Via").unwrap().starts_with("SIP/2.0/TCP"), "{notify}");
     // A small one stays on UDP.
     let mut h = Harness::default();
