@@ -460,15 +460,17 @@ mod tests {
 
     #[test]
     fn register_counts_busy_users_as_failures() {
+        // One user, a registration every 50 µs: each takes two round trips
+        // (REGISTER and de-REGISTER), far longer, so most scheduled ones
+        // find the user busy on any machine.
         let server = FakeServer::start(0);
         let params = RegisterLoad {
-            users: 2,
+            users: 1,
             refreshes: 0,
             expires: 600,
         };
-        // 2 users for 1,000 registrations/s: most find their user busy.
         let report = run(
-            &config(server.addr, Some(1000.0)),
+            &config(server.addr, Some(20_000.0)),
             register::KINDS,
             usize::from(register::REGISTRATION),
             Vec::new(),
@@ -476,14 +478,13 @@ mod tests {
         )
         .unwrap();
         let registration = &report.kinds[4];
-        assert_eq!(registration.started, 500, "{report:?}");
         let busy = registration
             .failures
             .get("not_sent_all_users_busy")
             .copied()
             .unwrap_or(0);
-        assert!(busy > 0, "{report:?}");
-        assert_eq!(registration.succeeded + busy, 500, "{report:?}");
+        assert!(busy > registration.started / 2, "{report:?}");
+        assert_eq!(registration.succeeded + busy, registration.started, "{report:?}");
     }
 
     fn model_run(drop_every: u64) -> crate::report::Report {
