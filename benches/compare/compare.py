@@ -441,6 +441,9 @@ SCENARIOS = {
 }
 
 
+UNIT = {"publish": "PUBLISH", "subscribe": "dialog", "fanout": "NOTIFY", "options": "OPTIONS"}
+
+
 def ramp(runner, server, port, scen, start, factor, max_steps, sid=None):
     """Open-loop rate search: multiply the rate by `factor` while runs are
     clean, then one step at the geometric middle of the last clean and the
@@ -476,6 +479,11 @@ def ramp(runner, server, port, scen, start, factor, max_steps, sid=None):
             "best": best, "steps": steps, "capped": capped,
             "cpu_us_per_unit": best.get("server_cpu_us_per_unit") if best else None,
             "client_bound": bool(best and best.get("client_bound"))}
+
+
+def peak_step_field(ramps, field):
+    best = max(ramps, key=lambda r: r["peak"])
+    return best["best"].get(field) if best.get("best") else None
 
 
 def median_or_none(xs):
@@ -562,6 +570,9 @@ def cmd_run(args):
                                               max(rs, key=lambda r: r["peak"])["best"]["report"]["primary"])
                                        if max(r["peak"] for r in rs) else None),
                     "peak_rates": [r["peak_rate"] for r in rs],
+                    # server CPU per unit and cores in the run that gave the best peak
+                    "cpu_at_peak": peak_step_field(rs, "server_cpu_us_per_unit"),
+                    "cores_at_peak": peak_step_field(rs, "server_cores"),
                     # server CPU per unit: median over every clean run of the searches
                     "cpu_us_per_unit": median_or_none([st["server_cpu_us_per_unit"] for r in rs for st in r["steps"]
                                                        if st["ok"] and st.get("server_cpu_us_per_unit")]),
@@ -582,6 +593,21 @@ def cmd_run(args):
         f.write(table)
     print(table)
     log(f"results: {outdir}/summary.md, results.json, one JSON per sipload run")
+
+
+def cmd_render(args):
+    with open(args.results) as f:
+        results = json.load(f)
+    for scen, data in results["scenarios"].items():
+        if scen == "latency":
+            continue
+        for name in ("presenced", "kamailio"):  # results of older versions: recompute from the steps
+            d = data[name]
+            if "cpu_at_peak" not in d:
+                steps = [st for rnd in d["steps"] for st in rnd if st["ok"] and st.get("achieved") == d["best"]]
+                d["cpu_at_peak"] = steps[0].get("server_cpu_us_per_unit") if steps else None
+                d["cores_at_peak"] = steps[0].get("server_cores") if steps else None
+    print(render_run(results, argparse.Namespace(**results["args"])))
 
 
 def latency_runs(args, runner, servers, results):
@@ -647,10 +673,12 @@ def render_run(results, args):
         if scen == "latency":
             continue
         p, k = data["presenced"], data["kamailio"]
-        if p.get("cpu_us_per_unit") and k.get("cpu_us_per_unit"):
-            lines.append(f"| server CPU per {SCENARIOS[scen][3][:-2]}, {scen} (us; median of clean runs) | "
-                         f"{p['cpu_us_per_unit']:.1f} | {k['cpu_us_per_unit']:.1f} | "
-                         f"{ratio(p['cpu_us_per_unit'], k['cpu_us_per_unit'])} | |")
+        if p.get("cpu_at_peak") and k.get("cpu_at_peak"):
+            lines.append(f"| server CPU per {UNIT[scen]} in the peak run, {scen} (us) [cores used] | "
+                         f"{p['cpu_at_peak']:.1f} [{p['cores_at_peak']:.2f}] | "
+                         f"{k['cpu_at_peak']:.1f} [{k['cores_at_peak']:.2f}] | "
+                         f"{ratio(p['cpu_at_peak'], k['cpu_at_peak'])} | median of all clean runs: "
+                         f"{p['cpu_us_per_unit']:.1f} / {k['cpu_us_per_unit']:.1f} |")
     lat = results["scenarios"].get("latency")
     if lat:
         p, k = lat["presenced"], lat["kamailio"]
@@ -660,7 +688,11 @@ def render_run(results, args):
                          f"{k['rate']:.0f} PUBLISH/s | {ratio(p['p99_median_ms'], k['p99_median_ms'])} | "
                          f"{' '.join(f'{x:.2f}' for x in p['p99_ms'])} / {' '.join(f'{x:.2f}' for x in k['p99_ms'])} |")
     lines.append("")
-    lines.append("`>=`: the search ended (--max-steps) before any unclean run, the peak is a lower bound.")
+    lines.append("`>=`: the search ended (--max-steps) before any unclean run, the peak is a lower bound.  "
+                 "Server CPU = user+system time of the server's whole session (presenced; Kamailio's main "
+                 "process and every worker) over the whole sipload run (warm-up, fan-out set-up, drain and "
+                 "teardown included), per unit completed, scaled by (warm-up+duration)/duration; cores = "
+                 "that CPU / wall time of the run.")
     for scen, data in results["scenarios"].items():
         for name in ("presenced", "kamailio"):
             if isinstance(data.get(name), dict) and data[name].get("client_bound"):
@@ -903,6 +935,10 @@ def main():
     p.add_argument("--latency-rate", type=float, default=0,
                    help="PUBLISH/s for the latency runs (default: half each server's own fan-out peak)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("render", help="print the table of a run's results.json again")
+    p.add_argument("results")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("memory", help="bytes per presentity and per subscription")
     common(p)
