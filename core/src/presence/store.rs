@@ -407,6 +407,10 @@ impl PresenceStore {
                 .collect();
             let mut out = std::mem::take(&mut slot.composed);
             slot.composed_is_document = self.composer.compose(&slot.aor, &sources, &self.policy, &mut out);
+            // Kept until the next change: drop the slack the writer's
+            // doubling left (one reallocation per change, ~0.4 KB saved per
+            // presentity).
+            out.shrink_to_fit();
             slot.composed = out;
             slot.composed_version = Some(slot.version);
         }
