@@ -140,6 +140,22 @@ struct RequestContext {
     local: SocketAddr,
 }
 
+/// The package view of `services` at `now`. A macro, not a method: it
+/// borrows the fields one by one, so `services.subscriptions` stays free
+/// for the caller beside it.
+macro_rules! package_state {
+    ($services:ident, $now:expr) => {
+        PackageState {
+            presence: &mut $services.presence,
+            registrar: &$services.registrar,
+            scratch: &mut $services.scratch,
+            now: $now,
+            authz: &mut $services.authz,
+            winfo: &mut $services.winfo,
+        }
+    };
+}
+
 /// The method handlers' state: what the shard knows about presence.
 pub struct Services {
     pub presence: PresenceStore,
@@ -438,14 +454,7 @@ impl Shard {
 
     fn on_client_outcome(&mut self, now: Instant, user: u64, outcome: Outcome) {
         let services = &mut self.services;
-        let mut state = PackageState {
-            presence: &mut services.presence,
-            registrar: &services.registrar,
-            scratch: &mut services.scratch,
-            now,
-            authz: &mut services.authz,
-            winfo: &mut services.winfo,
-        };
+        let mut state = package_state!(services, now);
         services.subscriptions.on_notify_outcome(user, outcome, now, &mut state);
     }
 
@@ -730,14 +739,7 @@ impl Shard {
                 if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
                     return Err(SipError::TemporarilyUnavailable);
                 }
-                let mut state = PackageState {
-                    presence: &mut services.presence,
-                    registrar: &services.registrar,
-                    scratch: &mut services.scratch,
-                    now,
-                    authz: &mut services.authz,
-                    winfo: &mut services.winfo,
-                };
+                let mut state = package_state!(services, now);
                 let mut ctx = SubscribeContext {
                     state: &mut state,
                     now,
@@ -849,14 +851,7 @@ impl Shard {
     /// End of a batch of input: flush coalesced work into the outbox.
     pub fn end_of_batch(&mut self, now: Instant) {
         let services = &mut self.services;
-        let mut state = PackageState {
-            presence: &mut services.presence,
-            registrar: &services.registrar,
-            scratch: &mut services.scratch,
-            now,
-            authz: &mut services.authz,
-            winfo: &mut services.winfo,
-        };
+        let mut state = package_state!(services, now);
         let mut sink = NotifySink {
             shard: self.id,
             local: self.local,
