@@ -12,14 +12,7 @@ use std::time::Duration;
 fn options_over_udp_gets_200_with_capabilities() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let resp = client.request(&request(
-        "OPTIONS",
-        "sip:presence@example.com",
-        "UDP",
-        client.local(),
-        "",
-        "",
-    ));
+    let resp = client.request(&options_request(client.local()));
     assert_eq!(status_of(&resp), 200, "{resp}");
     for name in ["Allow", "Accept", "Allow-Events"] {
         assert!(header(&resp, name).is_some(), "missing {name}: {resp}");
@@ -35,7 +28,7 @@ fn options_over_udp_gets_200_with_capabilities() {
 fn retransmitted_request_gets_the_identical_response() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let req = request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", "");
+    let req = options_request(client.local());
     let first = client.request(&req);
     let second = client.request(&req);
     assert_eq!(first, second, "a retransmission must be answered from the transaction");
@@ -45,7 +38,7 @@ fn retransmitted_request_gets_the_identical_response() {
 fn malformed_request_gets_400_and_the_server_keeps_serving() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let req = request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", "");
+    let req = options_request(client.local());
     let broken: String = req
         .lines()
         .filter(|l| !l.starts_with("Call-ID"))
@@ -60,14 +53,7 @@ fn malformed_request_gets_400_and_the_server_keeps_serving() {
     // Garbage without a usable Via is dropped, not answered.
     client.send_bytes(b"\x00\x01garbage\r\n\r\n");
     assert!(client.recv_within(Duration::from_millis(300)).is_none());
-    let resp = client.request(&request(
-        "OPTIONS",
-        "sip:presence@example.com",
-        "UDP",
-        client.local(),
-        "",
-        "",
-    ));
+    let resp = client.request(&options_request(client.local()));
     assert_eq!(status_of(&resp), 200, "{resp}");
 }
 
@@ -192,14 +178,7 @@ fn tcp_frames_pipelined_and_fragmented_messages() {
 fn sigterm_shuts_down_gracefully() {
     let server = Server::start(&[]);
     let client = UdpClient::new(server.sip);
-    let resp = client.request(&request(
-        "OPTIONS",
-        "sip:presence@example.com",
-        "UDP",
-        client.local(),
-        "",
-        "",
-    ));
+    let resp = client.request(&options_request(client.local()));
     assert_eq!(status_of(&resp), 200);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");

@@ -89,7 +89,7 @@ fn metrics_move_by_exactly_the_sip_traffic_sent() {
         client.send_bytes(b"\x00\x01garbage\r\n\r\n");
     }
     for _ in 0..MALFORMED {
-        let req = request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", "");
+        let req = options_request(client.local());
         let broken: String = req
             .lines()
             .filter(|l| !l.starts_with("Call-ID"))
@@ -99,7 +99,7 @@ fn metrics_move_by_exactly_the_sip_traffic_sent() {
     }
     let mut last = String::new();
     for _ in 0..GOOD {
-        last = request("OPTIONS", "sip:presence@example.com", "UDP", client.local(), "", "");
+        last = options_request(client.local());
         assert_eq!(status_of(&client.request(&last)), 200);
     }
     // One retransmission, answered from the transaction layer.

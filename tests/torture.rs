@@ -59,13 +59,6 @@ fn torture_messages_get_the_rfc_answers_and_the_server_survives() {
     }
     assert!(checked >= 45, "only {checked} fixtures");
     let c = UdpClient::new(server.sip);
-    let r = c.request(&request(
-        "OPTIONS",
-        "sip:presence@example.com",
-        "UDP",
-        c.local(),
-        "",
-        "",
-    ));
+    let r = c.request(&options_request(c.local()));
     assert_eq!(status_of(&r), 200, "still serving");
 }

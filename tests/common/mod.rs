@@ -489,3 +489,8 @@ pub mod http;
 /// A request, the status it must get, and a header (name, expected part of
 /// its value) the answer must carry.
 pub type ExpectedAnswer = (String, u16, Option<(&'static str, &'static str)>);
+
+/// A plain OPTIONS to the server over UDP from `local`.
+pub fn options_request(local: SocketAddr) -> String {
+    request("OPTIONS", "sip:presence@example.com", "UDP", local, "", "")
+}
