@@ -36,7 +36,7 @@ pub struct Cli {
     /// (neutral document), confirm (pending until the presentity decides) or
     /// block (403) [default: confirm].
     #[arg(long = "default-policy", value_name = "POLICY")]
-    pub default_policy: Option<presence_core::authz::DefaultPolicy>,
+    pub default_policy: Option<presence_proto::authz::DefaultPolicy>,
 
     /// Directory where presentities' authorization rules are stored and loaded
     /// from at start [default: none, rules are not durable].

@@ -2,7 +2,7 @@
 //! overridden by command-line flags.
 
 use crate::cli::Cli;
-use presence_core::config::EngineConfig;
+use presence_proto::config::EngineConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ impl Config {
             config.engine.domains = cli.domains.clone();
         }
         if config.engine.shards == 0 {
-            config.engine.shards = presence_core::runtime::shard_count(&config.engine);
+            config.engine.shards = presence_runtime::shard_count(&config.engine);
         }
         config.validate()?;
         Ok(config)
@@ -150,13 +150,13 @@ mod tests {
         let config = Config::from_cli(&Cli::parse_from(["presenced"])).unwrap();
         assert_eq!(
             config.engine.authz.default_policy,
-            presence_core::authz::DefaultPolicy::Confirm
+            presence_proto::authz::DefaultPolicy::Confirm
         );
         let cli = Cli::parse_from(["presenced", "--default-policy", "allow", "--rules-dir", "/tmp/rules"]);
         let config = Config::from_cli(&cli).unwrap();
         assert_eq!(
             config.engine.authz.default_policy,
-            presence_core::authz::DefaultPolicy::Allow
+            presence_proto::authz::DefaultPolicy::Allow
         );
         assert_eq!(
             config.engine.authz.rules_dir.as_deref(),
@@ -166,7 +166,7 @@ mod tests {
         let parsed: Config = toml::from_str("[engine.authz]\ndefault_policy = \"allowlist\"\n").unwrap();
         assert_eq!(
             parsed.engine.authz.default_policy,
-            presence_core::authz::DefaultPolicy::Allowlist
+            presence_proto::authz::DefaultPolicy::Allowlist
         );
     }
 

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     // Block the shutdown signals before any thread starts, so every thread
     // inherits the mask and only `wait_for_signal` receives them.
     let signals = shutdown_signals();
-    let server = match presence_core::runtime::start(config.engine.clone()) {
+    let server = match presence_runtime::start(config.engine.clone()) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("presenced: {e}");

@@ -1,5 +1,5 @@
 //! The RFC 4475 torture messages sent to the running server over UDP: each
-//! gets the answer the RFC describes (core/tests/fixtures/rfc4475/expected.txt),
+//! gets the answer the RFC describes (core/proto/tests/fixtures/rfc4475/expected.txt),
 //! and the server keeps serving afterwards.
 //!
 //! Responses follow the top Via (RFC 3261 §18.2.2): without `rport` they go
@@ -9,11 +9,11 @@
 mod common;
 
 use common::*;
-use presence_core::sip::Message;
+use presence_proto::sip::Message;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/core/tests/fixtures/rfc4475");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/core/proto/tests/fixtures/rfc4475");
 
 fn via_port(bytes: &[u8]) -> u16 {
     Message::parse(bytes)

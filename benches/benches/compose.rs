@@ -9,8 +9,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use presence_core::presence::compose::{ComposePolicy, Composer, PersonPolicy, Source};
-use presence_core::presence::pidf::{parse, ParsedPidf, PidfLimits};
+use presence_proto::presence::compose::{ComposePolicy, Composer, PersonPolicy, Source};
+use presence_proto::presence::pidf::{parse, ParsedPidf, PidfLimits};
 
 const ENTITY: &str = "pres:alice@example.com";
 const ROUNDS: usize = 7;

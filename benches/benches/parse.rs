@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use presence_core::sip::{HeaderName, Message};
+use presence_proto::sip::{HeaderName, Message};
 use rsip::prelude::*;
 
 struct CountingAllocator;

@@ -2,10 +2,10 @@
 //! with no network in the way (ns per message), including NOTIFY encoding
 //! for a fan-out. Run: `cargo bench -p presence-benches --bench shard`.
 
-use presence_core::config::EngineConfig;
-use presence_core::shard::Shard;
-use presence_core::time::Instant;
-use presence_core::transport::Origin;
+use presence_proto::config::EngineConfig;
+use presence_proto::shard::Shard;
+use presence_proto::time::Instant;
+use presence_proto::transport::Origin;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as Clock};
@@ -28,7 +28,7 @@ impl Bench {
         let mut config = EngineConfig::default();
         // Every watcher gets the full document (the default, confirm, would
         // leave them pending with empty NOTIFYs).
-        config.authz.default_policy = presence_core::authz::DefaultPolicy::Allow;
+        config.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
         config.transactions.server_capacity = 1 << 20;
         config.subscriptions.max_per_presentity = 1 << 20;
         config.subscriptions.max_per_watcher = 1 << 20;

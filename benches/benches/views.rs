@@ -8,12 +8,12 @@
 //!
 //! Run: `cargo bench -p presence-benches --bench views`.
 
-use presence_core::authz::control::Precondition;
-use presence_core::authz::{DefaultPolicy, PresRules};
-use presence_core::config::EngineConfig;
-use presence_core::shard::Shard;
-use presence_core::time::Instant;
-use presence_core::transport::Origin;
+use presence_proto::authz::control::Precondition;
+use presence_proto::authz::{DefaultPolicy, PresRules};
+use presence_proto::config::EngineConfig;
+use presence_proto::shard::Shard;
+use presence_proto::time::Instant;
+use presence_proto::transport::Origin;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as Clock};
 

@@ -5,7 +5,7 @@
 //! same parser as the server) and a minimal line scanner (`--light-parse`)
 //! for when sipload's own CPU matters more. Neither panics on bad input.
 
-use presence_core::sip::{HeaderName, Message, StartLine};
+use presence_proto::sip::{HeaderName, Message, StartLine};
 
 use crate::sip_text::CopiedHeader;
 
@@ -22,7 +22,7 @@ pub enum StartKind<'a> {
 /// Which reader turns datagrams into `Inbound`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reader {
-    /// presence_core::sip::Message::parse
+    /// presence_proto::sip::Message::parse
     Core,
     /// sipload's line scanner
     Light,

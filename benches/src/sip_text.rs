@@ -678,7 +678,7 @@ mod tests {
             "{subscribe}"
         );
         assert!(subscribe.contains("From: <sip:u6@example.com>;tag="), "{subscribe}");
-        let msg = presence_core::sip::Message::parse(subscribe.as_bytes()).unwrap();
+        let msg = presence_proto::sip::Message::parse(subscribe.as_bytes()).unwrap();
         assert_eq!(
             msg.contact().unwrap().unwrap().uri,
             "sip:u6@127.0.0.1:40000;transport=tcp"
@@ -722,8 +722,8 @@ mod tests {
     }
 
     #[test]
-    fn templates_parse_with_presence_core() {
-        use presence_core::sip::{HeaderName, Message, Method};
+    fn templates_parse_with_presence_proto() {
+        use presence_proto::sip::{HeaderName, Message, Method};
         let options = options_text();
         let msg = Message::parse(options.as_bytes()).unwrap();
         assert_eq!(msg.method(), Some(Method::Options));
@@ -742,7 +742,7 @@ mod tests {
         assert!(msg.content_type().unwrap().unwrap().matches("application/pidf+xml"));
         assert_eq!(msg.sip_if_match(), None);
         let pidf =
-            presence_core::presence::pidf::parse(msg.body(), Some("sip:u12345@example.com"), &Default::default());
+            presence_proto::presence::pidf::parse(msg.body(), Some("sip:u12345@example.com"), &Default::default());
         assert!(pidf.is_ok(), "{pidf:?}");
 
         for (kind, etag) in [(PublishKind::Refresh, "e1"), (PublishKind::Modify, "e2")] {
@@ -805,7 +805,7 @@ mod tests {
         let second = text(&buf, len).to_owned();
         assert!(second.contains("<tuple id=\"t1f-1\">"), "{second}");
         let pidf =
-            presence_core::presence::pidf::parse(second.as_bytes(), Some("sip:u31@example.com"), &Default::default());
+            presence_proto::presence::pidf::parse(second.as_bytes(), Some("sip:u31@example.com"), &Default::default());
         assert!(pidf.is_ok(), "{pidf:?}");
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use presence_core::sip::framing::{next_frame, Frame};
+use presence_proto::sip::framing::{next_frame, Frame};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Largest message accepted on a stream; a longer one breaks the connection.

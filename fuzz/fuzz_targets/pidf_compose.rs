@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use presence_core::presence::compose::{ComposePolicy, Composer, EmptyDocument, PersonPolicy, Source};
-use presence_core::presence::pidf::{parse, ElementKind, ParsedPidf, PidfLimits};
+use presence_proto::presence::compose::{ComposePolicy, Composer, EmptyDocument, PersonPolicy, Source};
+use presence_proto::presence::pidf::{parse, ElementKind, ParsedPidf, PidfLimits};
 
 const FIXTURE: &[u8] = include_bytes!("../../core/tests/fixtures/pidf/alice-phone.xml");
 

@@ -7,9 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use presence_core::sip::framing::{next_frame, Frame};
-use presence_core::sip::typed::{CSeq, Event, MediaType, NameAddr, Params, Via};
-use presence_core::sip::{HeaderName, Message, Uri};
+use presence_proto::sip::framing::{next_frame, Frame};
+use presence_proto::sip::typed::{CSeq, Event, MediaType, NameAddr, Params, Via};
+use presence_proto::sip::{HeaderName, Message, Uri};
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {

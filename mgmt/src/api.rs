@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
-use presence_core::config::NotifyConfig;
-use presence_core::routing;
-use presence_core::sip::uri::Uri;
+use presence_proto::config::NotifyConfig;
+use presence_proto::routing;
+use presence_proto::sip::uri::Uri;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -288,7 +288,7 @@ async fn presentity(state: &State, aor: Option<&String>) -> Result<HttpResponse,
 #[derive(Serialize)]
 struct WatcherList {
     presentity: String,
-    watchers: Vec<presence_core::inspect::SubscriptionView>,
+    watchers: Vec<presence_proto::inspect::SubscriptionView>,
 }
 
 async fn watchers(state: &State, aor: Option<&String>) -> Result<HttpResponse, ApiError> {
@@ -310,7 +310,7 @@ async fn watchers(state: &State, aor: Option<&String>) -> Result<HttpResponse, A
 #[derive(Serialize)]
 struct SubscriptionList {
     watcher: String,
-    subscriptions: Vec<presence_core::inspect::SubscriptionView>,
+    subscriptions: Vec<presence_proto::inspect::SubscriptionView>,
 }
 
 async fn subscriptions(state: &State, query: Option<&str>) -> Result<HttpResponse, ApiError> {
@@ -341,7 +341,7 @@ async fn subscriptions(state: &State, query: Option<&str>) -> Result<HttpRespons
 
 #[derive(Serialize)]
 struct Terminated {
-    terminated: presence_core::inspect::SubscriptionView,
+    terminated: presence_proto::inspect::SubscriptionView,
 }
 
 async fn end_subscription(state: &State, id: Option<&String>) -> Result<HttpResponse, ApiError> {
@@ -394,7 +394,7 @@ async fn put_notify_config(state: &State, request: Request<Incoming>) -> Result<
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct LogFilter {
-    /// A `tracing` filter directive, as in RUST_LOG (e.g. `info,presence_core=debug`).
+    /// A `tracing` filter directive, as in RUST_LOG (e.g. `info,presence_proto=debug`).
     filter: String,
 }
 

@@ -17,7 +17,7 @@ pub mod xcap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use presence_core::runtime::Control;
+use presence_runtime::Control;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

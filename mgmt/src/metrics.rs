@@ -9,7 +9,7 @@
 //! text format (0.0.4): counter descriptors carry the `_total` name, and
 //! there are no `# UNIT` or `# EOF` lines.
 
-use presence_core::stats::{self, LatencyHistogram, ShardGauges, ShardHistograms, ShardStats};
+use presence_proto::stats::{self, LatencyHistogram, ShardGauges, ShardHistograms, ShardStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -35,7 +35,7 @@ pub struct ShardSnapshot {
 
 impl ShardSnapshot {
     /// Taken on the shard's own thread (the body of a control message).
-    pub fn take(shard: &mut presence_core::shard::Shard) -> Self {
+    pub fn take(shard: &mut presence_proto::shard::Shard) -> Self {
         ShardSnapshot {
             stats: shard.stats().clone(),
             gauges: shard.gauges(),

@@ -4,9 +4,9 @@
 //! SIP hot path never takes a lock for this; it drains the channel between
 //! batches.
 
-use presence_core::runtime::Control;
-use presence_core::shard::Shard;
-use presence_core::time::Instant;
+use presence_proto::shard::Shard;
+use presence_proto::time::Instant;
+use presence_runtime::Control;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -115,7 +115,7 @@ impl ShardLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_core::config::EngineConfig;
+    use presence_proto::config::EngineConfig;
 
     /// A stand-in for a shard thread: runs every control it receives.
     fn fake_shard(id: u16, shards: u16) -> crossbeam::channel::Sender<Control> {

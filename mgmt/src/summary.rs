@@ -3,7 +3,7 @@
 //! merged hdrhistograms (what Prometheus buckets cannot give exactly).
 
 use crate::metrics::ShardSnapshot;
-use presence_core::stats::{self, LatencyHistogram, ShardHistograms, ShardStats};
+use presence_proto::stats::{self, LatencyHistogram, ShardHistograms, ShardStats};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -166,7 +166,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_core::stats::ShardGauges;
+    use presence_proto::stats::ShardGauges;
 
     #[test]
     fn totals_add_up_over_answering_shards() {

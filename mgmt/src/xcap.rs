@@ -17,11 +17,11 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use presence_core::authz::control::{ChangeError, Precondition};
-use presence_core::authz::rules::SubHandling;
-use presence_core::authz::{self, AuthzError, PresRules, AUTH_POLICY};
-use presence_core::runtime::rules_store::RulesStore;
-use presence_core::sip::uri::Uri;
+use presence_proto::authz::control::{ChangeError, Precondition};
+use presence_proto::authz::rules::SubHandling;
+use presence_proto::authz::{self, AuthzError, PresRules, AUTH_POLICY};
+use presence_proto::sip::uri::Uri;
+use presence_runtime::rules_store::RulesStore;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! ports and speaks SIP to it over real UDP and TCP sockets.
 #![allow(dead_code)]
 
-use presence_core::sip::Message;
+use presence_proto::sip::Message;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -299,9 +299,9 @@ pub fn status_of(text: &str) -> u16 {
 /// The whole value of the first line of a header (any form of its name).
 pub fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let msg = Message::parse(text.as_bytes()).ok()?;
-    let want = presence_core::sip::HeaderName::from_bytes(name.as_bytes());
+    let want = presence_proto::sip::HeaderName::from_bytes(name.as_bytes());
     let entry = msg.headers().iter().find(|h| {
-        if want == presence_core::sip::HeaderName::Other {
+        if want == presence_proto::sip::HeaderName::Other {
             msg.header_name_str(h).eq_ignore_ascii_case(name)
         } else {
             h.name == want
@@ -442,7 +442,7 @@ pub fn answer(notify: &str, code: u16) -> String {
     let mut text = format!("SIP/2.0 {code} Answer\r\n");
     let msg = Message::parse(notify.as_bytes()).expect("NOTIFY parses");
     for entry in msg.headers() {
-        use presence_core::sip::HeaderName as H;
+        use presence_proto::sip::HeaderName as H;
         let name = match entry.name {
             H::Via => "Via",
             H::From => "From",

@@ -2,10 +2,10 @@
 //! with the outbox read back as text.
 #![allow(dead_code)]
 
-use presence_core::config::EngineConfig;
-use presence_core::shard::{Dispatch, Shard};
-use presence_core::time::Instant;
-use presence_core::transport::{Dest, Origin};
+use presence_proto::config::EngineConfig;
+use presence_proto::shard::{Dispatch, Shard};
+use presence_proto::time::Instant;
+use presence_proto::transport::{Dest, Origin};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ impl Harness {
     /// A shard where every watcher is allowed (`default_policy = allow`):
     /// the behaviour the tests written before authorization assume.
     pub fn new(mut config: EngineConfig) -> Self {
-        config.authz.default_policy = presence_core::authz::DefaultPolicy::Allow;
+        config.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
         Self::with_authz(config)
     }
 

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use presence_core::sip::{Message, Uri};
+use presence_proto::sip::{Message, Uri};
 
 struct CountingAllocator;
 

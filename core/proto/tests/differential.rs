@@ -24,10 +24,11 @@
 //!
 //! Compact names are compared by meaning: rsip keeps `v` as an unknown
 //! header named `v`, which `HeaderName::from_bytes` maps to Via on both sides.
+#![allow(clippy::disallowed_methods)] // reads test fixtures from disk
 
 use std::path::PathBuf;
 
-use presence_core::sip::{HeaderName, Message};
+use presence_proto::sip::{HeaderName, Message};
 use proptest::prelude::*;
 use rsip::message::HasHeaders;
 

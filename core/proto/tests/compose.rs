@@ -2,13 +2,14 @@
 //! `tests/fixtures/pidf/`. Every composed document is re-parsed by the
 //! reader (well-formedness, namespaces, unique ids) before anything else is
 //! asserted about it.
+#![allow(clippy::disallowed_methods)] // reads test fixtures from disk
 
 use std::collections::HashSet;
 
-use presence_core::presence::compose::{
+use presence_proto::presence::compose::{
     compose, ComposePolicy, Composer, EmptyDocument, PersonPolicy, Source, CLOSED_TUPLE_ID,
 };
-use presence_core::presence::pidf::{
+use presence_proto::presence::pidf::{
     parse, Element, ElementKind, ParsedPidf, PidfError, PidfLimits, DATA_MODEL_NAMESPACE, PIDF_NAMESPACE,
 };
 use proptest::prelude::*;

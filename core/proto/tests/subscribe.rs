@@ -4,7 +4,7 @@
 
 mod support;
 
-use presence_core::config::EngineConfig;
+use presence_proto::config::EngineConfig;
 use std::time::Duration;
 use support::*;
 
@@ -280,7 +280,7 @@ fn refusals() {
     assert_eq!(status(&r), 489);
     assert_eq!(
         header(&r, "Allow-Events"),
-        Some(presence_core::subscription::package::ALLOW_EVENTS)
+        Some(presence_proto::subscription::package::ALLOW_EVENTS)
     );
     let (r, _, _) = h.subscribe(AOR, "");
     assert_eq!(status(&r), 489);
@@ -397,7 +397,7 @@ fn notify_cseqs_strictly_increase() {
 
 #[test]
 fn a_notify_over_1300_bytes_goes_over_tcp() {
-    use presence_core::transport::Dest;
+    use presence_proto::transport::Dest;
     let mut h = Harness::default();
     h.publish(AOR, "", &pidf(AOR, "t1", "open", &"x".repeat(1500)));
     let call_id = h.unique("big");

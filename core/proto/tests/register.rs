@@ -4,7 +4,7 @@
 
 mod support;
 
-use presence_core::config::EngineConfig;
+use presence_proto::config::EngineConfig;
 use std::time::Duration;
 use support::*;
 

@@ -5,8 +5,8 @@
 //! fsynced, so a crash leaves either the old document or the new one, never
 //! a mix. At start every document is loaded into its owner shard.
 
-use crate::authz::PresRules;
-use crate::sip::uri::Uri;
+use presence_proto::authz::PresRules;
+use presence_proto::sip::uri::Uri;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 

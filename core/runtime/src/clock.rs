@@ -1,7 +1,7 @@
 //! The one place the engine reads the clock: a monotonic origin shared by
 //! every shard, converted to the core's virtual `Instant`.
 
-use crate::time::Instant;
+use presence_proto::time::Instant;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {

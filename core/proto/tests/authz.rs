@@ -5,9 +5,9 @@
 
 mod support;
 
-use presence_core::authz::control::{ChangeError, Precondition};
-use presence_core::authz::{DefaultPolicy, PresRules};
-use presence_core::config::EngineConfig;
+use presence_proto::authz::control::{ChangeError, Precondition};
+use presence_proto::authz::{DefaultPolicy, PresRules};
+use presence_proto::config::EngineConfig;
 use std::time::Duration;
 use support::*;
 

@@ -12,16 +12,16 @@ pub mod udp;
 
 pub use clock::Clock;
 
-use crate::config::{EngineConfig, UdpIo};
-use crate::routing::ShardId;
-use crate::shard::{Dispatch, Shard};
-use crate::stats;
-use crate::time::Instant;
-use crate::transport::{ConnRef, Dest, Origin};
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, UdpSocket};
 use glommio::{LocalExecutorBuilder, Placement};
+use presence_proto::config::{EngineConfig, UdpIo};
+use presence_proto::routing::ShardId;
+use presence_proto::shard::{Dispatch, Shard};
+use presence_proto::stats;
+use presence_proto::time::Instant;
+use presence_proto::transport::{ConnRef, Dest, Origin};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -203,10 +203,10 @@ fn load_rules(config: &EngineConfig, shards: usize) -> Result<Vec<rules_store::S
     }
     tracing::info!(dir = %dir.display(), presentities = loaded.len(), "authorization rules loaded");
     for (aor, rules) in loaded {
-        let Ok(uri) = crate::sip::uri::Uri::parse(&aor) else {
+        let Ok(uri) = presence_proto::sip::uri::Uri::parse(&aor) else {
             continue;
         };
-        let owner = crate::routing::shard_for_hash(uri.aor_hash(), u16::try_from(shards).unwrap_or(u16::MAX));
+        let owner = presence_proto::routing::shard_for_hash(uri.aor_hash(), u16::try_from(shards).unwrap_or(u16::MAX));
         if let Some(list) = per_shard.get_mut(usize::from(owner)) {
             list.push((aor, rules));
         }

@@ -1,13 +1,14 @@
 //! RFC 4475 torture messages against the zero-copy parser: every fixture's
 //! server outcome must match `fixtures/rfc4475/expected.txt`, and each
 //! message's specific trap yields the values or errors the RFC describes.
+#![allow(clippy::disallowed_methods)] // reads test fixtures from disk
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use presence_core::sip::typed::HeaderError;
-use presence_core::sip::uri::{Scheme, UriError};
-use presence_core::sip::{HeaderName, Message, Method, ParseError, StartLine, Uri};
+use presence_proto::sip::typed::HeaderError;
+use presence_proto::sip::uri::{Scheme, UriError};
+use presence_proto::sip::{HeaderName, Message, Method, ParseError, StartLine, Uri};
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475")

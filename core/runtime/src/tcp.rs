@@ -5,13 +5,13 @@
 //! its own writer task.
 
 use super::{dispatch_input, flush, ShardCtx};
-use crate::routing::ShardId;
-use crate::sip::framing::{next_frame, Frame};
-use crate::stats;
-use crate::transport::{ConnRef, Origin, Transport};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use presence_proto::routing::ShardId;
+use presence_proto::sip::framing::{next_frame, Frame};
+use presence_proto::stats;
+use presence_proto::transport::{ConnRef, Origin, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;

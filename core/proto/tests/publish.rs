@@ -3,7 +3,7 @@
 
 mod support;
 
-use presence_core::config::EngineConfig;
+use presence_proto::config::EngineConfig;
 use std::time::Duration;
 use support::*;
 
