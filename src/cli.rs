@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(long = "domain", value_name = "NAME")]
     pub domains: Vec<String>,
 
+    /// A host name that designates the server itself, e.g. the IMS
+    /// Application Server URI's host (repeatable) [default: only its addresses].
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
+
     /// What watchers no authorization rule decides on get: allow, allowlist
     /// (neutral document), confirm (pending until the presentity decides) or
     /// block (403) [default: confirm].

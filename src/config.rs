@@ -82,6 +82,9 @@ impl Config {
         if !cli.domains.is_empty() {
             config.engine.domains = cli.domains.clone();
         }
+        if !cli.server_names.is_empty() {
+            config.engine.server_names = cli.server_names.clone();
+        }
         if config.engine.shards == 0 {
             config.engine.shards = presence_runtime::shard_count(&config.engine);
         }
@@ -138,11 +141,16 @@ mod tests {
             "a.example",
             "--domain",
             "b.example",
+            "--server-name",
+            "ps.a.example",
+            "--server-name",
+            "as.a.example",
         ]);
         let config = Config::from_cli(&cli).unwrap();
         assert_eq!(config.engine.listen, "127.0.0.1:5999".parse().unwrap());
         assert_eq!(config.engine.shards, 3);
         assert_eq!(config.engine.domains, vec!["a.example", "b.example"]);
+        assert_eq!(config.engine.server_names, vec!["ps.a.example", "as.a.example"]);
     }
 
     #[test]

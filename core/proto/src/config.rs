@@ -34,6 +34,12 @@ pub struct EngineConfig {
     pub pin_cpus: bool,
     /// Domains the server is authoritative for (empty = any).
     pub domains: Vec<String>,
+    /// Host names that designate the server itself (an IMS Application
+    /// Server's own SIP URI, e.g. "ps.example.com"), besides its listen and
+    /// advertised addresses: requests to them are handled as addressed to
+    /// the registrar/presence service, and Route entries naming them are
+    /// removed.
+    pub server_names: Vec<String>,
     pub udp: UdpConfig,
     pub tcp: TcpConfig,
     pub transactions: TransactionConfig,
@@ -267,6 +273,7 @@ impl Default for EngineConfig {
             advertise: None,
             pin_cpus: true,
             domains: Vec::new(),
+            server_names: Vec::new(),
             udp: UdpConfig::default(),
             tcp: TcpConfig::default(),
             transactions: TransactionConfig::default(),

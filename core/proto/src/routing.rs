@@ -14,15 +14,29 @@ pub const BRANCH_COOKIE: &str = "z9hG4bK";
 /// Marker after the cookie so the server recognises its own branches.
 const BRANCH_MARK: &str = "-pd";
 
-/// The shard that owns a presentity, from its AOR hash.
-pub fn shard_for_hash(aor_hash: u64, shards: u16) -> ShardId {
+/// One of the 65 536 fixed slices of the presentity hash space. Presentities
+/// map to buckets for good, buckets to shards by the shard count: a bucket
+/// named in a Contact stays valid when the shards are re-distributed.
+pub type Bucket = u16;
+
+/// The bucket of a presentity, from its AOR hash.
+pub fn bucket_of_hash(aor_hash: u64) -> Bucket {
+    // Fibonacci mixing first, so a weak distribution of the hash's bits does
+    // not unbalance the buckets.
+    (aor_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as Bucket
+}
+
+/// The shard that owns a bucket.
+pub fn shard_for_bucket(bucket: Bucket, shards: u16) -> ShardId {
     if shards <= 1 {
         return 0;
     }
-    // Fibonacci mixing before the modulo so a weak low-bit distribution of the
-    // hash does not unbalance the shards.
-    let mixed = aor_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 32) % u64::from(shards)) as ShardId
+    bucket % shards
+}
+
+/// The shard that owns a presentity, from its AOR hash.
+pub fn shard_for_hash(aor_hash: u64, shards: u16) -> ShardId {
+    shard_for_bucket(bucket_of_hash(aor_hash), shards)
 }
 
 /// Write an identifier (To-tag or SIP-ETag) that names its owner shard.
@@ -90,5 +104,15 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
         assert_eq!(shard_for_hash(12345, 1), 0);
+    }
+
+    #[test]
+    fn a_presentity_keeps_its_bucket_whatever_the_shard_count() {
+        for hash in [1u64, 0xdead_beef, u64::MAX] {
+            let bucket = bucket_of_hash(hash);
+            for shards in [1u16, 2, 3, 8, 256] {
+                assert_eq!(shard_for_hash(hash, shards), shard_for_bucket(bucket, shards));
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::config::{EmptyPresence, EngineConfig};
 use crate::error::{SipError, ALLOW, SUPPORTED};
+use crate::identity::OwnIdentity;
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::pidf;
 use crate::presence::publish::{self, SourceRanker};
@@ -389,20 +390,26 @@ impl Shard {
                 let via = msg.via().ok()?;
                 routing::owner_of_branch(via.branch()?, self.shards)
             }
-            StartLine::Request { method, uri, .. } => {
+            StartLine::Request { method, .. } => {
                 if matches!(method, Method::Options) {
                     return None;
                 }
+                let own = OwnIdentity::new(&self.config, self.local);
                 if let Some(tag) = msg.to_header().ok().and_then(|to| to.tag()) {
                     if let Some(owner) = routing::owner_of_id(tag, self.shards) {
                         return Some(owner);
                     }
+                    // A tag naming no shard here (the shards were re-distributed):
+                    // the bucket in the Contact the server gave the dialog.
+                    let bucket = msg
+                        .request_target()
+                        .and_then(Result::ok)
+                        .and_then(|uri| own.contact_bucket(&uri));
+                    if let Some(bucket) = bucket {
+                        return Some(routing::shard_for_bucket(bucket, self.shards));
+                    }
                 }
-                let aor_uri = if matches!(method, Method::Register) {
-                    Uri::parse(msg.to_header().ok()?.uri).ok()?
-                } else {
-                    Uri::parse(uri).ok()?
-                };
+                let aor_uri = target_aor(&own, msg, &method).ok()?;
                 Some(routing::shard_for_hash(aor_uri.aor_hash(), self.shards))
             }
         }
@@ -514,7 +521,10 @@ impl Shard {
             let config = &self.config;
             let services = &mut self.services;
             essentials
-                .and_then(|essentials| Self::validate(config, msg, &method, &essentials))
+                .and_then(|essentials| {
+                    let own = OwnIdentity::new(config, self.local);
+                    Self::validate(config, &own, msg, &method, &essentials)
+                })
                 .and_then(|()| {
                     let rc = RequestContext {
                         shard: self.id,
@@ -621,6 +631,7 @@ impl Shard {
     /// Checks every request passes before its method handler (RFC 3261 §8.2).
     fn validate(
         config: &EngineConfig,
+        own: &OwnIdentity<'_>,
         msg: &Message<'_>,
         method: &Method<'_>,
         essentials: &Essentials<'_>,
@@ -637,8 +648,19 @@ impl Shard {
                 Err(UriError::UnsupportedScheme) => return Err(SipError::UnsupportedUriScheme),
                 Err(UriError::Malformed) => return Err(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI"))),
             };
-            if !matches!(method, Method::Options) && !config.is_local_domain(uri.host) {
-                return Err(SipError::NotFound);
+            // The domain check is for requests outside a dialog (RFC 3261
+            // §8.2.2.1); in-dialog ones carry the server's Contact and reach
+            // their dialog by Call-ID and tags (§12.2.2). A request to the
+            // server itself is for the service: its To names the presentity.
+            let exempt = matches!(method, Method::Options) || is_in_dialog(method, essentials.to.tag());
+            if !exempt && !config.is_local_domain(uri.host) {
+                let to_is_local = essentials
+                    .to
+                    .parsed_uri()
+                    .is_some_and(|to| config.is_local_domain(to.host));
+                if !(own.names_server(&uri) && to_is_local) {
+                    return Err(SipError::NotFound);
+                }
             }
         }
         for contact in msg.header_values(HeaderName::Contact) {
@@ -689,10 +711,7 @@ impl Shard {
         } = *rc;
         match method {
             Method::Publish => {
-                let uri = msg
-                    .request_uri()
-                    .and_then(|uri| Uri::parse(uri).ok())
-                    .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
+                let uri = target_aor(&OwnIdentity::new(config, local), msg, method)?;
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
                 if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
@@ -729,10 +748,7 @@ impl Shard {
                 Ok(())
             }
             Method::Subscribe => {
-                let uri = msg
-                    .request_uri()
-                    .and_then(|uri| Uri::parse(uri).ok())
-                    .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
+                let uri = target_aor(&OwnIdentity::new(config, local), msg, method)?;
                 services.aor_buf.clear();
                 uri.write_aor(&mut services.aor_buf);
                 let new_tag = responder.default_tag().to_owned();
@@ -864,6 +880,30 @@ impl Shard {
         };
         services.subscriptions.flush(now, &self.config.notify, &mut sink);
     }
+}
+
+/// Whether a request belongs to a dialog (its To has a tag). PUBLISH and
+/// REGISTER never do here: the server keeps no dialog for them.
+fn is_in_dialog(method: &Method<'_>, to_tag: Option<&str>) -> bool {
+    to_tag.is_some() && !matches!(method, Method::Publish | Method::Register)
+}
+
+/// The presentity a request is about: To for REGISTER (RFC 3261 §10.3), for
+/// in-dialog requests (their Request-URI is the server's Contact) and for
+/// requests addressed to the server itself (a third-party REGISTER, TS 24.229
+/// §5.4.1.7); the Request-URI otherwise.
+fn target_aor<'m>(own: &OwnIdentity<'_>, msg: &Message<'m>, method: &Method<'_>) -> Result<Uri<'m>, SipError> {
+    let to = msg.to_header()?;
+    let request_uri = msg
+        .request_uri()
+        .and_then(|uri| Uri::parse(uri).ok())
+        .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
+    let from_to = matches!(method, Method::Register) || is_in_dialog(method, to.tag()) || own.names_server(&request_uri);
+    if !from_to {
+        return Ok(request_uri);
+    }
+    to.parsed_uri()
+        .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed To URI")))
 }
 
 /// The PIDF document that stands for an AOR's bindings: one open tuple per

@@ -353,6 +353,16 @@ fn write_tel_number<W: fmt::Write>(number: &str, out: &mut W) -> fmt::Result {
     Ok(())
 }
 
+/// The hash `Uri::aor_hash` gives, of an AOR already in canonical form
+/// (`Uri::write_aor`'s output).
+pub fn canonical_aor_hash(aor: &str) -> u64 {
+    use fmt::Write as _;
+    let mut hasher = Fnv1a64::new();
+    // The hasher never fails.
+    let _ = hasher.write_str(aor);
+    hasher.finish()
+}
+
 /// FNV-1a, 64-bit, as a `fmt::Write` sink.
 struct Fnv1a64(u64);
 

@@ -4,6 +4,7 @@
 
 use super::package::{self, PackageState};
 use super::{Field, SubState, Subscription};
+use crate::identity;
 use crate::routing::{self, ShardId};
 use crate::sip::writer::{MessageWriter, PRODUCT};
 use crate::stats::ShardHistograms;
@@ -88,11 +89,9 @@ impl NotifySink<'_> {
         );
         w.header_str("Call-ID", d.get(Field::CallId));
         w.header_fmt("CSeq", format_args!("{} NOTIFY", sub.local_cseq));
-        if reliable {
-            w.header_fmt("Contact", format_args!("<sip:{};transport=tcp>", self.local));
-        } else {
-            w.header_fmt("Contact", format_args!("<sip:{}>", self.local));
-        }
+        // The local target the 2xx gave (RFC 3261 §12.1.1), on the dialog's transport.
+        let presentity = self.state.presence.get(sub.resource).map_or("", |p| p.aor.as_str());
+        identity::write_contact(&mut w, self.local, presentity, sub.reliable);
         let package = package::get(sub.package);
         let event_id = d.get(Field::EventId);
         if event_id.is_empty() {

@@ -7,7 +7,9 @@ use super::winfo::WatcherEvent;
 use super::{DialogStrings, SubState, Subscription, Subscriptions, Termination};
 use crate::authz::rules::SubHandling;
 use crate::error::SipError;
+use crate::identity;
 use crate::shard::Responder;
+use crate::sip::writer::MessageWriter;
 use crate::sip::uri::Uri;
 use crate::sip::{HeaderName, Message, NameAddr};
 use crate::time::Instant;
@@ -79,7 +81,19 @@ fn notify_dest(origin: &Origin, contact: &NameAddr<'_>, first_route: Option<&str
     Dest::Udp(addr.unwrap_or(origin.peer))
 }
 
-/// Handle a SUBSCRIBE; `aor` is the canonical AOR of the Request-URI.
+/// The headers of a 2xx that creates or continues a dialog: every
+/// Record-Route value in order, so the watcher's route set passes the same
+/// proxies (RFC 3261 §12.1.1), and the server's Contact on the transport the
+/// request came on.
+fn write_dialog_headers(w: &mut MessageWriter<'_>, msg: &Message<'_>, ctx: &SubscribeContext<'_, '_>, aor: &str) {
+    for route in msg.record_route() {
+        w.header_str("Record-Route", route);
+    }
+    let reliable = matches!(ctx.origin.transport, Transport::Tcp(_));
+    identity::write_contact(w, ctx.local, aor, reliable);
+}
+
+/// Handle a SUBSCRIBE; `aor` is the canonical AOR of the presentity.
 pub fn handle(
     subs: &mut Subscriptions,
     ctx: &mut SubscribeContext<'_, '_>,
@@ -157,7 +171,7 @@ pub fn handle(
             local_tag,
             |w| {
                 w.header_fmt("Expires", format_args!("{granted}"));
-                w.header_fmt("Contact", format_args!("<sip:{}>", ctx.local));
+                write_dialog_headers(w, msg, ctx, aor);
             },
             None,
         );
@@ -269,11 +283,7 @@ pub fn handle(
         tag,
         |w| {
             w.header_fmt("Expires", format_args!("{granted}"));
-            if reliable {
-                w.header_fmt("Contact", format_args!("<sip:{};transport=tcp>", ctx.local));
-            } else {
-                w.header_fmt("Contact", format_args!("<sip:{}>", ctx.local));
-            }
+            write_dialog_headers(w, msg, ctx, aor);
         },
         None,
     );
