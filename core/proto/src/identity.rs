@@ -36,7 +36,12 @@ impl<'a> OwnIdentity<'a> {
             return false;
         }
         let host = uri.host.trim_start_matches('[').trim_end_matches(']');
-        if self.config.server_names.iter().any(|name| name.eq_ignore_ascii_case(host)) {
+        if self
+            .config
+            .server_names
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(host))
+        {
             return true;
         }
         let Ok(ip) = host.parse::<IpAddr>() else {

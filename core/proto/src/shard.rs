@@ -898,7 +898,8 @@ fn target_aor<'m>(own: &OwnIdentity<'_>, msg: &Message<'m>, method: &Method<'_>)
         .request_uri()
         .and_then(|uri| Uri::parse(uri).ok())
         .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
-    let from_to = matches!(method, Method::Register) || is_in_dialog(method, to.tag()) || own.names_server(&request_uri);
+    let from_to =
+        matches!(method, Method::Register) || is_in_dialog(method, to.tag()) || own.names_server(&request_uri);
     if !from_to {
         return Ok(request_uri);
     }
