@@ -485,6 +485,7 @@ impl UdpClient {
     }
 }
 pub mod http;
+pub mod interop;
 
 /// A request, the status it must get, and a header (name, expected part of
 /// its value) the answer must carry.

@@ -1,0 +1,137 @@
+//! Interoperability with baresip (Debian `baresip-core`), a real, independently
+//! written SIP user agent: two user agents register, publish and watch each
+//! other through presenced with a domain configured, see each other's
+//! online/offline changes, and tear their subscriptions down on shutdown
+//! (in-dialog un-SUBSCRIBEs sent to presenced's Contact); baresip's mwi
+//! module is answered 489. Driven through baresip's ctrl_tcp module; the
+//! assertions read presenced's management plane and baresip's own log.
+
+mod common;
+
+use common::http::Mgmt;
+use common::interop::*;
+use common::*;
+
+const DOMAIN: &str = "example.com";
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+/// One test at a time: baresip's mwi loop must not load the machine while
+/// the other test waits for its user agents.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The status of the final response to the un-SUBSCRIBE (Expires: 0) a
+/// user agent sent, read from its SIP trace.
+fn unsubscribe_answer(ua: &Baresip) -> Option<(String, u16)> {
+    let messages = ua.traced_messages();
+    let unsubscribe = messages
+        .iter()
+        .find(|m| m.starts_with("SUBSCRIBE ") && trace_header(m, "Expires") == Some("0"))?;
+    let cseq = trace_header(unsubscribe, "CSeq")?.to_owned();
+    let request_uri = unsubscribe.split_whitespace().nth(1)?.to_owned();
+    let status = messages
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 ") && trace_header(m, "CSeq") == Some(cseq.as_str()))
+        .map(|m| status_of(m))
+        .find(|&code| code >= 200)?;
+    Some((request_uri, status))
+}
+
+#[test]
+fn two_baresip_user_agents_watch_each_other_through_presenced() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--domain", DOMAIN]);
+    let mgmt = Mgmt::of(&server);
+    let mut bob = Baresip::start("bob", DOMAIN, server.sip, &[ALICE], &["presence"]);
+    let mut alice = Baresip::start("alice", DOMAIN, server.sip, &[BOB], &["presence"]);
+
+    // REGISTER (regint) works, and the registration shows in presence.
+    for ua in [&alice, &bob] {
+        ua.wait_for_log("200 OK (presenced/", "REGISTER answered 200");
+    }
+    let view = wait_for(CLIENT_TIMEOUT, || {
+        let response = mgmt.get(&format!("/v1/presentities/{ALICE}"));
+        let view = (response.status == 200).then(|| response.json())?;
+        view["document"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("sip:alice-")) && d.contains("<basic>open</basic>"))
+            .then_some(view)
+    });
+    assert!(view.is_some(), "alice's registration and publication do not show");
+
+    // Each watches the other: two subscriptions, both active.
+    wait_for_subscriptions(&mgmt, 2, "both user agents subscribed");
+    for (aor, watcher) in [(ALICE, BOB), (BOB, ALICE)] {
+        let watchers = mgmt.get(&format!("/v1/presentities/{aor}/watchers")).json();
+        let list = watchers["watchers"].as_array().cloned().unwrap_or_default();
+        assert_eq!(list.len(), 1, "{aor}: {watchers}");
+        assert_eq!(list[0]["state"], "active", "{watchers}");
+        assert_eq!(list[0]["watcher"], watcher, "{watchers}");
+    }
+
+    // Alice goes offline and online again: bob sees both changes.
+    let offline = format!("<{ALICE}> changed status from Online to Offline");
+    let online = format!("<{ALICE}> changed status from Offline to Online");
+    alice.command("presence_offline", "");
+    bob.wait_for_log(&offline, "alice's offline reaches bob");
+    alice.command("presence_online", "");
+    bob.wait_for_log(&online, "alice's online reaches bob");
+    // And the other way round.
+    bob.command("presence_offline", "");
+    alice.wait_for_log(&format!("<{BOB}> changed status from Online to Offline"), "bob's offline reaches alice");
+
+    // Alice shuts down: she un-SUBSCRIBEs (to presenced's Contact, in her
+    // dialog), un-PUBLISHes and de-registers; bob sees her offline.
+    alice.quit();
+    let (target, status) = unsubscribe_answer(&alice).unwrap_or_else(|| {
+        panic!("alice's trace shows no answered un-SUBSCRIBE:\n{}", alice.tail())
+    });
+    assert_eq!(status, 200, "alice's un-SUBSCRIBE to {target}");
+    assert!(target.contains(&server.sip.to_string()), "sent to presenced's Contact: {target}");
+    wait_for_subscriptions(&mgmt, 1, "alice's subscription ended");
+    let gone = wait_for(CLIENT_TIMEOUT, || {
+        let response = mgmt.get(&format!("/v1/presentities/{ALICE}"));
+        let publications = response.json()["publications"].as_array().map_or(0, Vec::len);
+        (response.status == 404 || publications == 0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "alice's publications and registration outlive her: {}\n{}",
+        mgmt.get(&format!("/v1/presentities/{ALICE}")).body,
+        alice.tail()
+    );
+    bob.wait_for_log_count(&offline, 2, "alice's shutdown reaches bob");
+
+    // Bob shuts down too: nothing is left.
+    bob.quit();
+    let (_, status) = unsubscribe_answer(&bob)
+        .unwrap_or_else(|| panic!("bob's trace shows no answered un-SUBSCRIBE:\n{}", bob.tail()));
+    assert_eq!(status, 200, "bob's un-SUBSCRIBE");
+    wait_for_subscriptions(&mgmt, 0, "every subscription ended");
+    assert_eq!(responses_with_code(&mgmt, 404), 0, "{}", stats(&mgmt));
+    assert_eq!(responses_with_code(&mgmt, 481), 0, "{}", stats(&mgmt));
+}
+
+#[test]
+fn baresip_mwi_subscription_is_answered_bad_event() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--domain", DOMAIN]);
+    let mgmt = Mgmt::of(&server);
+    // baresip 1.0's mwi module subscribes to message-summary after the
+    // registration succeeds; presenced has no such package: 489 Bad Event
+    // (RFC 6665 §4.2.1). That baresip version re-sends the SUBSCRIBE in a
+    // loop without reading answers, so it is killed once one is answered.
+    let mut carol = Baresip::start("carol", DOMAIN, server.sip, &[], &["mwi"]);
+    let answered = wait_for(CLIENT_TIMEOUT, || (responses_with_code(&mgmt, 489) > 0).then_some(()));
+    carol.kill();
+    assert!(answered.is_some(), "no 489; stats: {}", stats(&mgmt));
+    let messages = carol.traced_messages();
+    let subscribe = messages
+        .iter()
+        .find(|m| m.starts_with("SUBSCRIBE "))
+        .unwrap_or_else(|| panic!("carol's trace has no SUBSCRIBE:\n{}", carol.tail()));
+    assert_eq!(trace_header(subscribe, "Event"), Some("message-summary"), "{subscribe}");
+    assert_eq!(subscription_count(&mgmt), 0);
+    let stats = stats(&mgmt);
+    assert_eq!(stats["responses_by_code"]["200"], 1, "only the REGISTER succeeded: {stats}");
+}
