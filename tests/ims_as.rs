@@ -74,9 +74,15 @@ fn third_party_register_to_the_servers_address_and_name() {
         "{notify}"
     );
     let shown = wait_for(Duration::from_secs(5), || {
-        alice_document(&mgmt).contains("sip:scscf.example.net:5060").then_some(())
+        alice_document(&mgmt)
+            .contains("sip:scscf.example.net:5060")
+            .then_some(())
     });
-    assert!(shown.is_some(), "not on the management plane: {}", alice_document(&mgmt));
+    assert!(
+        shown.is_some(),
+        "not on the management plane: {}",
+        alice_document(&mgmt)
+    );
 
     // To a --server-name name, another S-CSCF contact.
     let ok = scscf.request(&third_party_register(
@@ -93,11 +99,23 @@ fn third_party_register_to_the_servers_address_and_name() {
     // A name the server does not have, and an AOR outside its domain: 404.
     let other = third_party_register("sip:other.example.net", ALICE, scscf.local(), contact, 600);
     assert_eq!(status_of(&scscf.request(&other)), 404);
-    let foreign = third_party_register("sip:ps.example.com", "sip:mallory@elsewhere.net", scscf.local(), contact, 600);
+    let foreign = third_party_register(
+        "sip:ps.example.com",
+        "sip:mallory@elsewhere.net",
+        scscf.local(),
+        contact,
+        600,
+    );
     assert_eq!(status_of(&scscf.request(&foreign)), 404);
 
     // De-registration: Expires 0 for every contact.
-    let ok = scscf.request(&third_party_register("sip:ps.example.com", ALICE, scscf.local(), "*", 0));
+    let ok = scscf.request(&third_party_register(
+        "sip:ps.example.com",
+        ALICE,
+        scscf.local(),
+        "*",
+        0,
+    ));
     assert_eq!(status_of(&ok), 200, "{ok}");
     let notify = watcher.next_notify(200);
     let reginfo = body_of(&notify);

@@ -78,16 +78,21 @@ fn two_baresip_user_agents_watch_each_other_through_presenced() {
     bob.wait_for_log(&online, "alice's online reaches bob");
     // And the other way round.
     bob.command("presence_offline", "");
-    alice.wait_for_log(&format!("<{BOB}> changed status from Online to Offline"), "bob's offline reaches alice");
+    alice.wait_for_log(
+        &format!("<{BOB}> changed status from Online to Offline"),
+        "bob's offline reaches alice",
+    );
 
     // Alice shuts down: she un-SUBSCRIBEs (to presenced's Contact, in her
     // dialog), un-PUBLISHes and de-registers; bob sees her offline.
     alice.quit();
-    let (target, status) = unsubscribe_answer(&alice).unwrap_or_else(|| {
-        panic!("alice's trace shows no answered un-SUBSCRIBE:\n{}", alice.tail())
-    });
+    let (target, status) = unsubscribe_answer(&alice)
+        .unwrap_or_else(|| panic!("alice's trace shows no answered un-SUBSCRIBE:\n{}", alice.tail()));
     assert_eq!(status, 200, "alice's un-SUBSCRIBE to {target}");
-    assert!(target.contains(&server.sip.to_string()), "sent to presenced's Contact: {target}");
+    assert!(
+        target.contains(&server.sip.to_string()),
+        "sent to presenced's Contact: {target}"
+    );
     wait_for_subscriptions(&mgmt, 1, "alice's subscription ended");
     let gone = wait_for(CLIENT_TIMEOUT, || {
         let response = mgmt.get(&format!("/v1/presentities/{ALICE}"));
@@ -133,5 +138,8 @@ fn baresip_mwi_subscription_is_answered_bad_event() {
     assert_eq!(trace_header(subscribe, "Event"), Some("message-summary"), "{subscribe}");
     assert_eq!(subscription_count(&mgmt), 0);
     let stats = stats(&mgmt);
-    assert_eq!(stats["responses_by_code"]["200"], 1, "only the REGISTER succeeded: {stats}");
+    assert_eq!(
+        stats["responses_by_code"]["200"], 1,
+        "only the REGISTER succeeded: {stats}"
+    );
 }

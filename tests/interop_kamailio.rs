@@ -62,12 +62,7 @@ fn vias(message: &str) -> Vec<String> {
 
 /// The URI inside a name-addr `<...>`.
 fn uri_of(name_addr: &str) -> &str {
-    name_addr
-        .trim()
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or("")
+    name_addr.trim().trim_start_matches('<').split('>').next().unwrap_or("")
 }
 
 /// An in-dialog SUBSCRIBE as RFC 3261 §12.2.1.1 builds it: Request-URI =
@@ -124,7 +119,10 @@ fn a_subscription_lives_and_ends_through_a_record_routing_proxy() {
     assert_eq!(route_set.len(), 1, "{ok}");
     assert!(route_set[0].contains(&proxy.addr.to_string()), "{ok}");
     let target = uri_of(header(&ok, "Contact").expect("Contact in the 2xx")).to_owned();
-    assert!(target.starts_with("sip:bucket-") && target.contains(&server.sip.to_string()), "{target}");
+    assert!(
+        target.starts_with("sip:bucket-") && target.contains(&server.sip.to_string()),
+        "{target}"
+    );
     wait_for_subscriptions(&mgmt, 1, "subscribed through the proxy");
 
     // The first NOTIFY followed the route set: through the proxy, which
@@ -133,7 +131,10 @@ fn a_subscription_lives_and_ends_through_a_record_routing_proxy() {
     assert!(came_through(notify, &proxy, &server), "{notify}");
     assert!(header(notify, "Route").is_none(), "{notify}");
     assert!(body_of(notify).contains("through the proxy"), "{notify}");
-    assert_eq!(uri_of(header(notify, "Contact").expect("Contact in the NOTIFY")), target);
+    assert_eq!(
+        uri_of(header(notify, "Contact").expect("Contact in the NOTIFY")),
+        target
+    );
 
     // An in-dialog refresh along the route set: 200 and a NOTIFY (RFC 6665
     // §4.2.1.2), through the proxy.
@@ -208,10 +209,15 @@ fn max_forwards_is_respected_through_the_proxy() {
     let local = watcher.local();
     // One hop left: the proxy uses it, presenced refuses to go on (483).
     let mut dialog = Dialog::new(ALICE, "UDP");
-    let text = dialog.subscribe(local, "").replace("Max-Forwards: 70", "Max-Forwards: 1");
+    let text = dialog
+        .subscribe(local, "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 1");
     let answer = watcher.request(&text);
     assert_eq!(status_of(&answer), 483, "{answer}");
-    assert!(header(&answer, "Server").is_some_and(|s| s.starts_with("presenced/")), "{answer}");
+    assert!(
+        header(&answer, "Server").is_some_and(|s| s.starts_with("presenced/")),
+        "{answer}"
+    );
 }
 
 /// Every value of a header (one per line).

@@ -8,8 +8,8 @@ use presence_mgmt::serde_json::{self, json, Value};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// too (baresip binds its TLS transport one port above its SIP port).
 pub fn free_port_pair() -> u16 {
     for _ in 0..50 {
-        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
         let Ok(addr) = tcp.local_addr() else { continue };
         let port = addr.port();
         if port == u16::MAX {
@@ -231,8 +233,9 @@ impl Baresip {
     /// Run a command through ctrl_tcp (netstring-framed JSON) and return its
     /// response's `data`; panics when baresip says it failed.
     pub fn command(&self, command: &str, params: &str) -> String {
-        let mut stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.ctrl_port)), CLIENT_TIMEOUT)
-            .expect("connect to baresip's ctrl_tcp");
+        let mut stream =
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.ctrl_port)), CLIENT_TIMEOUT)
+                .expect("connect to baresip's ctrl_tcp");
         stream.set_read_timeout(Some(CLIENT_TIMEOUT)).expect("timeout");
         let request = json!({"command": command, "params": params, "token": "interop"}).to_string();
         stream
@@ -267,7 +270,11 @@ impl Baresip {
         let exited = wait_for(CLIENT_TIMEOUT, || child.try_wait().ok().flatten());
         if exited.is_none() {
             kill_child(&mut child);
-            panic!("{}: did not exit within {CLIENT_TIMEOUT:?} of quit:\n{}", self.name, self.tail());
+            panic!(
+                "{}: did not exit within {CLIENT_TIMEOUT:?} of quit:\n{}",
+                self.name,
+                self.tail()
+            );
         }
     }
 
@@ -362,14 +369,18 @@ impl Kamailio {
         };
         // Ready once it answers an OPTIONS (relayed to presenced: 200 from there).
         let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
-        probe.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         let local = probe.local_addr().expect("local address");
         let ready = wait_for(CLIENT_TIMEOUT, || {
             let options = super::options_request(local);
             probe.send_to(options.as_bytes(), addr).ok()?;
             let mut buf = [0u8; 4096];
             let (n, _) = probe.recv_from(&mut buf).ok()?;
-            String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200").then_some(())
+            String::from_utf8_lossy(&buf[..n])
+                .starts_with("SIP/2.0 200")
+                .then_some(())
         });
         assert!(ready.is_some(), "kamailio did not start:\n{}", proxy.log());
         proxy
