@@ -54,7 +54,7 @@ fn two_baresip_user_agents_watch_each_other_through_presenced() {
         let view = (response.status == 200).then(|| response.json())?;
         view["document"]
             .as_str()
-            .is_some_and(|d| d.contains(&format!("sip:alice-")) && d.contains("<basic>open</basic>"))
+            .is_some_and(|d| d.contains("sip:alice-") && d.contains("<basic>open</basic>"))
             .then_some(view)
     });
     assert!(view.is_some(), "alice's registration and publication do not show");

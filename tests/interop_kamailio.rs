@@ -153,7 +153,7 @@ fn a_subscription_lives_and_ends_through_a_record_routing_proxy() {
     assert_eq!(status_of(&published), 200, "{published}");
     let notify = &notifies[0];
     assert!(came_through(notify, &proxy, &server), "{notify}");
-    assert!(body_of(&notify).contains("closed"), "{notify}");
+    assert!(body_of(notify).contains("closed"), "{notify}");
 
     // The un-SUBSCRIBE along the route set: 200, and a final NOTIFY through the proxy.
     let unsubscribe = in_dialog_subscribe(&mut dialog, local, &target, &route_set, 0);

@@ -409,7 +409,7 @@ impl Shard {
                         return Some(routing::shard_for_bucket(bucket, self.shards));
                     }
                 }
-                let aor_uri = target_aor(&own, msg, &method).ok()?;
+                let aor_uri = target_aor(&own, msg, method).ok()?;
                 Some(routing::shard_for_hash(aor_uri.aor_hash(), self.shards))
             }
         }
