@@ -70,6 +70,7 @@ fn an_unsubscribe_sent_to_the_servers_contact_ends_the_dialog_with_domains_set()
     let answer = out.iter().find(|(_, m)| m.starts_with("SIP/2.0")).expect("answer");
     assert_eq!(status(&answer.1), 200, "{}", answer.1);
     assert_eq!(header(&answer.1, "Expires"), Some("600"));
+    assert_eq!(contact_uri(&answer.1), target, "the dialog keeps its local target");
     for (_, notify) in out.iter().filter(|(_, m)| is_notify(m)) {
         h.answer(notify, 200);
     }

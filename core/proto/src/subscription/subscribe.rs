@@ -145,6 +145,10 @@ pub fn handle(
         if sub.terminating.is_some() {
             return Err(SipError::CallDoesNotExist);
         }
+        // The dialog's own presentity, whatever the Request-URI (the
+        // server's Contact) and To of this request say.
+        let presentity = ctx.state.presence.get(sub.resource).map(|p| p.aor.clone());
+        let aor = presentity.as_deref().unwrap_or(aor);
         subs.set_remote_cseq(id, cseq.seq);
         if let Some(contact) = msg.contact()? {
             let dest = notify_dest(&ctx.origin, &contact, None);
