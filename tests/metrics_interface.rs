@@ -143,9 +143,17 @@ fn assert_same_interface(format: &str, captured: &str, now: &str) {
     let before = schema_of(captured);
     let after = schema_of(now);
     let names = |s: &Schema| s.families.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(&after), names(&before), "{format}: the set of metric families changed");
+    assert_eq!(
+        names(&after),
+        names(&before),
+        "{format}: the set of metric families changed"
+    );
     for (name, family) in &before.families {
-        assert_eq!(after.families.get(name), Some(family), "{format}: family {name} changed");
+        assert_eq!(
+            after.families.get(name),
+            Some(family),
+            "{format}: family {name} changed"
+        );
     }
     for (key, values) in &before.closed_values {
         let now = after.closed_values.get(key).cloned().unwrap_or_default();
@@ -174,8 +182,8 @@ fn metric_families_types_and_labels_match_the_captured_interface() {
             std::fs::write(fixture(file), &now).expect("write fixture");
             continue;
         }
-        let captured = std::fs::read_to_string(fixture(file))
-            .unwrap_or_else(|e| panic!("{}: {e}", fixture(file).display()));
+        let captured =
+            std::fs::read_to_string(fixture(file)).unwrap_or_else(|e| panic!("{}: {e}", fixture(file).display()));
         assert_same_interface(file, &captured, &now);
     }
 }
