@@ -534,6 +534,7 @@ mod tests {
             stats.count_answer(0, 200);
         }
         stats.dropped[stats::DROP_UNPARSABLE] = 2;
+        stats.dropped[stats::DROP_TCP_WRITE_QUEUE_FULL] = 4;
         let mut histograms = ShardHistograms::default();
         histograms.record_requests(latency_micros, &[options, 0, 0, 0, 0, 0, 0, 0]);
         ShardSnapshot {
@@ -592,6 +593,13 @@ mod tests {
                 r#"presenced_sip_messages_dropped_total{shard="1",reason="unparsable"}"#
             ),
             Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"presenced_sip_messages_dropped_total{shard="0",reason="tcp_write_queue_full"}"#
+            ),
+            Some(4.0)
         );
         assert_eq!(value(&text, r#"presenced_shard_up{shard="2"}"#), Some(0.0));
         assert_eq!(

@@ -324,8 +324,13 @@ impl Shard {
 
     /// Count an input the driver dropped before it reached the shard.
     pub fn count_drop(&mut self, reason: usize) {
+        self.count_drops(reason, 1);
+    }
+
+    /// Count `n` messages the driver dropped for one reason (`DROP_REASONS` index).
+    pub fn count_drops(&mut self, reason: usize, n: u64) {
         if let Some(slot) = self.stats.dropped.get_mut(reason) {
-            *slot += 1;
+            *slot += n;
         }
     }
 

@@ -381,8 +381,17 @@ fn advertised(bound: SocketAddr) -> SocketAddr {
 
 /// Run the queued control requests; returns whether any ran.
 fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) -> bool {
+    // What the TCP side counted goes into the shard's state first, so a
+    // snapshot taken by a control below is current.
     let connections = ctx.tcp.borrow().len() as u64;
-    ctx.shard.borrow_mut().set_tcp_connections(connections);
+    let tcp_drops = ctx.tcp.borrow_mut().take_drops();
+    {
+        let mut shard = ctx.shard.borrow_mut();
+        shard.set_tcp_connections(connections);
+        for (reason, n) in tcp_drops.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            shard.count_drops(reason, n);
+        }
+    }
     let mut ran = false;
     while let Ok(control) = controls.try_recv() {
         let now = ctx.clock.now();
