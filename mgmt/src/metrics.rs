@@ -736,4 +736,129 @@ mod tests {
             assert!(names > 0, "{query} uses no presenced metric");
         }
     }
+
+    #[test]
+    fn the_grafana_dashboard_groups_only_by_labels_its_metrics_have() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../tuning/grafana-dashboard.json")).expect("dashboard is JSON");
+        let mut queries = Vec::new();
+        exprs(&dashboard, &mut queries);
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        let mut groupings = 0;
+        for query in &queries {
+            // Labels of the metrics the query reads, plus `le` for buckets.
+            let mut labels = std::collections::BTreeSet::new();
+            let mut rest = query.as_str();
+            while let Some(at) = rest.find("presenced_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.strip_suffix("_bucket").unwrap_or(&name);
+                if family.len() < name.len() {
+                    labels.insert("le".to_owned());
+                }
+                if let Some((_, names)) = exposed.get(family) {
+                    labels.extend(names.iter().cloned());
+                }
+                rest = &rest[at + name.len()..];
+            }
+            for part in query.split("by (").skip(1) {
+                let list = part.split(')').next().unwrap_or("");
+                for label in list.split(',').map(str::trim) {
+                    assert!(
+                        labels.contains(label),
+                        "{query} groups by {label}, which its metrics lack"
+                    );
+                    groupings += 1;
+                }
+            }
+        }
+        assert!(groupings > 10, "{groupings}");
+    }
+
+    /// Each family of the exposition: (type, label names without `le`),
+    /// by the name the Prometheus text format gives it.
+    fn families(text: &str) -> std::collections::BTreeMap<String, (String, std::collections::BTreeSet<String>)> {
+        let mut families = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|d| d.split_once(' ')) {
+                families.insert(name.to_owned(), (kind.to_owned(), std::collections::BTreeSet::new()));
+            } else if !line.starts_with('#') {
+                let series = line.rsplit_once(' ').map_or(line, |(series, _)| series);
+                let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+                let family = ["_bucket", "_sum", "_count", ""]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|f| families.contains_key(*f)))
+                    .unwrap_or_else(|| panic!("{line}"))
+                    .to_owned();
+                let labels = rest
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_owned()))
+                    .filter(|k| k != "le");
+                if let Some((_, names)) = families.get_mut(&family) {
+                    names.extend(labels);
+                }
+            }
+        }
+        families
+    }
+
+    #[test]
+    fn the_readme_table_documents_every_metric_with_its_type_and_labels() {
+        let readme = include_str!("../../README.md");
+        let documented: std::collections::BTreeMap<String, (String, std::collections::BTreeSet<String>)> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `presenced_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let name = cells[1].trim_matches('`').to_owned();
+                let labels = cells[3]
+                    .split(',')
+                    .map(|l| l.trim().trim_matches('`').to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                (name, (cells[2].to_owned(), labels))
+            })
+            .collect();
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        assert_eq!(
+            documented.keys().collect::<Vec<_>>(),
+            exposed.keys().collect::<Vec<_>>(),
+            "README.md's metrics table and the exposition name different metrics"
+        );
+        assert_eq!(documented, exposed);
+        // Every reason the code can count is explained.
+        for reason in stats::DROP_REASONS {
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "drop reason {reason} is not in README.md"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_names_in_the_docs_exist() {
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        let docs = [
+            include_str!("../../README.md"),
+            include_str!("../../tuning/README.md"),
+            include_str!("../../benches/README.md"),
+        ];
+        for doc in docs {
+            let mut rest = doc;
+            while let Some(at) = rest.find("presenced_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let known = exposed.contains_key(&name)
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name.strip_suffix(suffix).is_some_and(|f| exposed.contains_key(f)));
+                assert!(known, "{name} is named in the docs but not exposed");
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
 }
