@@ -1,11 +1,13 @@
 //! The glommio driver: one executor per shard, pinned to its core, each with
-//! its own SO_REUSEPORT UDP socket and TCP listener. It reads the clock,
+//! its own SO_REUSEPORT UDP socket and TCP listener on the port the process
+//! claimed for itself (`exclusive`). It reads the clock,
 //! moves bytes between sockets and the sans-IO `Shard`, hands messages that
 //! belong to another shard over glommio's channel mesh in batches, and runs
 //! the shard's timers. No locks on the hot path: a shard's state is touched
 //! only by its own executor.
 
 mod clock;
+pub mod exclusive;
 pub mod rules_store;
 mod tcp;
 pub mod udp;
@@ -62,6 +64,8 @@ pub enum StartError {
     Timeout(usize),
     #[error("{0}")]
     Rules(#[from] rules_store::RulesStoreError),
+    #[error("{0}")]
+    AddressTaken(#[from] exclusive::ClaimError),
 }
 
 /// A running server.
@@ -70,6 +74,8 @@ pub struct ServerHandle {
     shutdown: Arc<AtomicBool>,
     controls: Vec<crossbeam::channel::Sender<Control>>,
     local_addr: SocketAddr,
+    /// Keeps other processes off the listen address while the shards serve.
+    _claim: exclusive::Claim,
 }
 
 impl ServerHandle {
@@ -112,6 +118,9 @@ pub fn shard_count(config: &EngineConfig) -> usize {
 
 /// Start every shard; returns once all are bound and serving.
 pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
+    // Before any shard binds: its SO_REUSEPORT socket would otherwise join
+    // (and split the traffic of) another process already on the port.
+    let claim = exclusive::claim(config.listen)?;
     let shards = shard_count(&config).min(usize::from(u16::MAX));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let clock = Clock::new();
@@ -171,6 +180,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
         shutdown,
         controls,
         local_addr: listen,
+        _claim: claim,
     })
 }
 
