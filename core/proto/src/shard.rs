@@ -874,13 +874,13 @@ impl Shard {
 /// The PIDF document that stands for an AOR's bindings: one open tuple per
 /// contact, its q as the contact priority.
 fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> Vec<u8> {
-    use crate::subscription::reg::push_escaped;
+    use crate::presence::pidf::xml;
     use std::io::Write as _;
     let mut out = Vec::with_capacity(128 + 160 * bindings.len());
     out.extend_from_slice(
         b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"",
     );
-    push_escaped(&mut out, aor);
+    xml::push_attribute_text(&mut out, aor);
     out.extend_from_slice(b"\">");
     for b in bindings {
         let _ = write!(
@@ -890,11 +890,11 @@ fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> V
         );
         if let Some(q) = &b.q {
             out.extend_from_slice(b" priority=\"");
-            push_escaped(&mut out, q);
+            xml::push_attribute_text(&mut out, q);
             out.push(b'"');
         }
         out.push(b'>');
-        push_escaped(&mut out, &b.contact);
+        xml::push_text(&mut out, &b.contact);
         out.extend_from_slice(b"</contact></tuple>");
     }
     out.extend_from_slice(b"</presence>");
