@@ -5,6 +5,7 @@
 //! takes no lock and shares no cache line for it.
 //!
 //! Endpoints are listed in `routes::ROUTES` and described in `openapi.yaml`.
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod auth;

@@ -1,10 +1,11 @@
 //! The glommio driver: one executor per shard, pinned to its core, each with
 //! its own SO_REUSEPORT UDP socket and TCP listener on the port the process
-//! claimed for itself (`exclusive`). It reads the clock,
-//! moves bytes between sockets and the sans-IO `Shard`, hands messages that
-//! belong to another shard over glommio's channel mesh in batches, and runs
-//! the shard's timers. No locks on the hot path: a shard's state is touched
-//! only by its own executor.
+//! claimed for itself (`exclusive`). It reads the clock, moves bytes between
+//! sockets and the sans-IO `Shard`, hands messages that belong to another
+//! shard over glommio's channel mesh in batches, and runs the shard's
+//! timers. No locks on the hot path: a shard's state is touched only by its
+//! own executor.
+#![warn(missing_docs)]
 
 mod clock;
 pub mod exclusive;
@@ -42,28 +43,49 @@ pub type Control = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
 /// What one shard hands another.
 pub enum MeshMsg {
     /// A message the receiving shard does not own.
-    Handoff { origin: Origin, bytes: Vec<u8> },
+    Handoff {
+        /// Where the message came from (the answer goes back there).
+        origin: Origin,
+        /// The message as received.
+        bytes: Vec<u8>,
+    },
     /// Bytes for a TCP connection the destination shard owns.
     TcpSend {
+        /// The connection, named by its owner shard.
         conn: ConnRef,
+        /// The peer, to reconnect to if the connection is gone.
         peer: SocketAddr,
+        /// The encoded message.
         bytes: Vec<u8>,
     },
 }
 
+/// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A shard could not bind its sockets.
     #[error("shard {shard}: {message}")]
-    Shard { shard: usize, message: String },
+    Shard {
+        /// The shard that failed.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A shard's executor could not start (io_uring, locked memory).
     #[error("cannot start executor for shard {shard}: {source}. glommio needs io_uring (Linux >= 5.8) and about 512 KiB of locked memory per shard: raise `ulimit -l` (e.g. `ulimit -l unlimited`, or LimitMEMLOCK=infinity in a systemd unit)")]
     Executor {
+        /// The shard whose executor failed.
         shard: usize,
+        /// glommio's error.
         source: glommio::GlommioError<()>,
     },
+    /// A shard did not report being bound in time.
     #[error("shard {0} did not start within 10 s")]
     Timeout(usize),
+    /// The stored authorization rules could not be read.
     #[error("{0}")]
     Rules(#[from] rules_store::RulesStoreError),
+    /// Another process already serves the listen address.
     #[error("{0}")]
     AddressTaken(#[from] exclusive::ClaimError),
 }
