@@ -20,7 +20,9 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt::{self, Write as _};
 
+/// Content type of an OpenMetrics 1.0 exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of a Prometheus text 0.0.4 exposition.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in microseconds (100 µs .. 60 s).
@@ -32,8 +34,11 @@ const LATENCY_BOUNDS_MICROS: [u64; 19] = [
 /// What one shard reported at scrape time.
 #[derive(Clone, Debug)]
 pub struct ShardSnapshot {
+    /// The shard's counters.
     pub stats: ShardStats,
+    /// The sizes of the shard's state.
     pub gauges: ShardGauges,
+    /// The shard's latency histograms.
     pub histograms: ShardHistograms,
 }
 
@@ -60,7 +65,9 @@ pub struct Scrape {
 /// Output format of the exposition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// OpenMetrics 1.0 text.
     OpenMetrics,
+    /// The classic Prometheus text format 0.0.4.
     Prometheus,
 }
 
@@ -93,6 +100,7 @@ impl Format {
         }
     }
 
+    /// The `Content-Type` of an exposition in this format.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,

@@ -25,6 +25,7 @@ use presence_runtime::rules_store::RulesStore;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Content type of an XCAP error document (RFC 4825 §11).
 pub const XCAP_ERROR: &str = "application/xcap-error+xml";
 
 /// Where rules changes are made durable, and the lock that orders them.
