@@ -1,9 +1,11 @@
 //! `GET /metrics`: turns the shards' snapshots (taken by message at scrape
 //! time) into a Prometheus exposition: each scrape fills a prometheus-client
 //! `Registry` with constant metrics read from the snapshots, under typed
-//! (derived) label sets. Counters and gauges are labelled by shard, so dashboards can show the balance between
-//! shards and sum them for totals; latency histograms are the shards'
-//! hdrhistograms merged, exposed with fixed buckets in seconds.
+//! (derived) label sets. Counters and gauges are labelled by shard, so
+//! dashboards can show the balance between shards and sum them for totals;
+//! latency histograms are the shards' hdrhistograms merged, exposed with
+//! fixed buckets in seconds. Names, types and labels are an interface
+//! (README "Metrics", `tests/metrics_interface.rs`).
 //!
 //! prometheus-client writes OpenMetrics text; when the scraper does not ask
 //! for OpenMetrics the same families are rewritten to the classic Prometheus
