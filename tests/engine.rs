@@ -1,6 +1,7 @@
 //! End-to-end tests of the SIP engine against the real binary: OPTIONS,
 //! retransmissions, malformed input, shard hand-offs, the always-on answers
-//! of RFC 3261 §8.2, TCP framing and graceful shutdown.
+//! of RFC 3261 §8.2, TCP framing, graceful shutdown, and a second server
+//! refusing a port already served.
 
 mod common;
 
@@ -182,4 +183,73 @@ fn sigterm_shuts_down_gracefully() {
     assert_eq!(status_of(&resp), 200);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Run the binary until it exits (killed and failed after 20 s): its exit
+/// status and what it wrote to stderr.
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run the presenced binary");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("presenced {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr);
+    (status, stderr)
+}
+
+#[test]
+fn a_second_server_on_a_busy_port_refuses_to_start_and_the_first_keeps_serving() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let first = Server::start_with_args(&[
+        "--listen",
+        &listen,
+        "--shards",
+        "2",
+        "--mgmt-listen",
+        "127.0.0.1:0",
+        "--default-policy",
+        "allow",
+    ]);
+    let second = |listen: &str| run_to_exit(&["--listen", listen, "--shards", "2", "--mgmt-listen", "127.0.0.1:0"]);
+    // The same address: the first's lock refuses it.
+    let (status, stderr) = second(&listen);
+    assert!(!status.success(), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("another presenced on this host already listens on {listen}")),
+        "{stderr}"
+    );
+    // An overlapping address (the wildcard, same port): the kernel refuses the probe.
+    let (status, stderr) = second(&format!("0.0.0.0:{port}"));
+    assert!(!status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    // Every client, whichever shard its address hashes to, is still answered by the first.
+    for _ in 0..8 {
+        let client = UdpClient::new(first.sip);
+        assert_eq!(status_of(&client.request(&options_request(client.local()))), 200);
+    }
+    assert!(first.terminate().success());
 }

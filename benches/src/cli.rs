@@ -12,10 +12,12 @@ use crate::stream::Transport;
 #[derive(Debug, Parser)]
 #[command(name = "sipload", version, about)]
 pub struct Cli {
+    /// The scenario to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// sipload's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// OPTIONS transactions; success = 200.
@@ -100,6 +102,7 @@ pub struct LoadArgs {
 /// Offered rates of a sweep: START, START+STEP, ... up to STOP included.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sweep {
+    /// The rates, in order.
     pub rates: Vec<f64>,
 }
 
@@ -135,8 +138,10 @@ impl FromStr for Sweep {
     }
 }
 
+/// `sipload options` flags.
 #[derive(Clone, Debug, Args)]
 pub struct OptionsArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Run against the echo baseline first, then the target, and print the ratio.
@@ -147,8 +152,11 @@ pub struct OptionsArgs {
 /// Shares of initial, refresh and modify PUBLISHes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
+    /// Share of initial PUBLISHes (new entity-tag).
     pub initial: u32,
+    /// Share of refreshes (no body).
     pub refresh: u32,
+    /// Share of modifying PUBLISHes (new body).
     pub modify: u32,
 }
 
@@ -176,8 +184,10 @@ impl FromStr for Mix {
     }
 }
 
+/// `sipload publish` flags.
 #[derive(Clone, Debug, Args)]
 pub struct PublishArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Distinct presentities (sip:u<N>@domain).
@@ -191,8 +201,10 @@ pub struct PublishArgs {
     pub expires: u32,
 }
 
+/// `sipload subscribe` flags.
 #[derive(Clone, Debug, Args)]
 pub struct SubscribeArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Distinct presentities subscribed to, round-robin.
@@ -203,8 +215,10 @@ pub struct SubscribeArgs {
     pub expires: u32,
 }
 
+/// `sipload register` flags.
 #[derive(Clone, Debug, Args)]
 pub struct RegisterArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Distinct users (AORs sip:u<N>@domain); one registration in flight per user.
@@ -221,6 +235,7 @@ pub struct RegisterArgs {
 /// The population model's flags; defaults and their reasons in benches/README.md.
 #[derive(Clone, Debug, Args)]
 pub struct ModelArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Users (sip:u<N>@domain), each a presentity and a watcher.
@@ -255,8 +270,10 @@ pub struct ModelArgs {
     pub seed: u64,
 }
 
+/// `sipload fanout` flags.
 #[derive(Clone, Debug, Args)]
 pub struct FanoutArgs {
+    /// The load options shared by every scenario.
     #[command(flatten)]
     pub load: LoadArgs,
     /// Presentities published to (round-robin).

@@ -23,7 +23,9 @@ const ECHO_BATCH: usize = 64;
 /// What the echo threads did.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct EchoStats {
+    /// Datagrams received.
     pub received: u64,
+    /// Datagrams sent back.
     pub echoed: u64,
     /// CPU seconds of all echo threads over their lifetime
     pub cpu_s: f64,
@@ -62,6 +64,7 @@ impl EchoServer {
         })
     }
 
+    /// The address the echo server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -47,10 +47,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether work scheduled at `scheduled_ns` falls in the measurement window.
     pub fn measured(&self, scheduled_ns: u64) -> bool {
         (self.measure_start_ns..self.measure_end_ns).contains(&scheduled_ns)
     }
 
+    /// Length of the measurement window in seconds.
     pub fn measure_secs(&self) -> f64 {
         (self.measure_end_ns - self.measure_start_ns) as f64 / NANOS_PER_SEC as f64
     }
@@ -58,14 +60,19 @@ impl Plan {
 
 /// One client socket and its pending sends.
 pub struct ClientSocket {
+    /// The socket (UDP, or a TCP connection).
     pub socket: Socket,
+    /// Its file descriptor.
     pub fd: RawFd,
+    /// Its local address.
     pub local: SocketAddr,
     /// `ip:port`, for Via and Contact
     pub local_text: String,
+    /// Messages queued for the next send.
     pub batch: SendBatch,
     /// scenario units (transactions, dialogs) in flight on this socket
     pub in_flight: usize,
+    /// UDP or TCP.
     pub transport: Transport,
     /// TCP only: the connection's byte buffers
     pub stream: StreamBuffers,
@@ -139,17 +146,29 @@ impl ClientSocket {
 
 /// Per-thread state that scenarios act on.
 pub struct Worker {
+    /// This thread's index.
     pub thread: u16,
+    /// Client threads in the run.
     pub threads: u16,
+    /// The clock shared by every thread.
     pub clock: Clock,
+    /// Random part of this run's tags, branches and Call-IDs.
     pub nonce: u32,
+    /// The server.
     pub target: SocketAddr,
+    /// The server's `ip:port`, for request URIs.
     pub target_text: String,
+    /// Domain of the AORs.
     pub domain: String,
+    /// This thread's sockets.
     pub sockets: Vec<ClientSocket>,
+    /// Transactions in flight.
     pub txns: TxnTable,
+    /// What this thread measured.
     pub stats: ThreadStats,
+    /// The run's phases.
     pub plan: Plan,
+    /// How received messages are parsed.
     pub reader: Reader,
     /// echo baseline: an echoed request counts as its 200
     pub echo_baseline: bool,
@@ -234,18 +253,21 @@ impl Worker {
         )
     }
 
+    /// Count a scenario unit started on `socket`.
     pub fn unit_started(&mut self, socket: usize) {
         if let Some(s) = self.sockets.get_mut(socket) {
             s.in_flight += 1;
         }
     }
 
+    /// Count a scenario unit ended on `socket`.
     pub fn unit_ended(&mut self, socket: usize) {
         if let Some(s) = self.sockets.get_mut(socket) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
     }
 
+    /// Units in flight on all of this thread's sockets.
     pub fn units_in_flight(&self) -> usize {
         self.sockets.iter().map(|s| s.in_flight).sum()
     }
@@ -259,6 +281,7 @@ impl Worker {
         }
     }
 
+    /// Record a failure by status code of kind `kind` if measured.
     pub fn record_status_failure(&mut self, kind: u8, measured: bool, status: u16) {
         if measured {
             if let Some(k) = self.stats.kinds.get_mut(usize::from(kind)) {
@@ -267,6 +290,7 @@ impl Worker {
         }
     }
 
+    /// Record a failure for `reason` of kind `kind` if measured.
     pub fn record_failure(&mut self, kind: u8, measured: bool, reason: &'static str) {
         if measured {
             if let Some(k) = self.stats.kinds.get_mut(usize::from(kind)) {
@@ -275,6 +299,7 @@ impl Worker {
         }
     }
 
+    /// Record a timeout of kind `kind` if measured.
     pub fn record_timeout(&mut self, kind: u8, measured: bool) {
         if measured {
             if let Some(k) = self.stats.kinds.get_mut(usize::from(kind)) {
@@ -349,22 +374,36 @@ pub enum Drive {
 
 /// Everything a worker thread needs.
 pub struct WorkerSetup {
+    /// This thread's index.
     pub thread: u16,
+    /// Client threads in the run.
     pub threads: u16,
+    /// The clock shared by every thread.
     pub clock: Clock,
+    /// Random part of this run's tags, branches and Call-IDs.
     pub nonce: u32,
+    /// The server.
     pub target: SocketAddr,
+    /// Domain of the AORs.
     pub domain: String,
+    /// This thread's sockets.
     pub sockets: Vec<ClientSocket>,
+    /// A transaction with no final response after this is a timeout.
     pub timeout_ns: u64,
+    /// The run's phases.
     pub plan: Plan,
+    /// How received messages are parsed.
     pub reader: Reader,
+    /// Echo baseline: an echoed request counts as its 200.
     pub echo_baseline: bool,
+    /// Names of the scenario's transaction kinds, for the report.
     pub kind_names: &'static [&'static str],
+    /// CPU to pin the thread to.
     pub pin_cpu: Option<usize>,
 }
 
 impl Worker {
+    /// A worker ready to run its event loop.
     pub fn new(setup: WorkerSetup) -> Worker {
         Worker {
             thread: setup.thread,

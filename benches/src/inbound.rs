@@ -15,8 +15,16 @@ pub const MAX_COPIED: usize = 12;
 /// Request or response, with the method or status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartKind<'a> {
-    Request { method: &'a str },
-    Response { status: u16 },
+    /// A request.
+    Request {
+        /// Its method.
+        method: &'a str,
+    },
+    /// A response.
+    Response {
+        /// Its status code.
+        status: u16,
+    },
 }
 
 /// Which reader turns datagrams into `Inbound`.
@@ -31,23 +39,34 @@ pub enum Reader {
 /// Why a datagram could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InboundError {
+    /// Not a SIP message sipload can read.
     Unparsable,
 }
 
 /// The fields of a received message that sipload uses.
 #[derive(Clone, Debug)]
 pub struct Inbound<'a> {
+    /// Request line or status line.
     pub start: StartKind<'a>,
+    /// Branch of the top Via.
     pub branch: Option<&'a str>,
+    /// Call-ID.
     pub call_id: Option<&'a str>,
+    /// CSeq number.
     pub cseq: Option<u32>,
+    /// CSeq method.
     pub cseq_method: Option<&'a str>,
+    /// From tag.
     pub from_tag: Option<&'a str>,
+    /// To tag.
     pub to_tag: Option<&'a str>,
     /// URI of the first Contact, without angle brackets
     pub contact_uri: Option<&'a str>,
+    /// SIP-ETag.
     pub etag: Option<&'a str>,
+    /// Subscription-State value.
     pub subscription_state: Option<&'a str>,
+    /// The body.
     pub body: &'a [u8],
     copied: [CopiedHeader<'a>; MAX_COPIED],
     copied_len: usize,
@@ -80,6 +99,7 @@ impl<'a> Inbound<'a> {
         }
     }
 
+    /// The status code of a response.
     pub fn status(&self) -> Option<u16> {
         match self.start {
             StartKind::Response { status } => Some(status),
@@ -87,6 +107,7 @@ impl<'a> Inbound<'a> {
         }
     }
 
+    /// The method of a request.
     pub fn method(&self) -> Option<&'a str> {
         match self.start {
             StartKind::Request { method } => Some(method),

@@ -2,6 +2,7 @@
 //! SIP load generator (open/closed-loop UDP load with batched syscalls,
 //! RFC 3261 retransmissions, hdrhistogram latency, an in-process echo
 //! baseline) and its scenarios.
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod commands;

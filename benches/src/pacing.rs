@@ -13,10 +13,12 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock whose zero is now.
     pub fn new() -> Clock {
         Clock { epoch: Instant::now() }
     }
 
+    /// Nanoseconds since the clock's zero.
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
@@ -33,6 +35,7 @@ impl Default for Clock {
     }
 }
 
+/// Nanoseconds in a second.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// Seconds (fractional) to nanoseconds.

@@ -12,16 +12,22 @@ use plotters::prelude::*;
 /// One rate of a sweep, latencies in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SweepPoint {
+    /// Offered rate, units per second.
     pub offered: f64,
+    /// Median latency.
     pub p50_us: u64,
+    /// 99th percentile latency.
     pub p99_us: u64,
+    /// 99.9th percentile latency.
     pub p999_us: u64,
 }
 
 /// Why the chart could not be drawn.
 #[derive(Debug)]
 pub enum PlotError {
+    /// No sweep point has a latency.
     NoData,
+    /// The drawing backend failed.
     Draw(String),
 }
 
@@ -39,6 +45,7 @@ impl std::error::Error for PlotError {}
 /// What was drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drawn {
+    /// Axes, lines and labels.
     WithText,
     /// no font was found: axes and lines only
     WithoutText,

@@ -18,21 +18,26 @@ fn new_histogram() -> Histogram<u64> {
 /// Outcomes and latency of one transaction (or dialog, or NOTIFY) kind.
 #[derive(Clone, Debug)]
 pub struct KindStats {
+    /// The kind's name in the report.
     pub name: &'static str,
     /// units started in the measurement window
     pub started: u64,
+    /// Units that succeeded.
     pub succeeded: u64,
+    /// Units without a final response in time.
     pub timeouts: u64,
     /// failure final responses by status code
     pub statuses: BTreeMap<u16, u64>,
     /// other failures by reason
     pub failures: BTreeMap<&'static str, u64>,
+    /// Retransmissions sent.
     pub retransmissions: u64,
     /// latency of successes, microseconds
     pub latency: Histogram<u64>,
 }
 
 impl KindStats {
+    /// Empty statistics for the kind `name`.
     pub fn new(name: &'static str) -> KindStats {
         KindStats {
             name,
@@ -46,23 +51,28 @@ impl KindStats {
         }
     }
 
+    /// Record a latency (kept in microseconds).
     pub fn record_latency_ns(&mut self, latency_ns: u64) {
         self.latency.saturating_record((latency_ns / 1000).max(1));
     }
 
+    /// Count a success and its latency.
     pub fn success(&mut self, latency_ns: u64) {
         self.succeeded += 1;
         self.record_latency_ns(latency_ns);
     }
 
+    /// Count a failure final response.
     pub fn status_failure(&mut self, status: u16) {
         *self.statuses.entry(status).or_default() += 1;
     }
 
+    /// Count a failure other than a status or a timeout.
     pub fn failure(&mut self, reason: &'static str) {
         *self.failures.entry(reason).or_default() += 1;
     }
 
+    /// Failures of every sort, timeouts included.
     pub fn failed(&self) -> u64 {
         self.timeouts + self.statuses.values().sum::<u64>() + self.failures.values().sum::<u64>()
     }
@@ -86,6 +96,7 @@ impl KindStats {
 /// Everything one worker thread measured.
 #[derive(Clone, Debug)]
 pub struct ThreadStats {
+    /// Statistics per scenario kind, in the scenario's order.
     pub kinds: Vec<KindStats>,
     /// run-wide event counters (stray datagrams, send drops, NOTIFYs...)
     pub counters: BTreeMap<&'static str, u64>,
@@ -93,12 +104,14 @@ pub struct ThreadStats {
     pub send_lag: Histogram<u64>,
     /// CPU seconds (user, system) this thread used during the measurement window
     pub cpu_user_s: f64,
+    /// System CPU seconds (see `cpu_user_s`).
     pub cpu_sys_s: f64,
     /// wall seconds between the CPU samples
     pub wall_s: f64,
 }
 
 impl ThreadStats {
+    /// Empty statistics for the scenario's kinds.
     pub fn new(kind_names: &[&'static str]) -> ThreadStats {
         ThreadStats {
             kinds: kind_names.iter().map(|n| KindStats::new(n)).collect(),
@@ -110,14 +123,17 @@ impl ThreadStats {
         }
     }
 
+    /// Count one `event`.
     pub fn count(&mut self, event: &'static str) {
         self.add(event, 1);
     }
 
+    /// Count `n` of `event`.
     pub fn add(&mut self, event: &'static str, n: u64) {
         *self.counters.entry(event).or_default() += n;
     }
 
+    /// Add another thread's statistics.
     pub fn merge(&mut self, other: &ThreadStats) {
         for (mine, theirs) in self.kinds.iter_mut().zip(&other.kinds) {
             mine.merge(theirs);
@@ -148,16 +164,24 @@ pub fn thread_cpu_seconds() -> (f64, f64) {
 /// Latency percentiles, microseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Percentiles {
+    /// Samples.
     pub count: u64,
+    /// Mean.
     pub mean: f64,
+    /// Median.
     pub p50: u64,
+    /// 90th percentile.
     pub p90: u64,
+    /// 99th percentile.
     pub p99: u64,
+    /// 99.9th percentile.
     pub p999: u64,
+    /// Largest.
     pub max: u64,
 }
 
 impl Percentiles {
+    /// The percentiles of `histogram` (all zero when empty).
     pub fn of(histogram: &Histogram<u64>) -> Percentiles {
         if histogram.is_empty() {
             return Percentiles::default();
@@ -177,41 +201,59 @@ impl Percentiles {
 /// One kind's line of the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct KindReport {
+    /// The kind's name.
     pub name: &'static str,
+    /// Units started in the measurement window.
     pub started: u64,
+    /// Units that succeeded.
     pub succeeded: u64,
+    /// Units that failed (timeouts included).
     pub failed: u64,
+    /// Units without a final response in time.
     pub timeouts: u64,
     /// failure status code (as text, for JSON keys) → count
     pub statuses: BTreeMap<String, u64>,
+    /// Other failures by reason.
     pub failures: BTreeMap<&'static str, u64>,
+    /// Retransmissions sent.
     pub retransmissions: u64,
     /// successes per second of measurement
     pub success_rate: f64,
+    /// Latency of successes.
     pub latency_us: Percentiles,
 }
 
 /// sipload's own CPU use during the measurement window.
 #[derive(Clone, Debug, Serialize)]
 pub struct CpuReport {
+    /// User CPU seconds.
     pub user_s: f64,
+    /// System CPU seconds.
     pub sys_s: f64,
+    /// Wall seconds the CPU was measured over.
     pub wall_s: f64,
     /// (user + sys) / wall: cores' worth of CPU sipload's client threads used
     pub cores_used: f64,
+    /// Client threads.
     pub threads: usize,
 }
 
 /// The result of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The scenario's name.
     pub scenario: String,
+    /// The server (or `echo`).
     pub target: String,
     /// "open-loop" or "closed-loop"
     pub mode: &'static str,
+    /// Client threads.
     pub threads: usize,
+    /// Client sockets.
     pub sockets: usize,
+    /// Seconds of unmeasured load first.
     pub warmup_s: f64,
+    /// Seconds measured.
     pub duration_s: f64,
     /// configured rate (open loop), per second
     pub target_rate: Option<f64>,
@@ -219,32 +261,47 @@ pub struct Report {
     pub offered_rate: f64,
     /// successes of the primary kind per second
     pub achieved_rate: f64,
+    /// Name of the primary kind.
     pub primary: &'static str,
+    /// One line per kind.
     pub kinds: Vec<KindReport>,
+    /// Run-wide event counters.
     pub counters: BTreeMap<&'static str, u64>,
     /// open-loop only: sipload's send time minus scheduled time
     pub send_lag_us: Percentiles,
+    /// sipload's own CPU use.
     pub cpu: CpuReport,
+    /// Remarks for the reader (e.g. why a figure is not comparable).
     pub notes: Vec<String>,
 }
 
 /// What the report needs besides the merged statistics.
 #[derive(Clone, Debug)]
 pub struct RunInfo {
+    /// The scenario's name.
     pub scenario: String,
+    /// The server (or `echo`).
     pub target: String,
+    /// Open loop (paced) or closed loop (window).
     pub open_loop: bool,
+    /// Client threads.
     pub threads: usize,
+    /// Client sockets.
     pub sockets: usize,
+    /// Seconds of unmeasured load first.
     pub warmup_s: f64,
+    /// Seconds measured.
     pub duration_s: f64,
+    /// Configured open-loop rate, per second.
     pub target_rate: Option<f64>,
     /// index of the kind whose successes are the headline rate
     pub primary: usize,
+    /// Remarks for the reader.
     pub notes: Vec<String>,
 }
 
 impl Report {
+    /// The report of a run from its merged statistics.
     pub fn build(info: RunInfo, stats: &ThreadStats) -> Report {
         let duration = info.duration_s.max(1e-9);
         let kinds: Vec<KindReport> = stats

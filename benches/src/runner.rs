@@ -14,21 +14,33 @@ use crate::stream::Transport;
 /// How to load the target.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
+    /// The scenario's name, for the report.
     pub scenario: String,
+    /// The server.
     pub target: SocketAddr,
+    /// Client threads.
     pub threads: usize,
+    /// Client sockets over all threads.
     pub sockets: usize,
     /// total units per second; None = closed loop
     pub rate: Option<f64>,
+    /// Closed loop: units in flight per socket.
     pub window: usize,
+    /// Seconds of unmeasured load first.
     pub warmup_s: f64,
+    /// Seconds measured.
     pub duration_s: f64,
+    /// A transaction without final response after this is a timeout.
     pub timeout_ms: u64,
+    /// Pin client thread i to CPU i.
     pub pin: bool,
+    /// Domain of the AORs.
     pub domain: String,
     /// UDP sockets, or one TCP connection per "socket"
     pub transport: Transport,
+    /// How received messages are parsed.
     pub reader: Reader,
+    /// Run against the in-process echo server.
     pub echo_baseline: bool,
     /// extra time after the measurement window for outstanding work (dialogs)
     pub extra_drain_s: f64,
@@ -39,7 +51,9 @@ pub struct LoadConfig {
 /// Why a load could not run.
 #[derive(Debug)]
 pub enum RunError {
+    /// The flags do not make a runnable load.
     Config(String),
+    /// A socket or thread could not be set up.
     Io(io::Error),
 }
 
@@ -77,10 +91,15 @@ pub fn available_cpus() -> usize {
 /// Everything a scenario constructor may need to know about its thread.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadContext {
+    /// This thread's index.
     pub thread: u16,
+    /// Client threads in the run.
     pub threads: u16,
+    /// The run's phases.
     pub plan: Plan,
+    /// The clock shared by every thread.
     pub clock: Clock,
+    /// Random part of this run's tags, branches and Call-IDs.
     pub nonce: u32,
 }
 

@@ -16,8 +16,11 @@ pub const SEQ_MARKER: &str = "slseq-";
 /// generation, on one worker thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {
+    /// The worker thread.
     pub thread: u16,
+    /// The slot.
     pub slot: u32,
+    /// The slot's reuse generation.
     pub generation: u32,
 }
 
@@ -146,8 +149,11 @@ pub enum PublishKind {
 pub struct SeqTag {
     /// the run's nonce: states left on the server by earlier runs are ignored
     pub run: u32,
+    /// The presentity.
     pub presentity: u32,
+    /// The presentity's PUBLISH sequence number.
     pub seq: u64,
+    /// When the PUBLISH was scheduled (nanoseconds on the shared clock).
     pub scheduled_ns: u64,
 }
 
@@ -272,11 +278,13 @@ pub fn write_publish(
 /// What one PUBLISH carries.
 #[derive(Clone, Copy, Debug)]
 pub struct PublishRequest<'a> {
+    /// Initial, refresh or modify.
     pub kind: PublishKind,
     /// SIP-If-Match (refresh, modify, remove)
     pub etag: Option<&'a str>,
     /// 0 with `Refresh` removes the publication
     pub expires: u32,
+    /// The sequence tag put in the body.
     pub tag: SeqTag,
     /// which of the presentity's devices publishes (its tuple id)
     pub device: u8,
@@ -333,18 +341,22 @@ pub fn write_publish_request(
 /// The identity and state of a subscription dialog needed to write its SUBSCRIBEs.
 #[derive(Clone, Copy, Debug)]
 pub struct SubscribeParams<'a> {
+    /// The presentity subscribed to.
     pub presentity: u32,
     /// the watcher's AOR is `sip:<watcher_prefix><watcher>@domain` (and its
     /// Contact user part the same)
     pub watcher_prefix: &'a str,
+    /// The watcher's number.
     pub watcher: u32,
     /// dialog identity: Call-ID and From-tag are derived from it
     pub dialog: Key,
+    /// CSeq number.
     pub cseq: u32,
     /// remote tag once known (in-dialog requests)
     pub to_tag: Option<&'a str>,
     /// remote target (Contact of the 200) for in-dialog requests
     pub remote_target: Option<&'a str>,
+    /// Expires of the request.
     pub expires: u32,
 }
 
@@ -402,9 +414,13 @@ pub fn write_subscribe(
 /// CSeq and the Expires asked for (0 removes the binding).
 #[derive(Clone, Copy, Debug)]
 pub struct RegisterParams {
+    /// The user's number.
     pub user: u32,
+    /// The registration's identity (Call-ID and tag are derived from it).
     pub registration: Key,
+    /// CSeq number.
     pub cseq: u32,
+    /// Expires of the request.
     pub expires: u32,
 }
 

@@ -21,14 +21,17 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty slab.
     pub fn new() -> Slab<T> {
         Slab::default()
     }
 
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.live
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
@@ -50,6 +53,7 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The entry in `slot` if it is still of `generation`.
     pub fn get(&self, slot: u32, generation: u32) -> Option<&T> {
         match self.entries.get(slot as usize)? {
             (g, Some(value)) if *g == generation => Some(value),
@@ -57,6 +61,7 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The entry in `slot` if it is still of `generation`, to change.
     pub fn get_mut(&mut self, slot: u32, generation: u32) -> Option<&mut T> {
         match self.entries.get_mut(slot as usize)? {
             (g, Some(value)) if *g == generation => Some(value),
@@ -64,6 +69,7 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Take the entry in `slot` out if it is still of `generation`.
     pub fn remove(&mut self, slot: u32, generation: u32) -> Option<T> {
         let entry = self.entries.get_mut(slot as usize)?;
         if entry.0 != generation {

@@ -76,6 +76,7 @@ fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Outcome of one flush.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlushOutcome {
+    /// Datagrams the kernel took.
     pub sent: usize,
     /// datagrams refused with an error other than EAGAIN, dropped
     pub failed: usize,
@@ -98,6 +99,7 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// Room for `capacity` datagrams.
     pub fn new(capacity: usize) -> SendBatch {
         let capacity = capacity.max(1);
         SendBatch {
@@ -112,14 +114,17 @@ impl SendBatch {
         }
     }
 
+    /// Datagrams a batch holds.
     pub fn capacity(&self) -> usize {
         self.lens.len()
     }
 
+    /// Whether no datagram can be queued.
     pub fn is_full(&self) -> bool {
         self.len == self.capacity()
     }
 
+    /// Datagrams queued.
     pub fn queued(&self) -> usize {
         self.len - self.head
     }
@@ -241,13 +246,16 @@ unsafe impl Send for RecvBatch {}
 
 /// One received datagram.
 pub struct Datagram<'a> {
+    /// The payload.
     pub data: &'a [u8],
+    /// The sender, when the kernel gave one.
     pub from: Option<SocketAddr>,
     /// longer than `RECV_SLOT`; `data` is cut
     pub truncated: bool,
 }
 
 impl RecvBatch {
+    /// Room for `capacity` datagrams per receive.
     pub fn new(capacity: usize) -> RecvBatch {
         let capacity = capacity.max(1);
         RecvBatch {
@@ -260,6 +268,7 @@ impl RecvBatch {
         }
     }
 
+    /// Datagrams one receive can take.
     pub fn capacity(&self) -> usize {
         self.addrs.len()
     }
@@ -373,6 +382,7 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// An epoll instance reporting up to `capacity` events per wait.
     pub fn new(capacity: usize) -> io::Result<Poller> {
         // SAFETY: plain syscall.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };

@@ -23,8 +23,10 @@ pub const MAX_PENDING_OUTPUT: usize = 8 * 1024 * 1024;
 /// How requests travel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Transport {
+    /// Datagrams.
     #[default]
     Udp,
+    /// One connection per client socket, messages framed by Content-Length.
     Tcp,
 }
 
@@ -92,6 +94,7 @@ pub struct StreamBuffers {
 /// What one flush of a connection's output did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
+    /// Bytes the kernel took.
     pub written: usize,
     /// the kernel's buffer is full; the rest stays queued
     pub blocked: bool,
@@ -100,6 +103,7 @@ pub struct WriteOutcome {
 }
 
 impl StreamBuffers {
+    /// Empty buffers for a new connection.
     pub fn new() -> StreamBuffers {
         StreamBuffers {
             input: Vec::with_capacity(READ_CHUNK),

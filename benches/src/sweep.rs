@@ -19,14 +19,19 @@ use crate::runner::RunError;
 pub struct SweepRow {
     /// configured rate
     pub rate: f64,
+    /// Units of the headline kind started per second.
     pub offered: f64,
+    /// Successes of the headline kind per second.
     pub achieved: f64,
+    /// Units of the headline kind started.
     pub started: u64,
+    /// Units of the headline kind that failed.
     pub failed: u64,
     /// failures of the headline kind by reason (`timeout`, status codes, named reasons)
     pub failures: BTreeMap<String, u64>,
     /// the headline kind's latency
     pub latency_us: Percentiles,
+    /// sipload's 99th-percentile lateness against its schedule.
     pub send_lag_p99_us: u64,
     /// sipload's client threads, cores
     pub cpu_cores: f64,
@@ -35,6 +40,7 @@ pub struct SweepRow {
 }
 
 impl SweepRow {
+    /// The row of the run at `rate`.
     pub fn of(rate: f64, report: &Report) -> SweepRow {
         let primary = report.kinds.iter().find(|k| k.name == report.primary);
         let started = primary.map_or(0, |k| k.started);
@@ -65,6 +71,7 @@ impl SweepRow {
         }
     }
 
+    /// The table header for `line`.
     pub fn header() -> String {
         format!(
             "{:>10} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}",
@@ -108,6 +115,7 @@ impl SweepRow {
         line
     }
 
+    /// The row as a point of the latency chart.
     pub fn point(&self) -> SweepPoint {
         SweepPoint {
             offered: self.offered,

@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 
 use crate::sip_text::Key;
 
-/// RFC 3261 T1 and T2.
+/// RFC 3261 T1: the first retransmission interval.
 pub const T1_NS: u64 = 500_000_000;
+/// RFC 3261 T2: the longest retransmission interval.
 pub const T2_NS: u64 = 4_000_000_000;
 
 /// One outstanding client transaction.
@@ -24,9 +25,11 @@ pub struct Txn {
     pub measured: bool,
     /// when it was scheduled (open loop) or first sent (closed loop)
     pub scheduled_ns: u64,
+    /// When it was first sent.
     pub first_sent_ns: u64,
     /// scenario data (presentity, dialog slot...)
     pub user: u64,
+    /// Retransmissions sent.
     pub retransmissions: u32,
 }
 
@@ -60,6 +63,7 @@ pub struct TxnTable {
 }
 
 impl TxnTable {
+    /// An empty table for thread `thread`, timing out after `timeout_ns`.
     pub fn new(thread: u16, timeout_ns: u64) -> TxnTable {
         let mut offsets = Vec::new();
         let mut interval = T1_NS;
@@ -120,6 +124,7 @@ impl TxnTable {
         (entry.live && entry.generation == key.generation).then_some(&entry.txn)
     }
 
+    /// The transaction `key` names, while it is open.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut Txn> {
         if key.thread != self.thread {
             return None;

@@ -5,6 +5,7 @@
 /// The message did not fit in its buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageTooLarge {
+    /// Bytes the buffer holds.
     pub capacity: usize,
 }
 
@@ -24,6 +25,7 @@ pub struct MsgWriter<'a> {
 }
 
 impl<'a> MsgWriter<'a> {
+    /// A writer at the start of `buf`.
     pub fn new(buf: &'a mut [u8]) -> MsgWriter<'a> {
         MsgWriter {
             buf,
@@ -37,6 +39,7 @@ impl<'a> MsgWriter<'a> {
         self.len
     }
 
+    /// Whether nothing has been written.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -46,6 +49,7 @@ impl<'a> MsgWriter<'a> {
         &self.buf[..self.len]
     }
 
+    /// Append bytes.
     pub fn bytes(&mut self, data: &[u8]) -> &mut Self {
         let end = self.len + data.len();
         if end > self.buf.len() {
@@ -57,6 +61,7 @@ impl<'a> MsgWriter<'a> {
         self
     }
 
+    /// Append text.
     pub fn str(&mut self, text: &str) -> &mut Self {
         self.bytes(text.as_bytes())
     }

@@ -21,15 +21,20 @@ use std::sync::Mutex;
 /// Largest request body accepted (configuration documents are tiny).
 const MAX_BODY: usize = 64 << 10;
 
+/// An HTTP response with its whole body in memory.
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// What every request handler shares.
 pub struct State {
+    /// The shards, reached by message.
     pub shards: ShardLink,
+    /// Who may read and write.
     pub auth: AuthPolicy,
+    /// How to change the process's log filter, when the binary gave one.
     pub log: Option<LogControl>,
     /// The log filter last applied (only the management thread touches it).
     pub log_filter: Mutex<String>,
+    /// When the plane started (for the uptime).
     pub started: std::time::Instant,
     /// Where authorization rules changes are stored (and their order).
     pub rules: crate::xcap::RulesWriter,
@@ -43,6 +48,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answered with `status` and `reason`.
     pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         ApiError {
             status,

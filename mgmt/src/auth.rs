@@ -20,18 +20,29 @@ pub enum Access {
 /// Why a request was refused (answered 401).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// No `Authorization: Bearer` header where one is needed.
     #[error("this request needs a bearer token (Authorization: Bearer <token>)")]
     MissingToken,
+    /// A bearer token that is not the configured one.
     #[error("the bearer token is not valid")]
     WrongToken,
+    /// A write while no token is configured.
     #[error("writes are disabled: the server was started without --mgmt-token-file")]
     NoTokenConfigured,
 }
 
+/// Why the management token file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
+    /// The file cannot be read.
     #[error("cannot read the management token file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The file holds no token.
     #[error("the management token file {0} is empty")]
     Empty(String),
 }
@@ -65,10 +76,12 @@ impl AuthPolicy {
         }
     }
 
+    /// Whether reads need the token too (the plane listens beyond loopback).
     pub fn reads_need_token(&self) -> bool {
         self.reads_need_token
     }
 
+    /// Whether a token is configured.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }

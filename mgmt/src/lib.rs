@@ -5,6 +5,7 @@
 //! takes no lock and shares no cache line for it.
 //!
 //! Endpoints are listed in `routes::ROUTES` and described in `openapi.yaml`.
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod auth;
@@ -37,18 +38,22 @@ pub type LogFilterSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>
 /// The process's log filter: the one in force at start and how to change it.
 #[derive(Clone)]
 pub struct LogControl {
+    /// The filter in force at start.
     pub initial: String,
+    /// Changes the filter.
     pub set: LogFilterSetter,
 }
 
 /// How the management plane runs.
 #[derive(Clone)]
 pub struct MgmtOptions {
+    /// Address of the HTTP listener.
     pub listen: SocketAddr,
     /// Bearer token for writes (and for reads off loopback). `None` refuses every write.
     pub token: Option<String>,
     /// How long a shard may take to answer (also the readiness bound).
     pub shard_timeout: Duration,
+    /// The process's log filter, for `PUT /v1/config/log` (`None`: not changeable).
     pub log: Option<LogControl>,
     /// Most HTTP connections served at once; more are closed at once.
     pub max_connections: usize,
@@ -57,6 +62,7 @@ pub struct MgmtOptions {
 }
 
 impl MgmtOptions {
+    /// Defaults (no token, 1 s shard timeout, 64 connections, rules in memory) on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         MgmtOptions {
             listen,
@@ -69,10 +75,18 @@ impl MgmtOptions {
     }
 }
 
+/// Why the management plane did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MgmtError {
+    /// The listen address cannot be bound.
     #[error("cannot listen on {addr} for the management plane: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the bind reported.
+        source: std::io::Error,
+    },
+    /// The management thread or its runtime could not be created.
     #[error("cannot start the management plane: {0}")]
     Start(std::io::Error),
 }

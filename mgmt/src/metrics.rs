@@ -1,8 +1,11 @@
 //! `GET /metrics`: turns the shards' snapshots (taken by message at scrape
-//! time) into a Prometheus exposition with prometheus-client. Counters and
-//! gauges are labelled by shard, so dashboards can show the balance between
-//! shards and sum them for totals; latency histograms are the shards'
-//! hdrhistograms merged, exposed with fixed buckets in seconds.
+//! time) into a Prometheus exposition: each scrape fills a prometheus-client
+//! `Registry` with constant metrics read from the snapshots, under typed
+//! (derived) label sets. Counters and gauges are labelled by shard, so
+//! dashboards can show the balance between shards and sum them for totals;
+//! latency histograms are the shards' hdrhistograms merged, exposed with
+//! fixed buckets in seconds. Names, types and labels are an interface
+//! (README "Metrics", `tests/metrics_interface.rs`).
 //!
 //! prometheus-client writes OpenMetrics text; when the scraper does not ask
 //! for OpenMetrics the same families are rewritten to the classic Prometheus
@@ -10,13 +13,18 @@
 //! there are no `# UNIT` or `# EOF` lines.
 
 use presence_proto::stats::{self, LatencyHistogram, ShardGauges, ShardHistograms, ShardStats};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt::{self, Write as _};
 
+/// Content type of an OpenMetrics 1.0 exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of a Prometheus text 0.0.4 exposition.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in microseconds (100 µs .. 60 s).
@@ -28,8 +36,11 @@ const LATENCY_BOUNDS_MICROS: [u64; 19] = [
 /// What one shard reported at scrape time.
 #[derive(Clone, Debug)]
 pub struct ShardSnapshot {
+    /// The shard's counters.
     pub stats: ShardStats,
+    /// The sizes of the shard's state.
     pub gauges: ShardGauges,
+    /// The shard's latency histograms.
     pub histograms: ShardHistograms,
 }
 
@@ -56,7 +67,9 @@ pub struct Scrape {
 /// Output format of the exposition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// OpenMetrics 1.0 text.
     OpenMetrics,
+    /// The classic Prometheus text format 0.0.4.
     Prometheus,
 }
 
@@ -89,6 +102,7 @@ impl Format {
         }
     }
 
+    /// The `Content-Type` of an exposition in this format.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
@@ -99,33 +113,13 @@ impl Format {
 
 impl Scrape {
     /// The exposition text in `format`.
-    pub fn encode(self, format: Format) -> Result<String, fmt::Error> {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(self));
+    pub fn encode(&self, format: Format) -> Result<String, fmt::Error> {
         let mut openmetrics = String::with_capacity(32 << 10);
-        prometheus_client::encoding::text::encode(&mut openmetrics, &registry)?;
-        // prometheus-client writes the `_sum` and `_count` of an unlabelled
-        // histogram as `name{} value`: valid, but unusual; drop the braces.
-        let openmetrics = openmetrics.replace("{} ", " ");
+        prometheus_client::encoding::text::encode(&mut openmetrics, &self.registry())?;
         Ok(match format {
             Format::OpenMetrics => openmetrics,
             Format::Prometheus => to_prometheus_text(&openmetrics),
         })
-    }
-
-    fn answered(&self) -> impl Iterator<Item = (String, &ShardSnapshot)> {
-        self.shards
-            .iter()
-            .enumerate()
-            .filter_map(|(id, snapshot)| Some((id.to_string(), snapshot.as_ref()?)))
-    }
-
-    fn merged_histograms(&self) -> ShardHistograms {
-        let mut merged = ShardHistograms::default();
-        for (_, snapshot) in self.answered() {
-            merged.merge(&snapshot.histograms);
-        }
-        merged
     }
 }
 
@@ -164,337 +158,378 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Fixed-value metrics written straight through the descriptor encoder.
-struct Family<'a> {
-    encoder: prometheus_client::encoding::MetricEncoder<'a>,
+/// The samples of one metric family, read from the shards' snapshots at
+/// scrape time and exposed in the order taken (shard 0 first).
+/// prometheus-client's `Family` is meant for metrics updated in place as the
+/// program runs (a locked hash map, exposed in no particular order); a
+/// scrape-time snapshot needs neither the lock nor the shuffle.
+#[derive(Debug)]
+struct ScrapedFamily<L, M> {
+    samples: Vec<(L, M)>,
 }
 
-impl Family<'_> {
-    fn counter(&mut self, labels: &[(&str, &str)], value: u64) -> fmt::Result {
-        self.encoder
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, u64, u64>(&value, None)
-    }
-
-    fn gauge(&mut self, labels: &[(&str, &str)], value: u64) -> fmt::Result {
-        if labels.is_empty() {
-            // encode_family with no labels would write an empty `{}`.
-            return self.encoder.encode_gauge(&value);
+impl<L: EncodeLabelSet + fmt::Debug, M: EncodeMetric + TypedMetric> EncodeMetric for ScrapedFamily<L, M> {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        for (labels, metric) in &self.samples {
+            metric.encode(encoder.encode_family(labels)?)?;
         }
-        self.encoder.encode_family(&labels)?.encode_gauge(&value)
+        Ok(())
     }
 
-    fn histogram(&mut self, labels: &[(&str, &str)], histogram: &LatencyHistogram) -> fmt::Result {
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+}
+
+/// A latency histogram merged over shards, in seconds, with the fixed
+/// buckets `LATENCY_BOUNDS_MICROS` counted from the shards' hdrhistograms.
+#[derive(Debug)]
+struct SecondsHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound in seconds, samples in this bucket alone), +Inf last.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl SecondsHistogram {
+    fn of(histogram: &LatencyHistogram) -> Self {
         let counts = histogram.bucket_counts(&LATENCY_BOUNDS_MICROS);
-        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_MICROS
+        let buckets = LATENCY_BOUNDS_MICROS
             .iter()
             .map(|&micros| micros as f64 / 1e6)
             .chain(std::iter::once(f64::INFINITY))
             .zip(counts)
             .collect();
-        let sum_seconds = histogram.sum_micros() as f64 / 1e6;
-        self.encoder.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            sum_seconds,
-            histogram.count(),
-            &buckets,
-            None,
-        )
+        SecondsHistogram {
+            sum: histogram.sum_micros() as f64 / 1e6,
+            count: histogram.count(),
+            buckets,
+        }
     }
 }
 
-fn family<'a>(
-    encoder: &'a mut DescriptorEncoder<'_>,
-    name: &'a str,
-    help: &str,
-    unit: Option<&'a Unit>,
-    kind: MetricType,
-) -> Result<Family<'a>, fmt::Error> {
-    Ok(Family {
-        encoder: encoder.encode_descriptor(name, help, unit, kind)?,
-    })
+impl TypedMetric for SecondsHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
-/// A per-shard counter family with no label besides the shard.
-fn per_shard_counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    scrape: &Scrape,
-    name: &str,
-    help: &str,
-    value: impl Fn(&ShardSnapshot) -> u64,
-) -> fmt::Result {
-    let mut f = family(encoder, name, help, None, MetricType::Counter)?;
-    for (shard, snapshot) in scrape.answered() {
-        f.counter(&[("shard", &shard)], value(snapshot))?;
+impl EncodeMetric for SecondsHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
-    Ok(())
-}
 
-fn per_shard_gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    scrape: &Scrape,
-    name: &str,
-    help: &str,
-    value: impl Fn(&ShardSnapshot) -> u64,
-) -> fmt::Result {
-    let mut f = family(encoder, name, help, None, MetricType::Gauge)?;
-    for (shard, snapshot) in scrape.answered() {
-        f.gauge(&[("shard", &shard)], value(snapshot))?;
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
-    Ok(())
 }
 
-/// Name, help and reader of one NOTIFY counter.
-type NotifyCounter = (&'static str, &'static str, fn(&ShardStats) -> u64);
+/// Labels of a metric kept per shard.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct ShardLabels {
+    shard: usize,
+}
 
+/// Labels of a per-shard metric split by request method.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct ShardMethodLabels {
+    shard: usize,
+    method: &'static str,
+}
+
+/// Labels of final responses counted by request method and response class.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct AnsweredLabels {
+    shard: usize,
+    method: &'static str,
+    class: &'static str,
+}
+
+/// Labels of responses counted by status code.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct ResponseCodeLabels {
+    shard: usize,
+    code: usize,
+    class: &'static str,
+}
+
+/// Labels of dropped inputs.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct DropLabels {
+    shard: usize,
+    reason: &'static str,
+}
+
+/// Labels of hand-offs between shards.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct HandoffLabels {
+    shard: usize,
+    direction: Direction,
+}
+
+/// Labels of a histogram merged over shards, by request method.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+/// Which way a hand-off went, seen from the labelled shard.
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    /// Handed to the owner shard.
+    Out,
+    /// Received from another shard.
+    In,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        })
+    }
+}
+
+/// Name (after the `presenced_` prefix), help and reader of a per-shard
+/// counter or gauge with no label besides the shard. Help texts here and
+/// below have no final period: the registry adds one.
+type PerShardValue = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
+
+const PER_SHARD_COUNTERS: [PerShardValue; 12] = [
+    (
+        "sip_retransmissions_absorbed",
+        "Request retransmissions answered from the transaction layer",
+        |s| s.stats.retransmissions_absorbed,
+    ),
+    (
+        "sip_merged_requests",
+        "Requests merged on the way (RFC 3261 §8.2.2.2), answered 482",
+        |s| s.stats.merged_requests,
+    ),
+    ("sip_malformed_requests", "Malformed requests answered 400", |s| {
+        s.stats.malformed_answered
+    }),
+    (
+        "sip_server_transactions_evicted",
+        "Completed server transactions forgotten before Timer J because the table was full",
+        |s| s.stats.server_transactions_evicted,
+    ),
+    (
+        "sip_client_transactions",
+        "Requests the server sent (client transactions started)",
+        |s| s.stats.client_transactions_started,
+    ),
+    (
+        "sip_client_retransmissions",
+        "Retransmissions of the server's own requests (Timer E)",
+        |s| s.stats.client_retransmissions,
+    ),
+    (
+        "sip_client_timeouts",
+        "The server's own requests that got no final response (Timer F)",
+        |s| s.stats.client_timeouts,
+    ),
+    (
+        "sip_responses_received",
+        "Responses received to the server's own requests",
+        |s| s.stats.responses_received,
+    ),
+    ("notify_sent", "NOTIFY requests sent", |s| s.stats.notifies_sent),
+    (
+        "notify_failed",
+        "NOTIFY requests that failed (error response or timeout)",
+        |s| s.stats.notifies_failed,
+    ),
+    (
+        "notify_coalesced",
+        "State changes folded into a later NOTIFY (coalescing window)",
+        |s| s.stats.notifies_coalesced,
+    ),
+    ("notify_throttled", "NOTIFYs delayed by a rate limit", |s| {
+        s.stats.notifies_throttled
+    }),
+];
+
+const PER_SHARD_GAUGES: [PerShardValue; 6] = [
+    ("presentities", "Presentities with state", |s| s.gauges.presentities),
+    ("publications", "Live publications", |s| s.gauges.publications),
+    ("subscriptions", "Live subscriptions", |s| s.gauges.subscriptions),
+    (
+        "sip_server_transactions",
+        "Server transactions held (to absorb retransmissions)",
+        |s| s.gauges.server_transactions,
+    ),
+    ("sip_client_transactions_active", "Client transactions in flight", |s| {
+        s.gauges.client_transactions
+    }),
+    ("tcp_connections", "Open SIP TCP connections", |s| {
+        s.gauges.tcp_connections
+    }),
+];
+
+/// Response classes by the first digit of the status code.
 const CLASSES: [&str; 7] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let e = &mut encoder;
+impl Scrape {
+    /// One family with the samples `samples_of` reads from each answering shard.
+    fn per_shard<'s, L, M, I>(&'s self, samples_of: impl Fn(usize, &'s ShardSnapshot) -> I) -> ScrapedFamily<L, M>
+    where
+        I: IntoIterator<Item = (L, M)>,
+    {
+        let samples = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(shard, snapshot)| Some(samples_of(shard, snapshot.as_ref()?)))
+            .flatten()
+            .collect();
+        ScrapedFamily { samples }
+    }
 
-        let mut f = family(
-            e,
-            "presenced_shards",
-            "Shards (executors) the engine runs.",
-            None,
-            MetricType::Gauge,
-        )?;
-        f.gauge(&[], self.shards.len() as u64)?;
-        let mut f = family(
-            e,
-            "presenced_shard_up",
-            "Whether the shard answered this scrape in time (1) or not (0).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (id, snapshot) in self.shards.iter().enumerate() {
-            f.gauge(&[("shard", &id.to_string())], u64::from(snapshot.is_some()))?;
+    /// Every metric family of the exposition, read from the snapshots.
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("presenced");
+        self.register_engine(&mut registry);
+        self.register_sip(&mut registry);
+        self.register_handoffs(&mut registry);
+        for (name, help, value) in PER_SHARD_GAUGES {
+            let family = self.per_shard(|shard, s| [(ShardLabels { shard }, ConstGauge::new(value(s)))]);
+            registry.register(name, help, family);
         }
+        self.register_latency(&mut registry);
+        registry
+    }
 
-        // SIP requests and responses.
-        let mut f = family(
-            e,
-            "presenced_sip_requests",
-            "SIP requests received, by method.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (shard, s) in self.answered() {
-            for (method, value) in stats::METHODS.iter().zip(s.stats.requests) {
-                f.counter(&[("shard", &shard), ("method", method)], value)?;
-            }
-        }
-        let mut f = family(
-            e,
-            "presenced_sip_requests_answered",
-            "Final responses sent to SIP requests, by request method and response class.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (shard, s) in self.answered() {
-            for (method, row) in stats::METHODS.iter().zip(s.stats.answered) {
-                // Only combinations that occurred: most never do (an ACK is
-                // never answered, INVITE only ever gets 405), and 6 classes
-                // × 8 methods × every shard would be mostly zeros.
-                for (class, value) in CLASSES.iter().zip(row).skip(1).filter(|(_, v)| *v > 0) {
-                    f.counter(&[("shard", &shard), ("method", method), ("class", class)], value)?;
-                }
-            }
-        }
-        let mut f = family(
-            e,
-            "presenced_sip_responses_sent",
-            "SIP responses sent (retransmissions of stored responses excluded), by status code.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (shard, s) in self.answered() {
-            for (index, &value) in s.stats.responses_by_code.iter().enumerate() {
-                if value == 0 {
-                    continue; // only codes the server has sent
-                }
+    fn register_engine(&self, registry: &mut Registry) {
+        registry.register(
+            "shards",
+            "Shards (executors) the engine runs",
+            ConstGauge::new(self.shards.len() as u64),
+        );
+        let up = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, snapshot)| (ShardLabels { shard }, ConstGauge::new(u64::from(snapshot.is_some()))));
+        registry.register(
+            "shard_up",
+            "Whether the shard answered this scrape in time (1) or not (0)",
+            ScrapedFamily { samples: up.collect() },
+        );
+    }
+
+    fn register_sip(&self, registry: &mut Registry) {
+        let requests = self.per_shard(|shard, s| {
+            stats::METHODS
+                .iter()
+                .zip(s.stats.requests)
+                .map(move |(&method, n)| (ShardMethodLabels { shard, method }, ConstCounter::new(n)))
+        });
+        registry.register("sip_requests", "SIP requests received, by method", requests);
+        // Only the (method, class) pairs that occurred: most never do (an
+        // ACK is never answered, INVITE only ever gets 405), and 6 classes
+        // × 8 methods × every shard would be mostly zeros.
+        let answered = self.per_shard(|shard, s| {
+            stats::METHODS
+                .iter()
+                .zip(s.stats.answered)
+                .flat_map(move |(&method, row)| {
+                    CLASSES
+                        .iter()
+                        .zip(row)
+                        .skip(1)
+                        .filter(|(_, n)| *n > 0)
+                        .map(move |(&class, n)| (AnsweredLabels { shard, method, class }, ConstCounter::new(n)))
+                })
+        });
+        registry.register(
+            "sip_requests_answered",
+            "Final responses sent to SIP requests, by request method and response class",
+            answered,
+        );
+        // Only the codes the server has sent.
+        let responses = self.per_shard(|shard, s| {
+            let by_code = s.stats.responses_by_code.iter().enumerate();
+            by_code.filter(|(_, n)| **n > 0).map(move |(index, &n)| {
                 let code = 100 + index;
                 let class = CLASSES.get(code / 100).copied().unwrap_or("6xx");
-                f.counter(
-                    &[("shard", &shard), ("code", &code.to_string()), ("class", class)],
-                    value,
-                )?;
-            }
+                (ResponseCodeLabels { shard, code, class }, ConstCounter::new(n))
+            })
+        });
+        registry.register(
+            "sip_responses_sent",
+            "SIP responses sent (retransmissions of stored responses excluded), by status code",
+            responses,
+        );
+        let dropped = self.per_shard(|shard, s| {
+            stats::DROP_REASONS
+                .iter()
+                .zip(s.stats.dropped)
+                .map(move |(&reason, n)| (DropLabels { shard, reason }, ConstCounter::new(n)))
+        });
+        registry.register(
+            "sip_messages_dropped",
+            "Inputs dropped without an answer, by reason",
+            dropped,
+        );
+        for (name, help, value) in PER_SHARD_COUNTERS {
+            let family = self.per_shard(|shard, s| [(ShardLabels { shard }, ConstCounter::new(value(s)))]);
+            registry.register(name, help, family);
         }
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_retransmissions_absorbed",
-            "Request retransmissions answered from the transaction layer.",
-            |s| s.stats.retransmissions_absorbed,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_merged_requests",
-            "Requests merged on the way (RFC 3261 §8.2.2.2), answered 482.",
-            |s| s.stats.merged_requests,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_malformed_requests",
-            "Malformed requests answered 400.",
-            |s| s.stats.malformed_answered,
-        )?;
-        let mut f = family(
-            e,
-            "presenced_sip_messages_dropped",
-            "Inputs dropped without an answer, by reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (shard, s) in self.answered() {
-            for (reason, value) in stats::DROP_REASONS.iter().zip(s.stats.dropped) {
-                f.counter(&[("shard", &shard), ("reason", reason)], value)?;
-            }
-        }
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_server_transactions_evicted",
-            "Completed server transactions forgotten before Timer J because the table was full.",
-            |s| s.stats.server_transactions_evicted,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_client_transactions",
-            "Requests the server sent (client transactions started).",
-            |s| s.stats.client_transactions_started,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_client_retransmissions",
-            "Retransmissions of the server's own requests (Timer E).",
-            |s| s.stats.client_retransmissions,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_client_timeouts",
-            "The server's own requests that got no final response (Timer F).",
-            |s| s.stats.client_timeouts,
-        )?;
-        per_shard_counter(
-            e,
-            self,
-            "presenced_sip_responses_received",
-            "Responses received to the server's own requests.",
-            |s| s.stats.responses_received,
-        )?;
+    }
 
-        // NOTIFY.
-        let notify: [NotifyCounter; 4] = [
-            ("presenced_notify_sent", "NOTIFY requests sent.", |s| s.notifies_sent),
-            (
-                "presenced_notify_failed",
-                "NOTIFY requests that failed (error response or timeout).",
-                |s| s.notifies_failed,
-            ),
-            (
-                "presenced_notify_coalesced",
-                "State changes folded into a later NOTIFY (coalescing window).",
-                |s| s.notifies_coalesced,
-            ),
-            ("presenced_notify_throttled", "NOTIFYs delayed by a rate limit.", |s| {
-                s.notifies_throttled
-            }),
-        ];
-        for (name, help, value) in notify {
-            per_shard_counter(e, self, name, help, |s| value(&s.stats))?;
-        }
-
-        // Hand-offs between shards.
-        let mut f = family(
-            e,
-            "presenced_shard_handoffs",
-            "Messages handed to their owner shard (direction=out) or received from another shard (direction=in).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (shard, s) in self.answered() {
-            f.counter(&[("shard", &shard), ("direction", "out")], s.stats.handoffs_out)?;
-            f.counter(&[("shard", &shard), ("direction", "in")], s.stats.handoffs_in)?;
-        }
-        let mut f = family(
-            e,
-            "presenced_shard_handoff_backlog",
-            "Messages handed over between shards and not yet processed by their owner (all shards).",
-            None,
-            MetricType::Gauge,
-        )?;
-        let (out, received) = self.answered().fold((0u64, 0u64), |(o, i), (_, s)| {
+    fn register_handoffs(&self, registry: &mut Registry) {
+        let handoffs = self.per_shard(|shard, s| {
+            [
+                (Direction::Out, s.stats.handoffs_out),
+                (Direction::In, s.stats.handoffs_in),
+            ]
+            .map(|(direction, n)| (HandoffLabels { shard, direction }, ConstCounter::new(n)))
+        });
+        registry.register(
+            "shard_handoffs",
+            "Messages handed to their owner shard (direction=out) or received from another shard (direction=in)",
+            handoffs,
+        );
+        let (out, received) = self.shards.iter().flatten().fold((0u64, 0u64), |(o, i), s| {
             (o + s.stats.handoffs_out, i + s.stats.handoffs_in)
         });
-        f.gauge(&[], out.saturating_sub(received))?;
-        let mut f = family(
-            e,
-            "presenced_shard_control_queue_depth",
-            "Management requests queued for the shard when the scrape started.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (id, depth) in self.control_queue.iter().enumerate() {
-            f.gauge(&[("shard", &id.to_string())], *depth as u64)?;
-        }
+        registry.register(
+            "shard_handoff_backlog",
+            "Messages handed over between shards and not yet processed by their owner (all shards)",
+            ConstGauge::new(out.saturating_sub(received)),
+        );
+        let depths = self.control_queue.iter().enumerate();
+        let depths = depths.map(|(shard, &depth)| (ShardLabels { shard }, ConstGauge::new(depth as u64)));
+        registry.register(
+            "shard_control_queue_depth",
+            "Management requests queued for the shard when the scrape started",
+            ScrapedFamily {
+                samples: depths.collect(),
+            },
+        );
+    }
 
-        // State sizes.
-        per_shard_gauge(e, self, "presenced_presentities", "Presentities with state.", |s| {
-            s.gauges.presentities
-        })?;
-        per_shard_gauge(e, self, "presenced_publications", "Live publications.", |s| {
-            s.gauges.publications
-        })?;
-        per_shard_gauge(e, self, "presenced_subscriptions", "Live subscriptions.", |s| {
-            s.gauges.subscriptions
-        })?;
-        per_shard_gauge(
-            e,
-            self,
-            "presenced_sip_server_transactions",
-            "Server transactions held (to absorb retransmissions).",
-            |s| s.gauges.server_transactions,
-        )?;
-        per_shard_gauge(
-            e,
-            self,
-            "presenced_sip_client_transactions_active",
-            "Client transactions in flight.",
-            |s| s.gauges.client_transactions,
-        )?;
-        per_shard_gauge(e, self, "presenced_tcp_connections", "Open SIP TCP connections.", |s| {
-            s.gauges.tcp_connections
-        })?;
-
-        // Latency, merged over shards.
-        let merged = self.merged_histograms();
-        let seconds = Unit::Seconds;
-        let mut f = family(
-            e,
-            "presenced_sip_request_duration",
-            "Time from receiving a batch holding the request to the end of sending what it produced, by method.",
-            Some(&seconds),
-            MetricType::Histogram,
-        )?;
-        for (method, histogram) in stats::METHODS.iter().zip(&merged.request_handling) {
-            f.histogram(&[("method", method)], histogram)?;
+    fn register_latency(&self, registry: &mut Registry) {
+        let mut merged = ShardHistograms::default();
+        for snapshot in self.shards.iter().flatten() {
+            merged.merge(&snapshot.histograms);
         }
-        let mut f = family(
-            e,
-            "presenced_publish_to_notify",
-            "Time from a PUBLISH that changed a presentity to the NOTIFY carrying the change being sent.",
-            Some(&seconds),
-            MetricType::Histogram,
-        )?;
-        f.histogram(&[], &merged.publish_to_notify)?;
-        Ok(())
+        let by_method = stats::METHODS.iter().zip(&merged.request_handling);
+        let by_method = by_method.map(|(&method, h)| (MethodLabels { method }, SecondsHistogram::of(h)));
+        registry.register_with_unit(
+            "sip_request_duration",
+            "Time from receiving a batch holding the request to the end of sending what it produced, by method",
+            Unit::Seconds,
+            ScrapedFamily {
+                samples: by_method.collect(),
+            },
+        );
+        registry.register_with_unit(
+            "publish_to_notify",
+            "Time from a PUBLISH that changed a presentity to the NOTIFY carrying the change being sent",
+            Unit::Seconds,
+            SecondsHistogram::of(&merged.publish_to_notify),
+        );
     }
 }
 
@@ -509,6 +544,7 @@ mod tests {
             stats.count_answer(0, 200);
         }
         stats.dropped[stats::DROP_UNPARSABLE] = 2;
+        stats.dropped[stats::DROP_TCP_WRITE_QUEUE_FULL] = 4;
         let mut histograms = ShardHistograms::default();
         histograms.record_requests(latency_micros, &[options, 0, 0, 0, 0, 0, 0, 0]);
         ShardSnapshot {
@@ -567,6 +603,13 @@ mod tests {
                 r#"presenced_sip_messages_dropped_total{shard="1",reason="unparsable"}"#
             ),
             Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"presenced_sip_messages_dropped_total{shard="0",reason="tcp_write_queue_full"}"#
+            ),
+            Some(4.0)
         );
         assert_eq!(value(&text, r#"presenced_shard_up{shard="2"}"#), Some(0.0));
         assert_eq!(
@@ -701,6 +744,131 @@ mod tests {
                 names += 1;
             }
             assert!(names > 0, "{query} uses no presenced metric");
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_groups_only_by_labels_its_metrics_have() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../tuning/grafana-dashboard.json")).expect("dashboard is JSON");
+        let mut queries = Vec::new();
+        exprs(&dashboard, &mut queries);
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        let mut groupings = 0;
+        for query in &queries {
+            // Labels of the metrics the query reads, plus `le` for buckets.
+            let mut labels = std::collections::BTreeSet::new();
+            let mut rest = query.as_str();
+            while let Some(at) = rest.find("presenced_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.strip_suffix("_bucket").unwrap_or(&name);
+                if family.len() < name.len() {
+                    labels.insert("le".to_owned());
+                }
+                if let Some((_, names)) = exposed.get(family) {
+                    labels.extend(names.iter().cloned());
+                }
+                rest = &rest[at + name.len()..];
+            }
+            for part in query.split("by (").skip(1) {
+                let list = part.split(')').next().unwrap_or("");
+                for label in list.split(',').map(str::trim) {
+                    assert!(
+                        labels.contains(label),
+                        "{query} groups by {label}, which its metrics lack"
+                    );
+                    groupings += 1;
+                }
+            }
+        }
+        assert!(groupings > 10, "{groupings}");
+    }
+
+    /// Each family of the exposition: (type, label names without `le`),
+    /// by the name the Prometheus text format gives it.
+    fn families(text: &str) -> std::collections::BTreeMap<String, (String, std::collections::BTreeSet<String>)> {
+        let mut families = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|d| d.split_once(' ')) {
+                families.insert(name.to_owned(), (kind.to_owned(), std::collections::BTreeSet::new()));
+            } else if !line.starts_with('#') {
+                let series = line.rsplit_once(' ').map_or(line, |(series, _)| series);
+                let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+                let family = ["_bucket", "_sum", "_count", ""]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|f| families.contains_key(*f)))
+                    .unwrap_or_else(|| panic!("{line}"))
+                    .to_owned();
+                let labels = rest
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_owned()))
+                    .filter(|k| k != "le");
+                if let Some((_, names)) = families.get_mut(&family) {
+                    names.extend(labels);
+                }
+            }
+        }
+        families
+    }
+
+    #[test]
+    fn the_readme_table_documents_every_metric_with_its_type_and_labels() {
+        let readme = include_str!("../../README.md");
+        let documented: std::collections::BTreeMap<String, (String, std::collections::BTreeSet<String>)> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `presenced_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let name = cells[1].trim_matches('`').to_owned();
+                let labels = cells[3]
+                    .split(',')
+                    .map(|l| l.trim().trim_matches('`').to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                (name, (cells[2].to_owned(), labels))
+            })
+            .collect();
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        assert_eq!(
+            documented.keys().collect::<Vec<_>>(),
+            exposed.keys().collect::<Vec<_>>(),
+            "README.md's metrics table and the exposition name different metrics"
+        );
+        assert_eq!(documented, exposed);
+        // Every reason the code can count is explained.
+        for reason in stats::DROP_REASONS {
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "drop reason {reason} is not in README.md"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_names_in_the_docs_exist() {
+        let exposed = families(&scrape().encode(Format::Prometheus).unwrap());
+        let docs = [
+            include_str!("../../README.md"),
+            include_str!("../../tuning/README.md"),
+            include_str!("../../benches/README.md"),
+        ];
+        for doc in docs {
+            let mut rest = doc;
+            while let Some(at) = rest.find("presenced_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let known = exposed.contains_key(&name)
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name.strip_suffix(suffix).is_some_and(|f| exposed.contains_key(f)));
+                assert!(known, "{name} is named in the docs but not exposed");
+                rest = &rest[at + name.len()..];
+            }
         }
     }
 }

@@ -7,34 +7,56 @@ use crate::auth::Access;
 /// What a matched request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `GET /metrics`: the Prometheus exposition.
     Metrics,
+    /// `GET /healthz`: the process is alive.
     Healthz,
+    /// `GET /readyz`: every shard answers in time.
     Readyz,
+    /// `GET /v1/presentities/{aor}`: composed state and publications.
     Presentity,
+    /// `GET /v1/presentities/{aor}/watchers`: a presentity's subscriptions.
     Watchers,
+    /// `GET /v1/subscriptions?watcher=URI`: a watcher's subscriptions.
     Subscriptions,
+    /// `DELETE /v1/subscriptions/{id}`: end a subscription with a final NOTIFY.
     EndSubscription,
+    /// `GET /v1/stats`: the JSON summary.
     Stats,
+    /// `GET /v1/config/notify`: NOTIFY pacing in force.
     GetNotifyConfig,
+    /// `PUT /v1/config/notify`: change NOTIFY pacing.
     PutNotifyConfig,
+    /// `GET /v1/config/log`: the log filter.
     GetLogConfig,
+    /// `PUT /v1/config/log`: change the log filter.
     PutLogConfig,
+    /// `GET` a presentity's pres-rules document (XCAP).
     GetPresRules,
+    /// `PUT` a presentity's pres-rules document (XCAP).
     PutPresRules,
+    /// `DELETE` a presentity's pres-rules document (XCAP).
     DeletePresRules,
+    /// `PUT` one watcher's authorization for a presentity.
     PutAuthorization,
+    /// `DELETE` one watcher's authorization for a presentity.
     DeleteAuthorization,
 }
 
 /// One served route: method, path template (`{name}` is one segment), access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
+    /// The HTTP method.
     pub method: &'static str,
+    /// The path template.
     pub path: &'static str,
+    /// Who may call it.
     pub access: Access,
+    /// What it does.
     pub endpoint: Endpoint,
 }
 
+/// Every route the plane serves (`openapi.yaml` describes the same set).
 pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
@@ -145,13 +167,17 @@ pub const ROUTES: &[Route] = &[
 pub enum Routed {
     /// A route matched; `params` are the decoded `{name}` segments in order.
     Found {
+        /// The route.
         route: &'static Route,
+        /// Its `{name}` segments, decoded.
         params: Vec<String>,
     },
     /// The path exists, not with this method; `allow` lists the methods.
     MethodNotAllowed {
+        /// The methods the path has.
         allow: Vec<&'static str>,
     },
+    /// No route has this path.
     NotFound,
     /// A path segment is not valid percent-encoded UTF-8.
     BadPath,
@@ -224,6 +250,7 @@ fn decode(text: &str, plus_is_space: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Decode one percent-encoded path segment (`None`: not valid UTF-8 or a bad escape).
 pub fn percent_decode(segment: &str) -> Option<String> {
     decode(segment, false)
 }

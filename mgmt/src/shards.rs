@@ -13,12 +13,16 @@ use tokio::sync::oneshot;
 /// Why a shard gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AskError {
+    /// No shard has this id.
     #[error("shard {0} does not exist")]
     NoSuchShard(usize),
+    /// The shard's control queue is full.
     #[error("shard {0} has too many control requests queued")]
     Busy(usize),
+    /// The shard's thread has ended.
     #[error("shard {0} has stopped")]
     Stopped(usize),
+    /// The shard did not answer within the timeout.
     #[error("shard {0} did not answer within {1:?}")]
     Timeout(usize, Duration),
 }
@@ -35,6 +39,7 @@ impl ShardLink {
         ShardLink { controls, timeout }
     }
 
+    /// Number of shards.
     pub fn count(&self) -> usize {
         self.controls.len()
     }

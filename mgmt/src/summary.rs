@@ -7,68 +7,109 @@ use presence_proto::stats::{self, LatencyHistogram, ShardHistograms, ShardStats}
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The whole `GET /v1/stats` document.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Seconds since the management plane started.
     pub uptime_secs: u64,
+    /// Shards the engine runs.
     pub shards: usize,
     /// Shards that did not answer in time (their numbers are missing below).
     pub shards_not_answering: Vec<usize>,
+    /// Requests received, by method.
     pub requests: BTreeMap<&'static str, u64>,
+    /// Responses sent, by class (`1xx`…`6xx`).
     pub responses_by_class: BTreeMap<&'static str, u64>,
+    /// Responses sent, by status code (codes never sent are left out).
     pub responses_by_code: BTreeMap<u16, u64>,
+    /// Malformed requests answered 400.
     pub malformed_requests: u64,
+    /// Messages dropped, by reason (as the metric's `reason` label).
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Request retransmissions answered from the transaction layer.
     pub retransmissions_absorbed: u64,
+    /// Messages handed to their owner shard.
     pub handoffs: u64,
+    /// NOTIFY counters.
     pub notify: NotifySummary,
+    /// State sizes over all shards.
     pub state: StateSummary,
+    /// State sizes per shard.
     pub per_shard: Vec<ShardSummary>,
+    /// Latency percentiles.
     pub latency: LatencySummary,
 }
 
+/// NOTIFY counters over all shards.
 #[derive(Debug, Default, Serialize)]
 pub struct NotifySummary {
+    /// NOTIFY requests sent.
     pub sent: u64,
+    /// NOTIFYs that failed (error response or timeout).
     pub failed: u64,
+    /// State changes folded into a later NOTIFY.
     pub coalesced: u64,
+    /// NOTIFYs delayed by a rate limit.
     pub throttled: u64,
 }
 
+/// State sizes over all shards.
 #[derive(Debug, Default, Serialize)]
 pub struct StateSummary {
+    /// Presentities with state.
     pub presentities: u64,
+    /// Live publications.
     pub publications: u64,
+    /// Live subscriptions.
     pub subscriptions: u64,
+    /// Open SIP TCP connections.
     pub tcp_connections: u64,
 }
 
+/// What one shard holds.
 #[derive(Debug, Serialize)]
 pub struct ShardSummary {
+    /// The shard's id.
     pub shard: usize,
+    /// Requests the shard received.
     pub requests: u64,
+    /// Presentities with state.
     pub presentities: u64,
+    /// Live publications.
     pub publications: u64,
+    /// Live subscriptions.
     pub subscriptions: u64,
+    /// Open SIP TCP connections.
     pub tcp_connections: u64,
+    /// Server transactions held.
     pub server_transactions: u64,
 }
 
+/// Latency percentiles over all shards.
 #[derive(Debug, Serialize)]
 pub struct LatencySummary {
     /// By method; methods never seen are left out.
     pub request_handling: BTreeMap<&'static str, Percentiles>,
+    /// From a PUBLISH that changed a presentity to the NOTIFY carrying it.
     pub publish_to_notify: Percentiles,
 }
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Serialize)]
 pub struct Percentiles {
+    /// Samples.
     pub count: u64,
+    /// Mean.
     pub mean_ms: f64,
+    /// Median.
     pub p50_ms: f64,
+    /// 90th percentile.
     pub p90_ms: f64,
+    /// 99th percentile.
     pub p99_ms: f64,
+    /// 99.9th percentile.
     pub p999_ms: f64,
+    /// Largest.
     pub max_ms: f64,
 }
 
@@ -95,6 +136,7 @@ impl Percentiles {
 const CLASSES: [&str; 7] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
 impl Summary {
+    /// The summary of the shards' snapshots (`None`: the shard did not answer).
     pub fn build(uptime_secs: u64, shards: &[Option<ShardSnapshot>]) -> Summary {
         let mut total = ShardStats::default();
         let mut histograms = ShardHistograms::default();

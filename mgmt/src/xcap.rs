@@ -25,6 +25,7 @@ use presence_runtime::rules_store::RulesStore;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Content type of an XCAP error document (RFC 4825 §11).
 pub const XCAP_ERROR: &str = "application/xcap-error+xml";
 
 /// Where rules changes are made durable, and the lock that orders them.
@@ -85,20 +86,11 @@ fn xcap_error(error: &AuthzError) -> HttpResponse {
         AuthzError::Document(_) => "not-well-formed",
         AuthzError::Rules(_) => "schema-validation-error",
     };
-    let mut phrase = Vec::new();
-    for b in error.to_string().bytes() {
-        match b {
-            b'&' => phrase.extend_from_slice(b"&amp;"),
-            b'<' => phrase.extend_from_slice(b"&lt;"),
-            b'"' => phrase.extend_from_slice(b"&quot;"),
-            _ => phrase.push(b),
-        }
-    }
     let mut body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xcap-error xmlns=\"urn:ietf:params:xml:ns:xcap-error\"><{element} phrase=\""
     )
     .into_bytes();
-    body.extend_from_slice(&phrase);
+    presence_proto::presence::pidf::xml::push_attribute_text(&mut body, &error.to_string());
     body.extend_from_slice(b"\"/></xcap-error>\n");
     body_response(StatusCode::CONFLICT, XCAP_ERROR, body)
 }

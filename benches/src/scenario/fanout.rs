@@ -71,6 +71,7 @@ pub struct FanoutShared {
 }
 
 impl FanoutShared {
+    /// Shared state for `threads` threads publishing to `presentities`.
     pub fn new(threads: usize, presentities: u32) -> FanoutShared {
         FanoutShared {
             threads,
@@ -95,14 +96,23 @@ impl FanoutShared {
 /// Fan-out parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct FanoutParams {
+    /// Presentities published to.
     pub presentities: u32,
+    /// Watchers subscribed to each.
     pub watchers_per_presentity: u32,
+    /// PUBLISHes per second, all threads.
     pub rate: f64,
+    /// SUBSCRIBEs in flight per socket during setup and teardown.
     pub setup_window: usize,
+    /// Time allowed for setup (and for teardown).
     pub setup_timeout_ns: u64,
+    /// Expires of the subscriptions.
     pub expires: u32,
+    /// Seconds of unmeasured load first.
     pub warmup_s: f64,
+    /// Seconds measured.
     pub duration_s: f64,
+    /// A transaction without final response after this is a timeout.
     pub timeout_ns: u64,
 }
 
@@ -178,6 +188,7 @@ fn unpack_publish(user: u64) -> (usize, PublishKind) {
 }
 
 impl<'a> Fanout<'a> {
+    /// One thread's part of the scenario.
     pub fn new(shared: &'a FanoutShared, params: FanoutParams, thread: u16, threads: u16) -> Fanout<'a> {
         let threads = u64::from(threads.max(1));
         let total_watchers = u64::from(params.presentities) * u64::from(params.watchers_per_presentity);

@@ -61,14 +61,21 @@ pub const KINDS: &[&str] = &[
     "PUBLISH->NOTIFY",
     "teardown",
 ];
+/// Kind: the PUBLISHes that set up every user's state.
 pub const SETUP_PUBLISH: u8 = 0;
+/// Kind: the SUBSCRIBEs that set up every buddy list.
 pub const SETUP_SUBSCRIBE: u8 = 1;
+/// Kind: a PUBLISH carrying a new state.
 pub const PUBLISH_CHANGE: u8 = 2;
+/// Kind: a PUBLISH refresh.
 pub const PUBLISH_REFRESH: u8 = 3;
+/// Kind: a SUBSCRIBE refresh.
 pub const SUBSCRIBE_REFRESH: u8 = 4;
 /// The headline kind: every request of the steady phase.
 pub const STEADY: u8 = 5;
+/// Kind: a state change reaching a watcher (PUBLISH → NOTIFY).
 pub const DELIVERY: u8 = 6;
+/// Kind: the unPUBLISHes and unSUBSCRIBEs at the end.
 pub const TEARDOWN: u8 = 7;
 
 /// A transaction's `user` field: a publication (this bit set) or a
@@ -96,6 +103,7 @@ pub struct ModelShared {
 }
 
 impl ModelShared {
+    /// Shared state (buddy graph, state logs) for `threads` threads.
     pub fn new(params: ModelParams, threads: usize) -> ModelShared {
         let logs = (0..params.users as usize * MAX_DEVICES)
             .map(|_| Mutex::new(StateLog::default()))
@@ -119,9 +127,13 @@ impl ModelShared {
 /// Timing of the run the scenario needs besides the population.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelTiming {
+    /// Seconds of unmeasured steady load first.
     pub warmup_s: f64,
+    /// Seconds measured.
     pub duration_s: f64,
+    /// A transaction without final response after this is a timeout.
     pub timeout_ns: u64,
+    /// Time allowed for setup (and for teardown).
     pub setup_timeout_ns: u64,
 }
 
@@ -250,6 +262,7 @@ pub struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
+    /// One thread's part of the population.
     pub fn new(shared: &'a ModelShared, timing: ModelTiming, thread: u16, threads: u16) -> Model<'a> {
         let params = shared.params;
         let mut users = Vec::new();

@@ -164,7 +164,9 @@ pub fn stationary_age(unit: f64, changes: f64, interval: f64) -> f64 {
 pub struct ModelRates {
     /// PUBLISHes with a new state
     pub changes: f64,
+    /// PUBLISH refreshes.
     pub publish_refreshes: f64,
+    /// SUBSCRIBE refreshes.
     pub subscribe_refreshes: f64,
     /// all requests sipload sends
     pub requests: f64,
@@ -220,6 +222,7 @@ impl BuddyGraph {
         ((u64::from(user) + u64::from(offset)) % u64::from(self.users)) as u32
     }
 
+    /// Buddies each user has.
     pub fn buddies_per_user(&self) -> usize {
         self.offsets.len()
     }
@@ -237,12 +240,14 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator seeded with `seed` (any value, 0 included).
     pub fn new(seed: u64) -> Rng {
         Rng {
             state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         }
     }
 
+    /// The next pseudo-random number.
     pub fn next_u64(&mut self) -> u64 {
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;

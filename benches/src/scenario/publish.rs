@@ -55,6 +55,7 @@ pub struct MixPicker {
 }
 
 impl MixPicker {
+    /// A picker for `mix`, seeded with `seed`.
     pub fn new(mix: Mix, seed: u64) -> MixPicker {
         MixPicker {
             state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -62,6 +63,7 @@ impl MixPicker {
         }
     }
 
+    /// The kind of the next PUBLISH.
     pub fn pick(&mut self) -> PublishKind {
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;

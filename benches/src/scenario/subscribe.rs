@@ -28,14 +28,19 @@ pub const DIALOG: u8 = 2;
 /// What a SUBSCRIBE of a dialog needs to be (re)written.
 #[derive(Clone, Debug, Default)]
 pub struct DialogIds {
+    /// The presentity subscribed to.
     pub presentity: u32,
+    /// The watcher subscribing.
     pub watcher: u32,
+    /// CSeq of the dialog's last SUBSCRIBE.
     pub cseq: u32,
     /// remote tag (To-tag of the 200, or From-tag of a NOTIFY); reused buffer
     pub to_tag: String,
+    /// Whether `to_tag` is known yet.
     pub has_to_tag: bool,
     /// remote target (Contact of the 200 or of a NOTIFY); reused buffer
     pub remote_target: String,
+    /// Whether `remote_target` is known yet.
     pub has_remote_target: bool,
 }
 
@@ -99,6 +104,7 @@ pub fn pack(slot: u32, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(slot)
 }
 
+/// The dialog slot and generation packed by `pack`.
 pub fn unpack(user: u64) -> (u32, u32) {
     (user as u32, (user >> 32) as u32)
 }
@@ -133,6 +139,7 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
+    /// One thread's part of the scenario.
     pub fn new(thread: u16, threads: u16, presentities: u32, expires: u32, timeout_ns: u64) -> Subscribe {
         Subscribe {
             thread,

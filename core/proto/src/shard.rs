@@ -325,8 +325,13 @@ impl Shard {
 
     /// Count an input the driver dropped before it reached the shard.
     pub fn count_drop(&mut self, reason: usize) {
+        self.count_drops(reason, 1);
+    }
+
+    /// Count `n` messages the driver dropped for one reason (`DROP_REASONS` index).
+    pub fn count_drops(&mut self, reason: usize, n: u64) {
         if let Some(slot) = self.stats.dropped.get_mut(reason) {
-            *slot += 1;
+            *slot += n;
         }
     }
 
@@ -910,13 +915,13 @@ fn target_aor<'m>(own: &OwnIdentity<'_>, msg: &Message<'m>, method: &Method<'_>)
 /// The PIDF document that stands for an AOR's bindings: one open tuple per
 /// contact, its q as the contact priority.
 fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> Vec<u8> {
-    use crate::subscription::reg::push_escaped;
+    use crate::presence::pidf::xml;
     use std::io::Write as _;
     let mut out = Vec::with_capacity(128 + 160 * bindings.len());
     out.extend_from_slice(
         b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"",
     );
-    push_escaped(&mut out, aor);
+    xml::push_attribute_text(&mut out, aor);
     out.extend_from_slice(b"\">");
     for b in bindings {
         let _ = write!(
@@ -926,11 +931,11 @@ fn registration_document(aor: &str, bindings: &[crate::registrar::Binding]) -> V
         );
         if let Some(q) = &b.q {
             out.extend_from_slice(b" priority=\"");
-            push_escaped(&mut out, q);
+            xml::push_attribute_text(&mut out, q);
             out.push(b'"');
         }
         out.push(b'>');
-        push_escaped(&mut out, &b.contact);
+        xml::push_text(&mut out, &b.contact);
         out.extend_from_slice(b"</contact></tuple>");
     }
     out.extend_from_slice(b"</presence>");

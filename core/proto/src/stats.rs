@@ -30,14 +30,29 @@ pub fn method_index(method: &Method<'_>) -> usize {
     }
 }
 
-/// Why an input was dropped or refused before reaching a handler.
-pub const DROP_REASONS: [&str; 5] = ["unparsable", "no_via", "stray_response", "oversized", "shutdown"];
+/// Why an input was dropped or refused before reaching a handler, or an
+/// output dropped before reaching the peer (the `tcp_` reasons).
+pub const DROP_REASONS: [&str; 7] = [
+    "unparsable",
+    "no_via",
+    "stray_response",
+    "oversized",
+    "shutdown",
+    "tcp_write_queue_full",
+    "tcp_connection_limit",
+];
 
 pub const DROP_UNPARSABLE: usize = 0;
 pub const DROP_NO_VIA: usize = 1;
 pub const DROP_STRAY_RESPONSE: usize = 2;
 pub const DROP_OVERSIZED: usize = 3;
 pub const DROP_SHUTDOWN: usize = 4;
+/// A message for a TCP peer that does not read fast enough (its connection's
+/// write queue is full).
+pub const DROP_TCP_WRITE_QUEUE_FULL: usize = 5;
+/// A message for a TCP peer with no connection, when the shard already has
+/// as many connections as allowed.
+pub const DROP_TCP_CONNECTION_LIMIT: usize = 6;
 
 /// Current sizes of a shard's state (gauges), read on demand.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,7 +74,7 @@ pub struct ShardStats {
     /// 400 answers (malformed requests)
     pub malformed_answered: u64,
     /// inputs dropped, by `DROP_REASONS` index
-    pub dropped: [u64; 5],
+    pub dropped: [u64; DROP_REASONS.len()],
     /// messages handed to their owner shard / received from another shard
     pub handoffs_out: u64,
     pub handoffs_in: u64,

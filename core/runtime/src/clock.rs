@@ -3,18 +3,21 @@
 
 use presence_proto::time::Instant;
 
+/// The engine's monotonic clock; copies share one origin.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     origin: std::time::Instant,
 }
 
 impl Clock {
+    /// A clock whose `Instant::ZERO` is now.
     pub fn new() -> Self {
         Clock {
             origin: std::time::Instant::now(),
         }
     }
 
+    /// The time since the origin, as the protocol crate's `Instant`.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }

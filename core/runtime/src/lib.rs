@@ -1,11 +1,14 @@
 //! The glommio driver: one executor per shard, pinned to its core, each with
-//! its own SO_REUSEPORT UDP socket and TCP listener. It reads the clock,
-//! moves bytes between sockets and the sans-IO `Shard`, hands messages that
-//! belong to another shard over glommio's channel mesh in batches, and runs
-//! the shard's timers. No locks on the hot path: a shard's state is touched
-//! only by its own executor.
+//! its own SO_REUSEPORT UDP socket and TCP listener on the port the process
+//! claimed for itself (`exclusive`). It reads the clock, moves bytes between
+//! sockets and the sans-IO `Shard`, hands messages that belong to another
+//! shard over glommio's channel mesh in batches, and runs the shard's
+//! timers. No locks on the hot path: a shard's state is touched only by its
+//! own executor.
+#![warn(missing_docs)]
 
 mod clock;
+pub mod exclusive;
 pub mod rules_store;
 mod tcp;
 pub mod udp;
@@ -40,28 +43,51 @@ pub type Control = Box<dyn FnOnce(&mut Shard, Instant) + Send>;
 /// What one shard hands another.
 pub enum MeshMsg {
     /// A message the receiving shard does not own.
-    Handoff { origin: Origin, bytes: Vec<u8> },
+    Handoff {
+        /// Where the message came from (the answer goes back there).
+        origin: Origin,
+        /// The message as received.
+        bytes: Vec<u8>,
+    },
     /// Bytes for a TCP connection the destination shard owns.
     TcpSend {
+        /// The connection, named by its owner shard.
         conn: ConnRef,
+        /// The peer, to reconnect to if the connection is gone.
         peer: SocketAddr,
+        /// The encoded message.
         bytes: Vec<u8>,
     },
 }
 
+/// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A shard could not bind its sockets.
     #[error("shard {shard}: {message}")]
-    Shard { shard: usize, message: String },
+    Shard {
+        /// The shard that failed.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A shard's executor could not start (io_uring, locked memory).
     #[error("cannot start executor for shard {shard}: {source}. glommio needs io_uring (Linux >= 5.8) and about 512 KiB of locked memory per shard: raise `ulimit -l` (e.g. `ulimit -l unlimited`, or LimitMEMLOCK=infinity in a systemd unit)")]
     Executor {
+        /// The shard whose executor failed.
         shard: usize,
+        /// glommio's error.
         source: glommio::GlommioError<()>,
     },
+    /// A shard did not report being bound in time.
     #[error("shard {0} did not start within 10 s")]
     Timeout(usize),
+    /// The stored authorization rules could not be read.
     #[error("{0}")]
     Rules(#[from] rules_store::RulesStoreError),
+    /// Another process already serves the listen address.
+    #[error("{0}")]
+    AddressTaken(#[from] exclusive::ClaimError),
 }
 
 /// A running server.
@@ -70,6 +96,8 @@ pub struct ServerHandle {
     shutdown: Arc<AtomicBool>,
     controls: Vec<crossbeam::channel::Sender<Control>>,
     local_addr: SocketAddr,
+    /// Keeps other processes off the listen address while the shards serve.
+    _claim: exclusive::Claim,
 }
 
 impl ServerHandle {
@@ -112,6 +140,9 @@ pub fn shard_count(config: &EngineConfig) -> usize {
 
 /// Start every shard; returns once all are bound and serving.
 pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
+    // Before any shard binds: its SO_REUSEPORT socket would otherwise join
+    // (and split the traffic of) another process already on the port.
+    let claim = exclusive::claim(config.listen)?;
     let shards = shard_count(&config).min(usize::from(u16::MAX));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let clock = Clock::new();
@@ -171,6 +202,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
         shutdown,
         controls,
         local_addr: listen,
+        _claim: claim,
     })
 }
 
@@ -381,8 +413,17 @@ fn advertised(bound: SocketAddr) -> SocketAddr {
 
 /// Run the queued control requests; returns whether any ran.
 fn run_controls(ctx: &Rc<ShardCtx>, controls: &crossbeam::channel::Receiver<Control>) -> bool {
+    // What the TCP side counted goes into the shard's state first, so a
+    // snapshot taken by a control below is current.
     let connections = ctx.tcp.borrow().len() as u64;
-    ctx.shard.borrow_mut().set_tcp_connections(connections);
+    let tcp_drops = ctx.tcp.borrow_mut().take_drops();
+    {
+        let mut shard = ctx.shard.borrow_mut();
+        shard.set_tcp_connections(connections);
+        for (reason, n) in tcp_drops.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            shard.count_drops(reason, n);
+        }
+    }
     let mut ran = false;
     while let Ok(control) = controls.try_recv() {
         let now = ctx.clock.now();

@@ -14,14 +14,25 @@ use std::path::{Path, PathBuf};
 const MAX_FILE: u64 = 256 << 10;
 const SUFFIX: &str = ".xml";
 
+/// Why the rules directory or a rules file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesStoreError {
+    /// The directory cannot be created or listed.
     #[error("cannot use the rules directory {dir}: {source}")]
-    Directory { dir: PathBuf, source: std::io::Error },
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// A presentity's rules could not be written.
     #[error("cannot store the rules of {aor} in {path}: {source}")]
     Write {
+        /// The presentity.
         aor: String,
+        /// The file written.
         path: PathBuf,
+        /// What the file system said.
         source: std::io::Error,
     },
 }
@@ -38,7 +49,9 @@ pub type StoredRules = Vec<(String, PresRules)>;
 /// A file that could not be loaded, and why (it is left where it is).
 #[derive(Debug)]
 pub struct Skipped {
+    /// The file.
     pub path: PathBuf,
+    /// Why it was not loaded.
     pub reason: String,
 }
 
@@ -52,6 +65,7 @@ impl RulesStore {
         Ok(RulesStore { dir: dir.to_owned() })
     }
 
+    /// The directory the rules are stored in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

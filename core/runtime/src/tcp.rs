@@ -32,7 +32,10 @@ pub(crate) struct TcpTable {
     next_id: u32,
     conns: HashMap<u32, Conn>,
     by_peer: HashMap<SocketAddr, u32>,
-    pub dropped_writes: u64,
+    /// Messages dropped since the shard last took the count, by
+    /// `stats::DROP_REASONS` index (the `DROP_TCP_*` ones). Counted here
+    /// because the shard's own state is borrowed while its output is sent.
+    dropped: [u64; stats::DROP_REASONS.len()],
 }
 
 impl TcpTable {
@@ -42,12 +45,24 @@ impl TcpTable {
             next_id: 0,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
-            dropped_writes: 0,
+            dropped: [0; stats::DROP_REASONS.len()],
         }
     }
 
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    fn count_drop(&mut self, reason: usize) {
+        if let Some(n) = self.dropped.get_mut(reason) {
+            *n += 1;
+        }
+    }
+
+    /// The drops counted since the last call, by `stats::DROP_REASONS`
+    /// index, to be added to the shard's counters.
+    pub fn take_drops(&mut self) -> [u64; stats::DROP_REASONS.len()] {
+        std::mem::take(&mut self.dropped)
     }
 
     fn register(&mut self, peer: SocketAddr) -> (ConnRef, LocalReceiver<Vec<u8>>) {
@@ -73,7 +88,7 @@ impl TcpTable {
                 Ok(()) => Ok(()),
                 Err(_) => {
                     // A peer that does not read must not grow our memory.
-                    self.dropped_writes += 1;
+                    self.count_drop(stats::DROP_TCP_WRITE_QUEUE_FULL);
                     Ok(())
                 }
             },
@@ -98,7 +113,7 @@ pub(crate) fn send_to_peer(ctx: &Rc<ShardCtx>, peer: SocketAddr, bytes: Vec<u8>)
         return;
     }
     if ctx.tcp.borrow().len() >= ctx.config.tcp.max_connections {
-        ctx.tcp.borrow_mut().dropped_writes += 1;
+        ctx.tcp.borrow_mut().count_drop(stats::DROP_TCP_CONNECTION_LIMIT);
         return;
     }
     let (conn, rx) = ctx.tcp.borrow_mut().register(peer);
@@ -208,4 +223,29 @@ async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, conn: ConnRef, peer: Socket
     // Removing the connection dropped its queue sender: the writer finishes
     // what is queued and closes.
     writer_task.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflowing_a_write_queue_counts_a_drop_by_reason() {
+        glommio::LocalExecutor::default().run(async {
+            let mut table = TcpTable::new(0);
+            let peer: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+            // The writer never drains this queue: a peer that does not read.
+            let (conn, _queue) = table.register(peer);
+            for _ in 0..WRITE_QUEUE + 3 {
+                assert!(table.enqueue(conn.id, b"NOTIFY".to_vec()).is_ok());
+            }
+            let drops = table.take_drops();
+            assert_eq!(drops[stats::DROP_TCP_WRITE_QUEUE_FULL], 3);
+            assert_eq!(drops.iter().sum::<u64>(), 3);
+            assert_eq!(table.take_drops(), [0; stats::DROP_REASONS.len()], "taken once");
+            // A connection that is gone hands the bytes back to be sent anew.
+            table.remove(conn.id);
+            assert!(table.enqueue(conn.id, b"NOTIFY".to_vec()).is_err());
+        });
+    }
 }

@@ -64,7 +64,9 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 
 /// One received datagram in a `BatchReceiver`.
 pub struct Datagram<'a> {
+    /// The sender.
     pub peer: SocketAddr,
+    /// The payload (cut to the slot size when `truncated`).
     pub bytes: &'a [u8],
     /// The datagram was larger than the slot and was cut.
     pub truncated: bool,
@@ -81,6 +83,7 @@ pub struct BatchReceiver {
 }
 
 impl BatchReceiver {
+    /// Room for `batch` datagrams of up to `slot` bytes each.
     pub fn new(batch: usize, slot: usize) -> Self {
         let batch = batch.max(1);
         BatchReceiver {

@@ -334,7 +334,7 @@ fn write_node(node: &Node, namespaces: &[(String, String)], depth: usize, out: &
         return;
     }
     out.push(b'>');
-    push_text(out, text);
+    xml::push_text(out, text);
     if !node.children.is_empty() {
         out.push(b'\n');
         for child in &node.children {
@@ -347,22 +347,6 @@ fn write_node(node: &Node, namespaces: &[(String, String)], depth: usize, out: &
     out.extend_from_slice(b"</");
     push_qname(&node.ns, &node.name, namespaces, out);
     out.extend_from_slice(b">\n");
-}
-
-/// Character data with `&`, `<` and `>` escaped; characters XML cannot carry are dropped.
-fn push_text(out: &mut Vec<u8>, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.extend_from_slice(b"&amp;"),
-            '<' => out.extend_from_slice(b"&lt;"),
-            '>' => out.extend_from_slice(b"&gt;"),
-            c if xml::is_xml_char(c) => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@ use quick_xml::reader::Reader;
 use crate::sip::uri::Uri;
 
 // Declared here rather than in `presence/mod.rs` to keep the lexical
-// helpers next to their only users (this reader and the composer).
+// helpers next to the reader; public for its escaper, the one every XML
+// writer uses (composer, reg, winfo, authz documents, XCAP errors).
 #[path = "xml.rs"]
-pub(crate) mod xml;
+pub mod xml;
 
 /// The PIDF namespace (RFC 3863).
 pub const PIDF_NAMESPACE: &str = "urn:ietf:params:xml:ns:pidf";

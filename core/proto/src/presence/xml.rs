@@ -1,6 +1,7 @@
 //! XML 1.0 lexical rules the tokenizer leaves to its caller: which characters
 //! and names are legal, start-tag attribute syntax, character and predefined
-//! entity references, and escaping of text written into attribute values.
+//! entity references, and the one escaper for text written into attribute
+//! values and element content.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -151,6 +152,25 @@ pub fn decode_attribute_value(raw: &str) -> Option<Cow<'_, str>> {
 /// survives attribute-value normalisation; characters XML cannot carry at
 /// all are dropped.
 pub fn push_attribute_text(out: &mut Vec<u8>, text: &str) {
+    push_escaped(out, text, Escape::Attribute);
+}
+
+/// Appends `text` escaped as character data (element content): `&`, `<`,
+/// `>` and CR (which a parser would read as LF) as references, tab and LF
+/// as they are; characters XML cannot carry at all are dropped.
+pub fn push_text(out: &mut Vec<u8>, text: &str) {
+    push_escaped(out, text, Escape::Text);
+}
+
+/// Where escaped text goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    Text,
+    Attribute,
+}
+
+/// The one XML escaper: both public forms above are this with a context.
+fn push_escaped(out: &mut Vec<u8>, text: &str, into: Escape) {
     // Every character needing care is ASCII, or U+FFFE / U+FFFF (EF BF BE,
     // EF BF BF): a byte scan finds them without decoding.
     let bytes = text.as_bytes();
@@ -161,11 +181,15 @@ pub fn push_attribute_text(out: &mut Vec<u8>, text: &str) {
             b'&' => (b"&amp;", 1),
             b'<' => (b"&lt;", 1),
             b'>' => (b"&gt;", 1),
+            b'\r' => (b"&#13;", 1),
+            b'"' | b'\'' | b'\t' | b'\n' if into == Escape::Text => {
+                at += 1;
+                continue;
+            }
             b'"' => (b"&quot;", 1),
             b'\'' => (b"&apos;", 1),
             b'\t' => (b"&#9;", 1),
             b'\n' => (b"&#10;", 1),
-            b'\r' => (b"&#13;", 1),
             0..=0x1F => (b"", 1),
             0xEF if matches!((bytes.get(at + 1), bytes.get(at + 2)), (Some(0xBF), Some(0xBE | 0xBF))) => (b"", 3),
             _ => {
@@ -312,6 +336,16 @@ mod tests {
         let mut decoded = String::new();
         assert!(attribute_value(&text, Some(&mut decoded)));
         assert_eq!(decoded, "a\"'<&>\téz");
+    }
+
+    #[test]
+    fn character_data_escapes_markup_and_cr_and_keeps_quotes_and_layout() {
+        let mut out = Vec::new();
+        push_text(&mut out, "a\"'<&>\t\n\r\u{1}\u{FFFF}é\u{FFFE}z");
+        assert_eq!(
+            String::from_utf8(out).expect("escaped text is UTF-8"),
+            "a\"'&lt;&amp;&gt;\t\n&#13;éz"
+        );
     }
 
     #[test]

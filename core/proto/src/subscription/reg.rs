@@ -4,6 +4,7 @@
 //! NOTIFYs of each subscription.
 
 use super::package::{EventPackage, PackageState, SubscriberCursor};
+use crate::presence::pidf::xml;
 use crate::presence::store::PresentityId;
 use crate::registrar::{Binding, ContactEvent};
 use crate::time::Instant;
@@ -12,20 +13,6 @@ use std::io::Write as _;
 pub const REGINFO: &str = "application/reginfo+xml";
 
 pub struct RegPackage;
-
-/// Append `text` with the five XML special characters escaped.
-pub(crate) fn push_escaped(out: &mut Vec<u8>, text: &str) {
-    for b in text.bytes() {
-        match b {
-            b'&' => out.extend_from_slice(b"&amp;"),
-            b'<' => out.extend_from_slice(b"&lt;"),
-            b'>' => out.extend_from_slice(b"&gt;"),
-            b'"' => out.extend_from_slice(b"&quot;"),
-            b'\'' => out.extend_from_slice(b"&apos;"),
-            _ => out.push(b),
-        }
-    }
-}
 
 fn write_contact(out: &mut Vec<u8>, b: &Binding, event: ContactEvent, now: Instant) {
     let state = if event.is_active() { "active" } else { "terminated" };
@@ -41,13 +28,13 @@ fn write_contact(out: &mut Vec<u8>, b: &Binding, event: ContactEvent, now: Insta
     }
     if let Some(q) = &b.q {
         out.extend_from_slice(b" q=\"");
-        push_escaped(out, q);
+        xml::push_attribute_text(out, q);
         out.push(b'"');
     }
     out.extend_from_slice(b" callid=\"");
-    push_escaped(out, &b.call_id);
+    xml::push_attribute_text(out, &b.call_id);
     let _ = write!(out, "\" cseq=\"{}\"><uri>", b.cseq);
-    push_escaped(out, &b.contact);
+    xml::push_text(out, &b.contact);
     out.extend_from_slice(b"</uri></contact>");
 }
 
@@ -91,7 +78,7 @@ impl EventPackage for RegPackage {
             _ => "init",
         };
         out.extend_from_slice(b"<registration aor=\"");
-        push_escaped(out, &aor);
+        xml::push_attribute_text(out, &aor);
         let _ = write!(out, "\" id=\"r{resource}\" state=\"{reg_state}\">");
         match partial {
             Some(changes) => {

@@ -15,8 +15,8 @@
 //! evicted one gets full state.
 
 use super::package::{EventPackage, PackageState, SubscriberCursor};
-use super::reg::push_escaped;
 use crate::authz::Decision;
+use crate::presence::pidf::xml;
 use crate::presence::store::PresentityId;
 use crate::time::Instant;
 use std::collections::HashMap;
@@ -245,7 +245,7 @@ impl WatcherLog {
             cursor.rendered,
             if partial { "partial" } else { "full" }
         );
-        push_escaped(out, aor);
+        xml::push_attribute_text(out, aor);
         out.extend_from_slice(b"\" package=\"presence\">\n");
         for r in records {
             let include = if partial {
@@ -257,7 +257,7 @@ impl WatcherLog {
                 continue;
             }
             out.extend_from_slice(b"<watcher id=\"");
-            push_escaped(out, &r.id);
+            xml::push_attribute_text(out, &r.id);
             let _ = write!(
                 out,
                 "\" status=\"{}\" event=\"{}\" duration-subscribed=\"{}\"",
@@ -269,7 +269,7 @@ impl WatcherLog {
                 let _ = write!(out, " expiration=\"{}\"", r.expires_at.saturating_since(now).as_secs());
             }
             out.push(b'>');
-            push_escaped(out, &r.uri);
+            xml::push_text(out, &r.uri);
             out.extend_from_slice(b"</watcher>\n");
         }
         out.extend_from_slice(b"</watcher-list>\n</watcherinfo>\n");
