@@ -54,6 +54,10 @@ pub enum SipError {
     ServiceUnavailable { retry_after: u32 },
     #[error("Version Not Supported")]
     VersionNotSupported,
+    /// The request exceeds what the server takes (RFC 3261 §21.5.14): more
+    /// header lines than it indexes, or more bytes than its limit.
+    #[error("Message Too Large")]
+    MessageTooLarge,
 }
 
 impl SipError {
@@ -79,6 +83,7 @@ impl SipError {
             SipError::NotImplemented => 501,
             SipError::ServiceUnavailable { .. } => 503,
             SipError::VersionNotSupported => 505,
+            SipError::MessageTooLarge => 513,
         }
     }
 
@@ -121,7 +126,10 @@ impl From<crate::sip::typed::HeaderError> for SipError {
 
 impl From<crate::sip::ParseError> for SipError {
     fn from(e: crate::sip::ParseError) -> Self {
-        SipError::BadRequest(Cow::Owned(e.to_string()))
+        match e {
+            crate::sip::ParseError::TooManyHeaders => SipError::MessageTooLarge,
+            _ => SipError::BadRequest(Cow::Owned(e.to_string())),
+        }
     }
 }
 

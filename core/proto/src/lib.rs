@@ -10,6 +10,7 @@
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod identity;
 pub mod inspect;
 pub mod presence;

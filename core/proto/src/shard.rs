@@ -7,6 +7,7 @@
 
 use crate::config::{EmptyPresence, EngineConfig};
 use crate::error::{SipError, ALLOW, SUPPORTED};
+use crate::guard::{self, GuardStats};
 use crate::identity::OwnIdentity;
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::pidf;
@@ -14,6 +15,7 @@ use crate::presence::publish::{self, SourceRanker};
 use crate::presence::store::PresenceStore;
 use crate::registrar::{register, Registrar};
 use crate::routing::{self, ShardId};
+use crate::sip::framing::FrameError;
 use crate::sip::typed::Via;
 use crate::sip::uri::{Scheme, Uri, UriError};
 use crate::sip::writer::{MessageWriter, PRODUCT};
@@ -188,6 +190,8 @@ pub struct Shard {
     branch_buf: String,
     tcp_connections: u64,
     histograms: ShardHistograms,
+    /// rate limit and scratch buffer for answering and logging refused input
+    refusals: guard::Refusals,
 }
 
 impl Shard {
@@ -234,6 +238,7 @@ impl Shard {
             branch_buf: String::with_capacity(48),
             tcp_connections: 0,
             histograms: ShardHistograms::default(),
+            refusals: guard::Refusals::default(),
         }
     }
 
@@ -420,21 +425,92 @@ impl Shard {
         }
     }
 
-    /// A request the strict parser refused is answered 400 with the reason
-    /// when its headers still give a usable Via; anything else is dropped.
+    /// A request the strict parser refused is answered (400 with the reason,
+    /// 513 for too many headers) when its headers still give a usable Via;
+    /// anything else is dropped. The reason is counted either way.
     fn reject_unparsable(&mut self, now: Instant, origin: Origin, bytes: &[u8], error: ParseError) {
-        let _ = now;
-        let Ok(msg) = Message::parse_for_reply(bytes) else {
-            self.stats.dropped[stats::DROP_UNPARSABLE] += 1;
-            return;
+        let reason = guard::reason_index(error);
+        self.stats.guard.count_parse_error(reason);
+        self.answer_refused(
+            now,
+            origin,
+            bytes,
+            &SipError::from(error),
+            reason,
+            stats::DROP_UNPARSABLE,
+        );
+    }
+
+    /// A stream message the TCP framing refused, or a datagram cut to the
+    /// receive slot (`TooLarge`): answered 513 (too large) or 400 (no usable
+    /// Content-Length) when `bytes`, the start of the message, hold a whole
+    /// header section with a usable Via. The driver closes the connection.
+    pub fn reject_frame(&mut self, now: Instant, origin: Origin, bytes: &[u8], error: FrameError) {
+        let (reason, answer) = match error {
+            FrameError::TooLarge => (guard::REASON_MESSAGE_TOO_LARGE, SipError::MessageTooLarge),
+            FrameError::BadContentLength => (
+                guard::REASON_STREAM_CONTENT_LENGTH,
+                SipError::BadRequest(Cow::Borrowed("Missing or bad Content-Length")),
+            ),
         };
-        let Ok(via) = msg.via() else {
-            self.stats.dropped[stats::DROP_NO_VIA] += 1;
-            return;
+        self.stats.guard.count_parse_error(reason);
+        self.answer_refused(now, origin, bytes, &answer, reason, stats::DROP_OVERSIZED);
+    }
+
+    /// Counters of refused input the driver adds to (TCP connections shed).
+    pub fn guard_stats_mut(&mut self) -> &mut GuardStats {
+        &mut self.stats.guard
+    }
+
+    fn answer_refused(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        bytes: &[u8],
+        answer: &SipError,
+        reason: usize,
+        unanswered: usize,
+    ) {
+        let mut scratch = std::mem::take(&mut self.refusals.scratch);
+        let code = {
+            let msg = match Message::parse_for_reply(bytes) {
+                Ok(msg) => Ok(msg),
+                // Bytes that are not UTF-8, NUL or a lone CR in the headers:
+                // answer from a copy where they are replaced.
+                Err(_) => {
+                    crate::sip::message::sanitize_for_reply(bytes, &mut scratch);
+                    Message::parse_for_reply(&scratch)
+                }
+            };
+            match msg.as_ref().map(|msg| (msg, msg.via())) {
+                Ok((msg, Ok(via))) => {
+                    let (peer, dest) = Self::response_dest(&origin, &via);
+                    self.stats.malformed_answered += 1;
+                    self.respond_error(msg, peer, dest, answer);
+                    answer.status()
+                }
+                Ok((_, Err(_))) => {
+                    self.stats.dropped[stats::DROP_NO_VIA] += 1;
+                    0
+                }
+                Err(_) => {
+                    self.count_drop(unanswered);
+                    0
+                }
+            }
         };
-        let (peer, dest) = Self::response_dest(&origin, &via);
-        self.stats.malformed_answered += 1;
-        self.respond_error(&msg, peer, dest, &SipError::from(error));
+        self.refusals.scratch = scratch;
+        if let Some(held_back) = self.refusals.sampler.sample(now) {
+            tracing::info!(
+                shard = self.id,
+                peer = %origin.peer,
+                reason = guard::PARSE_ERROR_REASONS.get(reason).copied().unwrap_or("other"),
+                answer = code,
+                held_back,
+                excerpt = %guard::printable_excerpt(bytes, 160),
+                "refused unparsable input (one sample logged per 10 s)"
+            );
+        }
     }
 
     fn process(&mut self, now: Instant, origin: Origin, msg: &Message<'_>) {

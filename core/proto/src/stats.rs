@@ -98,6 +98,8 @@ pub struct ShardStats {
     pub notifies_failed: u64,
     pub notifies_coalesced: u64,
     pub notifies_throttled: u64,
+    /// refused input: parse errors by reason, TCP connections shed
+    pub guard: crate::guard::GuardStats,
 }
 
 impl ShardStats {
@@ -162,6 +164,7 @@ impl ShardStats {
         self.notifies_failed += other.notifies_failed;
         self.notifies_coalesced += other.notifies_coalesced;
         self.notifies_throttled += other.notifies_throttled;
+        self.guard.merge(&other.guard);
     }
 }
 

@@ -4,8 +4,15 @@
 
 use super::header::HeaderName;
 
-/// Upper bound on indexed header lines; a message with more is rejected.
-pub const MAX_HEADERS: usize = 96;
+/// Upper bound on indexed header lines. Real traffic stays far below it: a
+/// plain PUBLISH or SUBSCRIBE carries 10–15 header lines, and a request that
+/// crossed an IMS core (3GPP TS 24.229: several Via and Record-Route lines,
+/// Route, P-Asserted-Identity, P-Charging-Vector, P-Access-Network-Info,
+/// P-Visited-Network-ID, Security-Verify, Feature-Caps and the like) about
+/// 40–60. 128 leaves twice that as headroom while the index stays ~2.5 KiB
+/// on the stack. A request with more is not dropped: `parse_for_reply`
+/// keeps only the headers an answer needs and it is answered 513.
+pub const MAX_HEADERS: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method<'a> {
@@ -101,6 +108,46 @@ pub enum ParseError {
     BadContentLength,
     #[error("Message not UTF-8 in headers")]
     NotUtf8,
+}
+
+impl ParseError {
+    /// Every reason, in `index` order, as metric label values.
+    pub const REASONS: [&'static str; 7] = [
+        "start_line",
+        "header_line",
+        "too_many_headers",
+        "truncated",
+        "content_length_too_large",
+        "bad_content_length",
+        "not_utf8",
+    ];
+
+    /// Position of this reason in `REASONS`.
+    pub fn index(self) -> usize {
+        match self {
+            ParseError::StartLine => 0,
+            ParseError::HeaderLine => 1,
+            ParseError::TooManyHeaders => 2,
+            ParseError::Truncated => 3,
+            ParseError::ContentLengthTooLarge => 4,
+            ParseError::BadContentLength => 5,
+            ParseError::NotUtf8 => 6,
+        }
+    }
+
+    /// Short snake-case name of this reason, for metrics and logs.
+    pub fn label(self) -> &'static str {
+        Self::REASONS.get(self.index()).copied().unwrap_or("other")
+    }
+}
+
+/// The headers every answer copies (RFC 3261 §8.2.6): when the index is
+/// full, `parse_for_reply` keeps these and forgets the rest.
+fn is_needed_for_reply(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
 }
 
 /// One indexed header line: its classified name and the spans of name and value.
@@ -463,12 +510,15 @@ impl<'a> Message<'a> {
     }
 
     /// A best-effort view of a request that `parse` rejected, for answering
-    /// it with 400 (RFC 3261 §8.2; RFC 4475 expects 400 for e.g. a malformed
-    /// Request-Line or a Content-Length larger than the datagram). The
-    /// header section must still be well-formed; the Request-Line is taken
-    /// apart at its first and last space without validation (its fields are
-    /// only fit for logging), Content-Length is ignored and the body is what
-    /// follows the blank line. Responses give `Err`: they are never answered.
+    /// it with 400 or 513 (RFC 3261 §8.2; RFC 4475 expects 400 for e.g. a
+    /// malformed Request-Line or a Content-Length larger than the datagram).
+    /// The header section must end in a blank line and be UTF-8 (see
+    /// `sanitize_for_reply`); lines that are not header lines are skipped,
+    /// and beyond `MAX_HEADERS` only Via, From, To, Call-ID and CSeq are
+    /// kept. The Request-Line is taken apart at its first and last space
+    /// without validation (its fields are only fit for logging),
+    /// Content-Length is ignored and the body is what follows the blank
+    /// line. Responses give `Err`: they are never answered.
     pub fn parse_for_reply(raw: &'a [u8]) -> Result<Message<'a>, ParseError> {
         Self::parse_with(raw, Mode::ForReply)
     }
@@ -502,6 +552,11 @@ impl<'a> Message<'a> {
 
         let mut headers = [HeaderEntry::UNUSED; MAX_HEADERS];
         let mut header_count = 0usize;
+        // In ForReply mode, once the index is full only the headers an answer
+        // needs are kept; `skipping` marks a forgotten line whose folded
+        // continuations must be forgotten with it.
+        let mut compacted = false;
+        let mut skipping = false;
         let body_start = loop {
             let line = scan_line(raw, position, &mut seen)?;
             position = line.next;
@@ -510,12 +565,15 @@ impl<'a> Message<'a> {
             }
             let first = raw.get(line.start).copied().unwrap_or(b' ');
             if first == b' ' || first == b'\t' {
+                if skipping {
+                    continue;
+                }
                 // A folded continuation extends the previous header's value.
-                let previous = header_count
-                    .checked_sub(1)
-                    .and_then(|index| headers.get_mut(index))
-                    .ok_or(ParseError::HeaderLine)?;
-                previous.value_end = span_u32(line.end);
+                match header_count.checked_sub(1).and_then(|index| headers.get_mut(index)) {
+                    Some(previous) => previous.value_end = span_u32(line.end),
+                    None if mode == Mode::ForReply => {}
+                    None => return Err(ParseError::HeaderLine),
+                }
                 continue;
             }
             // name = token, then optional SP/HT, then the colon
@@ -527,13 +585,35 @@ impl<'a> Message<'a> {
                 .position(|&b| b != b' ' && b != b'\t')
                 .unwrap_or(after_name.len());
             if name_len == 0 || after_name.get(spaces) != Some(&b':') {
+                if mode == Mode::ForReply {
+                    // Not a header line: forget it (and its continuations).
+                    skipping = true;
+                    continue;
+                }
                 return Err(ParseError::HeaderLine);
             }
             let colon = line.start + name_len + spaces;
-            let name = text.get(..name_len).unwrap_or(&[]);
+            let name = HeaderName::from_bytes(text.get(..name_len).unwrap_or(&[]));
+            skipping = false;
+            if header_count == MAX_HEADERS {
+                if mode == Mode::Strict {
+                    return Err(ParseError::TooManyHeaders);
+                }
+                if !compacted {
+                    header_count = keep_needed_for_reply(&mut headers, header_count);
+                    compacted = true;
+                }
+                if !is_needed_for_reply(name) {
+                    skipping = true;
+                    continue;
+                }
+            } else if compacted && !is_needed_for_reply(name) {
+                skipping = true;
+                continue;
+            }
             let slot = headers.get_mut(header_count).ok_or(ParseError::TooManyHeaders)?;
             *slot = HeaderEntry {
-                name: HeaderName::from_bytes(name),
+                name,
                 name_start: span_u32(line.start),
                 name_end: span_u32(line.start + name_len),
                 value_start: span_u32(colon + 1),
@@ -686,6 +766,43 @@ impl<'a> Message<'a> {
                     .unwrap_or("")
             })
     }
+}
+
+/// Copies the header section of `raw` into `out` (cleared first) with every
+/// byte that would stop `parse_for_reply` made harmless: bytes outside ASCII,
+/// NUL and a CR not followed by LF become `?`. The body is not copied. Used
+/// only to answer a request whose headers are not UTF-8; allocation is
+/// acceptable on that path, `out` is reused.
+pub fn sanitize_for_reply(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let head_end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map(|at| at + 4)
+        .or_else(|| raw.windows(2).position(|window| window == b"\n\n").map(|at| at + 2))
+        .unwrap_or(raw.len());
+    let head = raw.get(..head_end).unwrap_or(raw);
+    out.extend(head.iter().enumerate().map(|(index, &byte)| match byte {
+        0 | 0x80..=0xff => b'?',
+        b'\r' if head.get(index + 1) != Some(&b'\n') => b'?',
+        _ => byte,
+    }));
+}
+
+/// Moves the entries an answer needs to the front, in their order, and
+/// returns how many there are.
+fn keep_needed_for_reply(headers: &mut [HeaderEntry; MAX_HEADERS], count: usize) -> usize {
+    let mut kept = 0;
+    for index in 0..count.min(MAX_HEADERS) {
+        let Some(&entry) = headers.get(index) else { break };
+        if is_needed_for_reply(entry.name) {
+            if let Some(slot) = headers.get_mut(kept) {
+                *slot = entry;
+            }
+            kept += 1;
+        }
+    }
+    kept
 }
 
 fn canonical_version(version: &str) -> &str {
@@ -948,11 +1065,60 @@ Contact: \"Doe, John\" <sip:j@h;a=1,2>;q=0.5 , <sip:k@h>\r\nContact: sip:l@h\r\n
         for refused in [
             &b"SIP/2.0 4294967301 big\r\nVia: x\r\n\r\n"[..],
             b"SIP/2.0 200 OK\r\n\r\n",
-            b"OPTIONS sip:a@b SIP/2.0\r\nbroken header\r\n\r\n",
             b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n",
         ] {
             assert!(Message::parse_for_reply(refused).is_err());
         }
+    }
+
+    #[test]
+    fn parse_for_reply_skips_broken_lines_and_keeps_what_answers_need() {
+        let broken =
+            b"OPTIONS sip:a@b SIP/2.0\r\n folded first\r\nbroken header\r\n more\r\nVia: SIP/2.0/UDP h\r\n\r\n";
+        assert_eq!(Message::parse(broken).err(), Some(ParseError::HeaderLine));
+        let msg = Message::parse_for_reply(broken).expect("recovered");
+        assert_eq!(msg.headers().len(), 1);
+        assert_eq!(msg.header(HeaderName::Via), Some("SIP/2.0/UDP h"));
+
+        let mut raw = String::from("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP first\r\nCall-ID: c\r\n");
+        for index in 0..3 * MAX_HEADERS {
+            raw.push_str(&format!("X-{index}: v\r\n folded\r\n"));
+            if index == MAX_HEADERS {
+                raw.push_str("Via: SIP/2.0/UDP second\r\n");
+            }
+        }
+        raw.push_str("From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 OPTIONS\r\n\r\n");
+        assert_eq!(Message::parse(raw.as_bytes()).err(), Some(ParseError::TooManyHeaders));
+        let msg = Message::parse_for_reply(raw.as_bytes()).expect("essentials kept");
+        let vias: Vec<_> = msg.header_values(HeaderName::Via).collect();
+        assert_eq!(vias, ["SIP/2.0/UDP first", "SIP/2.0/UDP second"]);
+        assert_eq!(msg.header(HeaderName::CallId), Some("c"));
+        assert_eq!(msg.header(HeaderName::CSeq), Some("1 OPTIONS"));
+        assert_eq!(msg.headers().len(), 6);
+
+        let mut only_vias = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for _ in 0..=MAX_HEADERS {
+            only_vias.push_str("Via: SIP/2.0/UDP h\r\n");
+        }
+        only_vias.push_str("\r\n");
+        assert_eq!(
+            Message::parse_for_reply(only_vias.as_bytes()).err(),
+            Some(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn sanitized_heads_parse_for_reply() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX: \xff\x00a\rb\r\n\r\n\xfe body";
+        assert_eq!(Message::parse(raw).err(), Some(ParseError::HeaderLine));
+        let mut clean = Vec::new();
+        sanitize_for_reply(raw, &mut clean);
+        assert_eq!(
+            clean,
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX: ??a?b\r\n\r\n"
+        );
+        let msg = Message::parse_for_reply(&clean).expect("recovered");
+        assert_eq!(msg.header(HeaderName::Via), Some("SIP/2.0/UDP h"));
     }
 
     #[test]
