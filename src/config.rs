@@ -22,13 +22,35 @@ pub struct MgmtConfig {
     /// File holding the bearer token for writes (and for reads off loopback).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Connections served at once (the oldest that has not sent a request
+    /// makes room for a new one; 503 when all are busy).
+    pub max_connections: usize,
+    /// Connections from one source address at once.
+    pub max_connections_per_source: usize,
+    /// Seconds a client has to send a request head, also between requests.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for MgmtConfig {
     fn default() -> Self {
+        let limits = presence_mgmt::conn_guard::ConnLimits::default();
         MgmtConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: None,
+            max_connections: limits.max_connections,
+            max_connections_per_source: limits.max_per_source,
+            header_timeout_secs: limits.header_timeout.as_secs(),
+        }
+    }
+}
+
+impl MgmtConfig {
+    /// The connection limits handed to the management plane.
+    pub fn limits(&self) -> presence_mgmt::conn_guard::ConnLimits {
+        presence_mgmt::conn_guard::ConnLimits {
+            max_connections: self.max_connections,
+            max_per_source: self.max_connections_per_source,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs.max(1)),
         }
     }
 }

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
     let mut mgmt_options = presence_mgmt::MgmtOptions::new(config.mgmt.listen);
     mgmt_options.token = mgmt_token;
     mgmt_options.rules_dir = config.engine.authz.rules_dir.clone();
+    mgmt_options.limits = config.mgmt.limits();
     mgmt_options.log = Some(presence_mgmt::LogControl {
         initial: initial_filter,
         set: set_log_filter,

@@ -26,6 +26,8 @@ pub type HttpResponse = Response<Full<Bytes>>;
 
 /// What every request handler shares.
 pub struct State {
+    /// Open management connections and their limits.
+    pub connections: std::sync::Arc<crate::conn_guard::ConnGuard>,
     /// The shards, reached by message.
     pub shards: ShardLink,
     /// Who may read and write.
@@ -250,9 +252,12 @@ async fn metrics(state: &State, request: &Request<Incoming>) -> Result<HttpRespo
     let control_queue = (0..state.shards.count())
         .map(|shard| state.shards.queue_depth(shard))
         .collect();
+    let shards = snapshots(state).await;
+    let guard = crate::guard_metrics::GuardMetrics::new(&shards, state.connections.counts());
     let scrape = Scrape {
-        shards: snapshots(state).await,
+        shards,
         control_queue,
+        guard,
     };
     let text = scrape
         .encode(format)

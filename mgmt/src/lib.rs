@@ -9,6 +9,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod conn_guard;
+pub mod guard_metrics;
 pub mod metrics;
 pub mod routes;
 pub mod shards;
@@ -22,6 +24,7 @@ use presence_runtime::Control;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
 pub use auth::{read_token_file, Access, AuthPolicy, Refusal, TokenFileError};
@@ -55,8 +58,8 @@ pub struct MgmtOptions {
     pub shard_timeout: Duration,
     /// The process's log filter, for `PUT /v1/config/log` (`None`: not changeable).
     pub log: Option<LogControl>,
-    /// Most HTTP connections served at once; more are closed at once.
-    pub max_connections: usize,
+    /// Connection limits and timeouts (`conn_guard`).
+    pub limits: conn_guard::ConnLimits,
     /// Directory where authorization rules changes are stored (`None`: in memory only).
     pub rules_dir: Option<std::path::PathBuf>,
 }
@@ -69,7 +72,7 @@ impl MgmtOptions {
             token: None,
             shard_timeout: Duration::from_secs(1),
             log: None,
-            max_connections: 64,
+            limits: conn_guard::ConnLimits::default(),
             rules_dir: None,
         }
     }
@@ -146,7 +149,9 @@ pub fn start(
             "the management plane listens beyond loopback without --mgmt-token-file: everything but /healthz and /readyz will be refused"
         );
     }
+    let connections = conn_guard::ConnGuard::new(options.limits);
     let state = Arc::new(api::State {
+        connections: connections.clone(),
         shards: shards::ShardLink::new(controls, options.shard_timeout),
         auth,
         log_filter: Mutex::new(options.log.as_ref().map(|l| l.initial.clone()).unwrap_or_default()),
@@ -159,13 +164,12 @@ pub fn start(
         .build()
         .map_err(MgmtError::Start)?;
     let (stop, stopped) = oneshot::channel();
-    let max_connections = options.max_connections.max(1);
     let thread = std::thread::Builder::new()
         .name("mgmt".into())
         .spawn(move || {
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, state, max_connections, stopped).await,
+                    Ok(listener) => serve(listener, state, connections, stopped).await,
                     Err(error) => tracing::error!(%error, "management plane cannot use its socket"),
                 }
             });
@@ -178,20 +182,25 @@ pub fn start(
     })
 }
 
+/// Refusals (503) being written at once; beyond this a refused connection
+/// is closed without an answer, so a flood cannot pile up tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<api::State>,
-    max_connections: usize,
+    connections: Arc<conn_guard::ConnGuard>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let header_timeout = connections.limits().header_timeout;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut stopped => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!(%error, "management plane accept failed");
@@ -199,23 +208,65 @@ async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // over the limit: dropping the stream closes it
+        let ticket = match connections.admit(peer.ip()) {
+            Ok(ticket) => Arc::new(ticket),
+            Err(refused) => {
+                tracing::debug!(%peer, ?refused, "management connection refused");
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream).await;
+                        drop(permit);
+                    });
+                }
+                continue;
+            }
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let in_service = ticket.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(api::handle(&state, request).await) }
+                let ticket = in_service.clone();
+                async move {
+                    ticket.request_started();
+                    let response = api::handle(&state, request).await;
+                    ticket.request_finished();
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "management connection ended with an error");
+            tokio::select! {
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "management connection ended with an error");
+                    }
+                }
+                () = ticket.evicted() => {
+                    tracing::debug!(%peer, "management connection closed to make room");
+                }
             }
-            drop(slot);
         });
     }
+}
+
+/// Answer 503 to a connection that cannot be admitted, then close it after
+/// reading what it sent (closing with unread input would reset the
+/// connection and could destroy the answer), all within a second.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let exchange = async {
+        let _ = stream.write_all(conn_guard::REFUSAL).await;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let mut drained = 0usize;
+        while drained < 16 << 10 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
 }

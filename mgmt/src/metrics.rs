@@ -62,6 +62,8 @@ pub struct Scrape {
     pub shards: Vec<Option<ShardSnapshot>>,
     /// Control requests queued per shard when the scrape started.
     pub control_queue: Vec<usize>,
+    /// Refused input and shed connections (`guard_metrics`), encoded beside.
+    pub guard: crate::guard_metrics::GuardMetrics,
 }
 
 /// Output format of the exposition.
@@ -396,6 +398,7 @@ impl Scrape {
             registry.register(name, help, family);
         }
         self.register_latency(&mut registry);
+        self.guard.register(&mut registry);
         registry
     }
 
@@ -561,6 +564,7 @@ mod tests {
         Scrape {
             shards: vec![Some(snapshot(5, 5, 80)), Some(snapshot(2, 1, 3_000)), None],
             control_queue: vec![0, 1, 7],
+            guard: Default::default(),
         }
     }
 

@@ -74,7 +74,10 @@ pub struct TcpConfig {
     pub max_message: usize,
     /// Connections per shard.
     pub max_connections: usize,
-    /// Close a connection idle for this many seconds.
+    /// Accepted connections from one source IP address, over all shards
+    /// (0 = no limit); more are closed at once and counted.
+    pub max_connections_per_source: usize,
+    /// Close a connection that sent nothing for this many seconds.
     pub idle_timeout_secs: u64,
     /// Give up connecting after this many milliseconds.
     pub connect_timeout_ms: u64,
@@ -305,6 +308,7 @@ impl Default for TcpConfig {
             enabled: true,
             max_message: 256 << 10,
             max_connections: 10_000,
+            max_connections_per_source: 1_024,
             idle_timeout_secs: 300,
             connect_timeout_ms: 2_000,
         }

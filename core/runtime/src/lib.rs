@@ -22,7 +22,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use presence_proto::config::{EngineConfig, UdpIo};
 use presence_proto::routing::ShardId;
 use presence_proto::shard::{Dispatch, Shard};
-use presence_proto::stats;
+use presence_proto::sip::framing::FrameError;
 use presence_proto::time::Instant;
 use presence_proto::transport::{ConnRef, Dest, Origin};
 use std::cell::{Cell, RefCell};
@@ -151,6 +151,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
     let peer_ids: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<SocketAddr, String>>();
     let mut rules_per_shard = load_rules(&config, shards)?;
+    let tcp_sources = Arc::new(tcp::SourceCounts::default());
     let mut listen = config.listen;
     let mut threads = Vec::with_capacity(shards);
     let mut controls = Vec::with_capacity(shards);
@@ -175,6 +176,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
             ready: ready_tx.clone(),
             controls: control_rx,
             rules: rules_per_shard.get_mut(id).map(std::mem::take).unwrap_or_default(),
+            tcp_sources: tcp_sources.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
@@ -218,6 +220,7 @@ struct StartContext {
     controls: crossbeam::channel::Receiver<Control>,
     /// the stored rules of the presentities this shard owns
     rules: rules_store::StoredRules,
+    tcp_sources: Arc<tcp::SourceCounts>,
 }
 
 /// The stored authorization rules, grouped by owner shard. Files that
@@ -260,6 +263,8 @@ pub(crate) struct ShardCtx {
     mesh_peer_of_shard: Vec<usize>,
     handoffs: RefCell<Vec<Vec<MeshMsg>>>,
     tcp: RefCell<TcpTable>,
+    /// accepted TCP connections per source address, shared by all shards
+    tcp_sources: Arc<tcp::SourceCounts>,
     timer_target: Cell<Instant>,
     timer_wake: LocalSender<()>,
     /// When the first input not yet flushed arrived (request-handling latency).
@@ -342,6 +347,7 @@ async fn run_shard(start: StartContext) {
         mesh_peer_of_shard,
         handoffs: RefCell::new((0..start.shards).map(|_| Vec::new()).collect()),
         tcp: RefCell::new(TcpTable::new(id as ShardId)),
+        tcp_sources: start.tcp_sources.clone(),
         timer_target: Cell::new(Instant::ZERO),
         timer_wake,
         config: start.config.clone(),
@@ -497,7 +503,10 @@ async fn udp_mmsg_loop(ctx: Rc<ShardCtx>) {
             let mut shard = ctx.shard.borrow_mut();
             for datagram in receiver.datagrams() {
                 if datagram.truncated {
-                    shard.count_drop(stats::DROP_OVERSIZED);
+                    // Answered 513 from its first bytes when they hold the
+                    // whole header section.
+                    let origin = Origin::udp(datagram.peer);
+                    shard.reject_frame(now, origin, datagram.bytes, FrameError::TooLarge);
                     continue;
                 }
                 dispatch_input(&ctx, &mut shard, now, Origin::udp(datagram.peer), datagram.bytes);

@@ -13,8 +13,9 @@ use presence_proto::sip::framing::{next_frame, Frame};
 use presence_proto::stats;
 use presence_proto::transport::{ConnRef, Origin, Transport};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Messages queued per connection before further ones are dropped.
@@ -24,6 +25,50 @@ const READ_CHUNK: usize = 16 << 10;
 struct Conn {
     peer: SocketAddr,
     queue: LocalSender<Vec<u8>>,
+}
+
+/// Accepted connections per source IP address, shared by every shard's
+/// listener (SO_REUSEPORT spreads one source over all of them). Locked only
+/// on accept and close, never per message.
+#[derive(Default)]
+pub(crate) struct SourceCounts {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One accepted connection's place in `SourceCounts`, given back on drop.
+pub(crate) struct SourceSlot {
+    counts: Arc<SourceCounts>,
+    ip: IpAddr,
+}
+
+impl SourceCounts {
+    /// A slot for one more connection from `ip`, unless it holds `limit`
+    /// already (`limit` 0: no limit).
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let ip = ip.to_canonical();
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The connections one shard owns.
@@ -150,13 +195,28 @@ pub(crate) async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
             }
         };
         let Ok(peer) = stream.peer_addr() else { continue };
+        // Dropping the stream closes a refused connection.
         if ctx.tcp.borrow().len() >= ctx.config.tcp.max_connections {
             tracing::debug!(%peer, "TCP connection limit reached");
-            continue; // dropping the stream closes it
+            ctx.shard.borrow_mut().guard_stats_mut().tcp_refused_full += 1;
+            continue;
         }
+        let Some(slot) = ctx
+            .tcp_sources
+            .try_acquire(peer.ip(), ctx.config.tcp.max_connections_per_source)
+        else {
+            tracing::debug!(%peer, "TCP per-source connection limit reached");
+            ctx.shard.borrow_mut().guard_stats_mut().tcp_refused_per_source += 1;
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (conn, rx) = ctx.tcp.borrow_mut().register(peer);
-        glommio::spawn_local(serve(ctx.clone(), stream, conn, peer, rx)).detach();
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            serve(ctx, stream, conn, peer, rx).await;
+            drop(slot);
+        })
+        .detach();
     }
 }
 
@@ -185,7 +245,12 @@ async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, conn: ConnRef, peer: Socket
         })
         .await;
         let n = match read {
-            Some(Ok(0)) | Some(Err(_)) | None => break,
+            Some(Ok(0)) | Some(Err(_)) => break,
+            None => {
+                tracing::debug!(%peer, "closing idle TCP connection");
+                ctx.shard.borrow_mut().guard_stats_mut().tcp_idle_closed += 1;
+                break;
+            }
             Some(Ok(n)) => n,
         };
         buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
@@ -208,8 +273,17 @@ async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, conn: ConnRef, peer: Socket
                 }
                 Ok(Frame::Skip(len)) => consumed += len.max(1),
                 Err(e) => {
+                    // Answer (513 / 400) from the header section when it is
+                    // all here, then close: the rest of the stream cannot be
+                    // framed.
                     tracing::debug!(%peer, error = %e, "closing TCP connection");
-                    ctx.shard.borrow_mut().count_drop(stats::DROP_OVERSIZED);
+                    let now = ctx.clock.now();
+                    {
+                        let mut shard = ctx.shard.borrow_mut();
+                        shard.guard_stats_mut().tcp_framing_closed += 1;
+                        shard.reject_frame(now, origin, rest, e);
+                    }
+                    flush(&ctx).await;
                     break 'read;
                 }
             }
