@@ -87,6 +87,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Send SIGTERM without waiting.
     pub fn signal_term(&self) {
         let child = self.child.as_ref().expect("running");
