@@ -237,6 +237,13 @@ fn start_node(
     for attribute in tag.attributes() {
         let attribute = attribute.map_err(malformed)?;
         if attribute.key.as_namespace_binding().is_some() {
+            // The resolver binds the raw value; one that attribute-value
+            // normalisation would change (references, '<', tabs, line ends)
+            // would bind another name than XML says. Found by fuzzing
+            // (fuzz/corpus/pres_rules/regression-namespace-reference.xml).
+            if attribute.value.contains(['&', '<', '\t', '\n', '\r']) {
+                return Err(malformed("namespace name with a reference, '<' or a line break"));
+            }
             continue;
         }
         if node.attrs.len() >= limits.max_attributes {
@@ -368,6 +375,20 @@ mod tests {
         assert!(z.is("urn:other", "z"));
         assert_eq!(z.attrs[0].ns, "urn:other");
         assert_eq!(z.text, "t<u");
+    }
+
+    #[test]
+    fn namespace_names_that_normalisation_would_change_are_refused() {
+        for value in ["a&amp;b", "a&#60;b", "a<b", "a\tb", "a\nb"] {
+            let doc = format!("<r xmlns=\"{value}\"/>");
+            assert!(
+                matches!(
+                    read(doc.as_bytes(), &Limits::default()),
+                    Err(DocumentError::NotWellFormed(_))
+                ),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
