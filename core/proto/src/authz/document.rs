@@ -241,8 +241,9 @@ fn start_node(
             // normalisation would change (references, '<', tabs, line ends)
             // would bind another name than XML says. Found by fuzzing
             // (fuzz/corpus/pres_rules/regression-namespace-reference.xml).
-            if attribute.value.contains(['&', '<', '\t', '\n', '\r']) {
-                return Err(malformed("namespace name with a reference, '<' or a line break"));
+            let value = &attribute.value;
+            if value.contains(['&', '<', '\t', '\n', '\r']) || (value.contains('"') && value.contains('\'')) {
+                return Err(malformed("namespace name with a reference, '<', a line break or both quotes"));
             }
             continue;
         }
@@ -319,9 +320,13 @@ fn write_node(node: &Node, namespaces: &[(String, String)], depth: usize, out: &
         for (uri, prefix) in namespaces {
             out.extend_from_slice(b" xmlns:");
             out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(b"=\"");
-            xml::push_attribute_text(out, uri);
-            out.push(b'"');
+            // Written as is, in the quotes it does not contain: the reader
+            // binds the raw value, so a reference would change the name.
+            let quote = if uri.contains('"') { b'\'' } else { b'"' };
+            out.push(b'=');
+            out.push(quote);
+            out.extend_from_slice(uri.as_bytes());
+            out.push(quote);
         }
     }
     for attr in &node.attrs {
@@ -379,8 +384,8 @@ mod tests {
 
     #[test]
     fn namespace_names_that_normalisation_would_change_are_refused() {
-        for value in ["a&amp;b", "a&#60;b", "a<b", "a\tb", "a\nb"] {
-            let doc = format!("<r xmlns=\"{value}\"/>");
+        for value in ["a&amp;b", "a&#60;b", "a<b", "a\tb", "a\nb", "a\"b'c"] {
+            let doc = format!("<r xmlns=\"{}\"/>", value.replace('"', "&quot;"));
             assert!(
                 matches!(
                     read(doc.as_bytes(), &Limits::default()),
@@ -388,6 +393,16 @@ mod tests {
                 ),
                 "{value:?}"
             );
+        }
+    }
+
+    #[test]
+    fn namespace_names_with_quotes_are_written_back_as_read() {
+        for doc in [&b"<p:r xmlns:p=\"urn:a'b\"/>"[..], b"<p:r xmlns:p='urn:a\"b'/>"] {
+            let tree = read(doc, &Limits::default()).unwrap();
+            let mut written = Vec::new();
+            write(&tree, &mut written);
+            assert_eq!(read(&written, &Limits::default()).unwrap(), tree);
         }
     }
 
