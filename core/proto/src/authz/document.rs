@@ -229,6 +229,9 @@ fn start_node(
     limits: &Limits,
 ) -> Result<Node, DocumentError> {
     let (_, local) = reader.resolver().resolve_element(tag.name());
+    if local.into_inner().contains(':') {
+        return Err(malformed("a name with more than one colon"));
+    }
     let mut node = Node {
         ns: namespace,
         name: local.into_inner().to_owned(),
@@ -243,7 +246,9 @@ fn start_node(
             // (fuzz/corpus/pres_rules/regression-namespace-reference.xml).
             let value = &attribute.value;
             if value.contains(['&', '<', '\t', '\n', '\r']) || (value.contains('"') && value.contains('\'')) {
-                return Err(malformed("namespace name with a reference, '<', a line break or both quotes"));
+                return Err(malformed(
+                    "namespace name with a reference, '<', a line break or both quotes",
+                ));
             }
             continue;
         }
@@ -251,6 +256,9 @@ fn start_node(
             return Err(DocumentError::TooManyAttributes(limits.max_attributes));
         }
         let (resolved, local) = reader.resolver().resolve_attribute(attribute.key);
+        if local.into_inner().contains(':') {
+            return Err(malformed("a name with more than one colon"));
+        }
         let ns = match resolved {
             ResolveResult::Bound(ns) => ns.into_inner().to_owned(),
             ResolveResult::Unbound => String::new(),
@@ -271,7 +279,12 @@ fn start_node(
 const KNOWN_PREFIXES: &[(&str, &str)] = &[
     ("urn:ietf:params:xml:ns:common-policy", "cr"),
     ("urn:ietf:params:xml:ns:pres-rules", "pr"),
+    (XML_NAMESPACE, "xml"),
 ];
+
+/// The namespace of `xml:lang` and the like: bound to `xml` by definition,
+/// never declared (declaring it under another prefix is an error).
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
 
 /// Write `root` as a UTF-8 document: every namespace declared once on the
 /// root with a prefix, elements indented, text and attribute values escaped.
@@ -317,7 +330,7 @@ fn write_node(node: &Node, namespaces: &[(String, String)], depth: usize, out: &
     out.push(b'<');
     push_qname(&node.ns, &node.name, namespaces, out);
     if depth == 0 {
-        for (uri, prefix) in namespaces {
+        for (uri, prefix) in namespaces.iter().filter(|(uri, _)| uri != XML_NAMESPACE) {
             out.extend_from_slice(b" xmlns:");
             out.extend_from_slice(prefix.as_bytes());
             // Written as is, in the quotes it does not contain: the reader
@@ -393,6 +406,25 @@ mod tests {
                 ),
                 "{value:?}"
             );
+        }
+    }
+
+    #[test]
+    fn xml_attributes_keep_their_reserved_prefix_and_double_colons_are_refused() {
+        let tree = read(br#"<r xml:lang="de" xml:space="preserve"/>"#, &Limits::default()).unwrap();
+        let mut written = Vec::new();
+        write(&tree, &mut written);
+        let text = String::from_utf8(written.clone()).unwrap();
+        assert!(
+            text.contains(r#"xml:lang="de""#) && !text.contains("xmlns:xml"),
+            "{text}"
+        );
+        assert_eq!(read(&written, &Limits::default()).unwrap(), tree);
+        for doc in [
+            &br#"<a:b:c xmlns:a="urn:x"/>"#[..],
+            br#"<r xmlns:a="urn:x" a:b:c="1"/>"#,
+        ] {
+            assert!(read(doc, &Limits::default()).is_err());
         }
     }
 
