@@ -74,6 +74,7 @@ def hold(args):
 def scrape(args):
     times = []
     failures = 0
+    errors = {}
     for _ in range(args.count):
         start = time.monotonic()
         try:
@@ -86,9 +87,13 @@ def scrape(args):
                     break
                 chunks.append(chunk)
             sock.close()
-            ok = b"".join(chunks).startswith(b"HTTP/1.1 200")
-        except OSError:
+            answer = b"".join(chunks)
+            ok = answer.startswith(b"HTTP/1.1 200")
+            if not ok:
+                errors[answer[:12].decode(errors="replace") or "closed without an answer"] = errors.get(answer[:12].decode(errors="replace") or "closed without an answer", 0) + 1
+        except OSError as error:
             ok = False
+            errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
         elapsed = (time.monotonic() - start) * 1000
         if ok:
             times.append(elapsed)
@@ -98,7 +103,8 @@ def scrape(args):
     times.sort()
     p = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
     print(f"scrape: {len(times)} ok, {failures} failed, ms p50 {p(0.5):.2f} p90 {p(0.9):.2f} "
-          f"max {max(times) if times else float('nan'):.2f} mean {statistics.mean(times) if times else float('nan'):.2f}")
+          f"max {max(times) if times else float('nan'):.2f} mean {statistics.mean(times) if times else float('nan'):.2f}"
+          + (f" failures: {errors}" if errors else ""))
 
 
 def main():

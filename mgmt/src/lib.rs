@@ -222,7 +222,7 @@ async fn serve(
             }
         };
         let state = state.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let in_service = ticket.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
@@ -249,6 +249,12 @@ async fn serve(
                 }
             }
         });
+        drop(task);
+        // Let the new connection read its request head before the next
+        // accept: under a flood of connections from one source, a scrape
+        // that has sent its request is then busy (never evicted) before the
+        // flood can push it out.
+        tokio::task::yield_now().await;
     }
 }
 
