@@ -561,10 +561,11 @@ mod tests {
     }
 
     fn scrape() -> Scrape {
+        let shards = vec![Some(snapshot(5, 5, 80)), Some(snapshot(2, 1, 3_000)), None];
         Scrape {
-            shards: vec![Some(snapshot(5, 5, 80)), Some(snapshot(2, 1, 3_000)), None],
+            guard: crate::guard_metrics::GuardMetrics::new(&shards, Default::default()),
+            shards,
             control_queue: vec![0, 1, 7],
-            guard: Default::default(),
         }
     }
 
