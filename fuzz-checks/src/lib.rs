@@ -14,8 +14,11 @@ use presence_proto::sip::message::sanitize_for_reply;
 use presence_proto::sip::typed::{CSeq, Event, MediaType, NameAddr, Params, Via};
 use presence_proto::sip::{HeaderName, Message, Uri};
 
+/// One fuzz target's checks over one input.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name: each a directory of `fuzz/corpus`.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Check); 4] = [
     ("sip_parser", sip_parser),
     ("pidf_compose", pidf_compose),
     ("tcp_framing", tcp_framing),

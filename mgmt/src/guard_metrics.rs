@@ -172,7 +172,6 @@ mod tests {
                 shards: shards.clone(),
                 control_queue: vec![0],
                 guard: guard.clone(),
-                ..Scrape::default()
             };
             let text = scrape.encode(format).unwrap();
             for sample in [
