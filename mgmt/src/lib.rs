@@ -11,8 +11,10 @@ pub mod api;
 pub mod auth;
 pub mod conn_guard;
 pub mod guard_metrics;
+pub mod http;
 pub mod metrics;
 pub mod routes;
+pub mod rules_writer;
 pub mod shards;
 pub mod summary;
 pub mod xcap;
@@ -150,14 +152,14 @@ pub fn start(
         );
     }
     let connections = conn_guard::ConnGuard::new(options.limits);
-    let state = Arc::new(api::State {
+    let state = Arc::new(http::State {
         connections: connections.clone(),
         shards: shards::ShardLink::new(controls, options.shard_timeout),
         auth,
         log_filter: Mutex::new(options.log.as_ref().map(|l| l.initial.clone()).unwrap_or_default()),
         log: options.log,
         started: std::time::Instant::now(),
-        rules: xcap::RulesWriter::new(options.rules_dir.clone()),
+        rules: rules_writer::RulesWriter::new(options.rules_dir.clone()),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,7 +190,7 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<api::State>,
+    state: Arc<http::State>,
     connections: Arc<conn_guard::ConnGuard>,
     mut stopped: oneshot::Receiver<()>,
 ) {

@@ -12,7 +12,7 @@
 //! when the file cannot be written the shard gets its previous rules back
 //! and the client 500, so memory and disk never disagree.
 
-use crate::api::{self, json_body, json_response, presentity_owner, ApiError, HttpResponse, State};
+use crate::http::{json_body, json_response, presentity_owner, read_body, ApiError, HttpResponse, State};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
@@ -21,47 +21,10 @@ use presence_proto::authz::control::{ChangeError, Precondition};
 use presence_proto::authz::rules::SubHandling;
 use presence_proto::authz::{self, AuthzError, PresRules, AUTH_POLICY};
 use presence_proto::sip::uri::Uri;
-use presence_runtime::rules_store::RulesStore;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Content type of an XCAP error document (RFC 4825 §11).
 pub const XCAP_ERROR: &str = "application/xcap-error+xml";
-
-/// Where rules changes are made durable, and the lock that orders them.
-pub struct RulesWriter {
-    dir: Option<PathBuf>,
-    lock: tokio::sync::Mutex<()>,
-}
-
-impl RulesWriter {
-    /// `dir`: the rules directory; `None` keeps rules in memory only.
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        RulesWriter {
-            dir,
-            lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Store (`Some`) or remove (`None`) a presentity's document.
-    async fn persist(&self, aor: &str, document: Option<Vec<u8>>) -> Result<(), String> {
-        let Some(dir) = self.dir.clone() else { return Ok(()) };
-        let aor = aor.to_owned();
-        let written = tokio::task::spawn_blocking(move || {
-            let store = RulesStore::open(&dir)?;
-            match document {
-                Some(bytes) => store.write(&aor, &bytes),
-                None => store.remove(&aor),
-            }
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-}
 
 fn with_header(mut response: HttpResponse, name: hyper::header::HeaderName, value: &str) -> HttpResponse {
     if let Ok(value) = HeaderValue::from_str(value) {
@@ -194,7 +157,7 @@ pub async fn put_rules(
         ));
     }
     let precondition = precondition(request.headers())?;
-    let body = api::read_body(request).await?;
+    let body = read_body(request).await?;
     let rules = match PresRules::parse(&body) {
         Ok(rules) => rules,
         Err(error) => return Ok(xcap_error(&error)),
