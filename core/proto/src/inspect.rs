@@ -1,15 +1,15 @@
 //! Read-only views of a shard's presence state for the management plane's
 //! inspection endpoints, and the one administrative action on it (ending a
 //! subscription). The management plane runs these on the owner shard's own
-//! thread by message (`runtime::Control`), so they take `&mut Shard` freely
-//! and never race the SIP hot path.
+//! thread by message (`runtime::Control`, through `Shard::inspect_*`), so
+//! they never race the SIP hot path.
 //!
 //! The view types are the contract the HTTP API (`mgmt/openapi.yaml`)
 //! serialises.
 
-use crate::shard::Shard;
+use crate::presence::store::PresenceStore;
 use crate::subscription::package;
-use crate::subscription::{Field, SubState, Subscription, Termination};
+use crate::subscription::{Field, SubState, Subscription, Subscriptions, Termination};
 use crate::time::Instant;
 use serde::Serialize;
 
@@ -77,85 +77,89 @@ fn subscription_view(sub: &Subscription, now: Instant) -> SubscriptionView {
     }
 }
 
-impl Shard {
-    /// The presentity with this canonical AOR, if this shard knows it.
-    pub fn inspect_presentity(&mut self, aor: &str, now: Instant) -> Option<PresentityView> {
-        let id = self.presence().lookup(aor)?;
-        let document = self
-            .presence()
-            .composed(id)
-            .map(|doc| String::from_utf8_lossy(doc).into_owned());
-        let presentity = self.presence().get(id)?;
-        let publications = presentity
-            .publications
-            .iter()
-            .map(|p| PublicationView {
-                entity_tag: p.etag.clone(),
-                source: p.source.to_string(),
-                expires_in_secs: remaining_secs(p.expires_at, now),
-                document: String::from_utf8_lossy(&p.body).into_owned(),
-            })
-            .collect();
-        Some(PresentityView {
-            aor: presentity.aor.clone(),
-            document,
-            publications,
+/// The presentity with this canonical AOR, if this shard knows it.
+pub fn presentity(presence: &mut PresenceStore, aor: &str, now: Instant) -> Option<PresentityView> {
+    let id = presence.lookup(aor)?;
+    let document = presence
+        .composed(id)
+        .map(|doc| String::from_utf8_lossy(doc).into_owned());
+    let presentity = presence.get(id)?;
+    let publications = presentity
+        .publications
+        .iter()
+        .map(|p| PublicationView {
+            entity_tag: p.etag.clone(),
+            source: p.source.to_string(),
+            expires_in_secs: remaining_secs(p.expires_at, now),
+            document: String::from_utf8_lossy(&p.body).into_owned(),
         })
-    }
+        .collect();
+    Some(PresentityView {
+        aor: presentity.aor.clone(),
+        document,
+        publications,
+    })
+}
 
-    /// The subscriptions to the presentity with this canonical AOR.
-    pub fn inspect_watchers(&mut self, aor: &str, now: Instant) -> Vec<SubscriptionView> {
-        let Some(id) = self.presence().lookup(aor) else {
-            return Vec::new();
-        };
-        self.subscriptions()
-            .iter()
-            .filter(|sub| sub.package == package::PRESENCE && sub.resource == id)
-            .map(|sub| SubscriptionView {
-                presentity: aor.to_owned(),
-                ..subscription_view(sub, now)
-            })
-            .collect()
-    }
+/// The subscriptions to the presentity with this canonical AOR.
+pub fn watchers(
+    presence: &PresenceStore,
+    subscriptions: &Subscriptions,
+    aor: &str,
+    now: Instant,
+) -> Vec<SubscriptionView> {
+    let Some(id) = presence.lookup(aor) else {
+        return Vec::new();
+    };
+    subscriptions
+        .iter()
+        .filter(|sub| sub.package == package::PRESENCE && sub.resource == id)
+        .map(|sub| SubscriptionView {
+            presentity: aor.to_owned(),
+            ..subscription_view(sub, now)
+        })
+        .collect()
+}
 
-    /// The subscriptions on this shard whose watcher has this canonical AOR.
-    pub fn inspect_subscriptions_of(&mut self, watcher_aor: &str, now: Instant) -> Vec<SubscriptionView> {
-        let found: Vec<(u32, SubscriptionView)> = self
-            .subscriptions()
-            .iter()
-            .filter(|sub| sub.package == package::PRESENCE && sub.dialog.get(Field::WatcherAor) == watcher_aor)
-            .map(|sub| (sub.resource, subscription_view(sub, now)))
-            .collect();
-        found
-            .into_iter()
-            .map(|(resource, view)| SubscriptionView {
-                presentity: self.presence().get(resource).map(|p| p.aor.clone()).unwrap_or_default(),
-                ..view
-            })
-            .collect()
-    }
+/// The subscriptions whose watcher has this canonical AOR.
+pub fn subscriptions_of(
+    presence: &PresenceStore,
+    subscriptions: &Subscriptions,
+    watcher_aor: &str,
+    now: Instant,
+) -> Vec<SubscriptionView> {
+    subscriptions
+        .iter()
+        .filter(|sub| sub.package == package::PRESENCE && sub.dialog.get(Field::WatcherAor) == watcher_aor)
+        .map(|sub| SubscriptionView {
+            presentity: presence.get(sub.resource).map(|p| p.aor.clone()).unwrap_or_default(),
+            ..subscription_view(sub, now)
+        })
+        .collect()
+}
 
-    /// End a subscription with a final NOTIFY (Subscription-State:
-    /// terminated;reason=deactivated, RFC 6665 §4.2.2), sent at the driver's
-    /// next flush (the runtime flushes after control requests). Returns the
-    /// subscription as it was, or `None` when this shard has no live
-    /// subscription with that id.
-    pub fn terminate_subscription(&mut self, id: &str, now: Instant) -> Option<SubscriptionView> {
-        // Public ids end with `.<internal id hex>` (`Subscription::public_id`).
-        let internal = u64::from_str_radix(id.rsplit_once('.')?.1, 16).ok()?;
-        let subscriptions = &mut self.services_mut().subscriptions;
-        let sub = subscriptions.get(internal)?;
-        if sub.public_id() != id || sub.terminating.is_some() {
-            return None;
-        }
-        let (package, resource) = (sub.package, sub.resource);
-        let view = subscription_view(sub, now);
-        subscriptions.terminate(internal, Termination::Deactivated, now);
-        let presentity = if package == package::PRESENCE {
-            self.presence().get(resource).map(|p| p.aor.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Some(SubscriptionView { presentity, ..view })
+/// End a subscription by its public id with a final NOTIFY (reason
+/// deactivated); returns it as it was, or `None` when there is no live
+/// subscription with that id.
+pub fn terminate(
+    presence: &PresenceStore,
+    subscriptions: &mut Subscriptions,
+    id: &str,
+    now: Instant,
+) -> Option<SubscriptionView> {
+    // Public ids end with `.<internal id hex>` (`Subscription::public_id`).
+    let internal = u64::from_str_radix(id.rsplit_once('.')?.1, 16).ok()?;
+    let sub = subscriptions.get(internal)?;
+    if sub.public_id() != id || sub.terminating.is_some() {
+        return None;
     }
+    let (package, resource) = (sub.package, sub.resource);
+    let view = subscription_view(sub, now);
+    subscriptions.terminate(internal, Termination::Deactivated, now);
+    let presentity = if package == package::PRESENCE {
+        presence.get(resource).map(|p| p.aor.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Some(SubscriptionView { presentity, ..view })
 }

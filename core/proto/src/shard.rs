@@ -1,29 +1,36 @@
 //! The sans-IO shard: everything one core owns. It takes received bytes,
-//! messages handed over by other shards, and `now`; it fills an outbox and
-//! says when it next needs to wake. Routing to the owner shard, the server
-//! and client transaction layers and the always-on behaviour of RFC 3261
-//! §8.2 (OPTIONS, 405/501/420/416/505/483/400, Via routing of responses)
-//! live here; method handlers plug in below.
+//! messages handed over by other shards, and `now`; it fills an outbox (what
+//! to send, and the durable-state changes to store first) and says when it
+//! next needs to wake. Routing to the owner shard, the server and client
+//! transaction layers and the always-on behaviour of RFC 3261 §8.2 (OPTIONS,
+//! 405/501/420/416/505/483/400, Via routing of responses) live here; method
+//! handlers plug in below through `METHODS`, all of one shape
+//! (`handler`). `recover` rebuilds a shard from stored records.
 
-use crate::config::{EmptyPresence, EngineConfig};
+use crate::authz::control::{self, ChangeError, Precondition};
+use crate::authz::{Authz, Decision, PresRules};
+use crate::config::{EmptyPresence, EngineConfig, NotifyConfig};
 use crate::error::{SipError, ALLOW, SUPPORTED};
 use crate::guard::{self, GuardStats};
+use crate::handler::{self, Context, Replied, Request, Responder};
 use crate::identity::OwnIdentity;
+use crate::inspect::{self, PresentityView, SubscriptionView};
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::pidf;
-use crate::presence::publish::{self, SourceRanker};
+use crate::presence::publish::{self, Publisher, SourceRanker};
 use crate::presence::store::PresenceStore;
 use crate::registrar::{register, Registrar};
 use crate::routing::{self, ShardId};
 use crate::sip::framing::FrameError;
 use crate::sip::typed::Via;
-use crate::sip::uri::{Scheme, Uri, UriError};
-use crate::sip::writer::{MessageWriter, PRODUCT};
+use crate::sip::uri::UriError;
 use crate::sip::{HeaderName, Message, Method, ParseError, StartLine};
+use crate::state::{Record, StateChange};
 use crate::stats::{self, ShardGauges, ShardHistograms, ShardStats};
 use crate::subscription::notify::NotifySink;
-use crate::subscription::package::PackageState;
-use crate::subscription::subscribe::{self, SubscribeContext};
+use crate::subscription::package::{PackageState, PRESENCE};
+use crate::subscription::packages;
+use crate::subscription::subscribe::{self, Subscriber};
 use crate::subscription::Subscriptions;
 use crate::time::Instant;
 use crate::transaction::client::{Action, ClientTransactions, Outcome};
@@ -32,8 +39,6 @@ use crate::transport::{Dest, Origin, Outbox};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
-/// Event packages the server serves, for Allow-Events.
-pub use crate::subscription::package::ALLOW_EVENTS;
 /// Body types the server accepts, for Accept.
 pub const ACCEPT: &str = "application/pidf+xml";
 
@@ -46,103 +51,6 @@ pub enum Dispatch {
     Forward(ShardId),
 }
 
-/// Lets a handler write the one final response to the request it handles.
-pub struct Responder<'a, 'm> {
-    out: &'a mut Outbox,
-    request: &'a Message<'m>,
-    peer: SocketAddr,
-    default_tag: &'a str,
-    /// the request's To has a tag already (in-dialog): never add one
-    to_has_tag: bool,
-    written: Option<(usize, u16)>,
-}
-
-impl Responder<'_, '_> {
-    /// Write the final response with the server's default To-tag.
-    pub fn reply(
-        &mut self,
-        code: u16,
-        reason: &str,
-        headers: impl FnOnce(&mut MessageWriter<'_>),
-        body: Option<(&str, &[u8])>,
-    ) {
-        let tag = self.default_tag;
-        self.reply_tagged(code, reason, tag, headers, body);
-    }
-
-    /// Write the final response with a To-tag chosen by the handler (a dialog's).
-    pub fn reply_tagged(
-        &mut self,
-        code: u16,
-        reason: &str,
-        to_tag: &str,
-        headers: impl FnOnce(&mut MessageWriter<'_>),
-        body: Option<(&str, &[u8])>,
-    ) {
-        if self.written.is_some() {
-            return;
-        }
-        let start = self.out.buf.len();
-        let tag = (!self.to_has_tag).then_some(to_tag);
-        let mut w = MessageWriter::response(&mut self.out.buf, self.request, code, reason, self.peer, tag);
-        headers(&mut w);
-        w.header_str("Server", PRODUCT);
-        match body {
-            Some((content_type, bytes)) => w.finish(Some(content_type), bytes),
-            None => w.finish(None, b""),
-        };
-        self.written = Some((start, code));
-    }
-
-    fn reply_error(&mut self, error: &SipError) {
-        let reason = error.reason();
-        self.reply(error.status(), &reason, |w| error.write_headers(w), None);
-    }
-
-    /// The To-tag this response carries unless the handler picks another.
-    pub fn default_tag(&self) -> &str {
-        self.default_tag
-    }
-
-    pub fn has_replied(&self) -> bool {
-        self.written.is_some()
-    }
-}
-
-/// The headers that identify every request (RFC 3261 §8.1.1), parsed once:
-/// the transaction layer, the checks and the response writer share them.
-struct Essentials<'a> {
-    from: crate::sip::NameAddr<'a>,
-    to: crate::sip::NameAddr<'a>,
-    call_id: &'a str,
-    cseq: crate::sip::CSeq<'a>,
-}
-
-impl<'a> Essentials<'a> {
-    fn parse(msg: &Message<'a>) -> Result<Self, SipError> {
-        Ok(Essentials {
-            call_id: msg.call_id()?,
-            from: msg.from_header()?,
-            to: msg.to_header()?,
-            cseq: msg.cseq()?,
-        })
-    }
-}
-
-/// What a method handler knows about the request besides the message.
-#[derive(Clone, Copy)]
-struct RequestContext {
-    shard: ShardId,
-    /// fresh randomness for identifiers the handler hands out (SIP-ETag)
-    nonce: u64,
-    now: Instant,
-    /// where the response goes
-    peer: SocketAddr,
-    origin: Origin,
-    /// the server's own address
-    local: SocketAddr,
-}
-
 /// The package view of `services` at `now`. A macro, not a method: it
 /// borrows the fields one by one, so `services.subscriptions` stays free
 /// for the caller beside it.
@@ -151,50 +59,146 @@ macro_rules! package_state {
         PackageState {
             presence: &mut $services.presence,
             registrar: &$services.registrar,
-            scratch: &mut $services.scratch,
+            scratch: &mut $services.buffers.scratch,
             now: $now,
             authz: &mut $services.authz,
-            winfo: &mut $services.winfo,
         }
     };
 }
 
-/// The method handlers' state: what the shard knows about presence.
-pub struct Services {
-    pub presence: PresenceStore,
-    pub registrar: Registrar,
-    pub subscriptions: Subscriptions,
-    ranker: SourceRanker,
-    aor_buf: String,
-    etag_buf: String,
-    pub(crate) scratch: Vec<u8>,
-    pub authz: crate::authz::Authz,
-    pub winfo: crate::subscription::winfo::WatcherLog,
+/// A method handler as the shard's table holds it: every handler has the
+/// shape of `handler`, adapted to take the shard's services.
+type MethodHandler = fn(&mut Services, &Request<'_>, &mut Context<'_>, Responder<'_>) -> Replied;
+
+/// The methods the server implements. A method listed in `error::ALLOW`
+/// but not here is answered 405; an unknown one 501.
+static METHODS: &[(Method<'static>, MethodHandler)] = &[
+    (Method::Publish, |s, req, cx, reply| {
+        let mut publisher = Publisher {
+            store: &mut s.presence,
+            ranker: &s.ranker,
+            registrar: &s.registrar,
+            aor: &mut s.buffers.aor,
+            etag: &mut s.buffers.etag,
+        };
+        publish::handle(&mut publisher, req, cx, reply)
+    }),
+    (Method::Subscribe, |s, req, cx, reply| {
+        let mut state = package_state!(s, cx.now);
+        let mut subscriber = Subscriber {
+            subs: &mut s.subscriptions,
+            state: &mut state,
+            aor: &mut s.buffers.aor,
+        };
+        subscribe::handle(&mut subscriber, req, cx, reply)
+    }),
+    (Method::Register, |s, req, cx, reply| {
+        register::handle(&mut s.registrar, req, cx, reply)
+    }),
+    (Method::Options, options),
+];
+
+/// OPTIONS (RFC 3261 §11): what the server supports.
+fn options(_: &mut Services, _: &Request<'_>, _: &mut Context<'_>, reply: Responder<'_>) -> Replied {
+    reply.reply(
+        200,
+        "OK",
+        |w| {
+            w.header_str("Allow", ALLOW);
+            w.header_str("Accept", ACCEPT);
+            w.header_str("Allow-Events", packages::allow_events());
+            if !SUPPORTED.is_empty() {
+                w.header_str("Supported", SUPPORTED);
+            }
+        },
+        None,
+    )
 }
 
-pub struct Shard {
-    services: Services,
+/// Buffers the handlers reuse from request to request.
+#[derive(Default)]
+struct HandlerBuffers {
+    aor: String,
+    etag: String,
+    scratch: Vec<u8>,
+}
+
+/// The method handlers' state: what the shard knows about presence.
+pub struct Services {
+    presence: PresenceStore,
+    registrar: Registrar,
+    subscriptions: Subscriptions,
+    authz: Authz,
+    ranker: SourceRanker,
+    buffers: HandlerBuffers,
+}
+
+/// Who this shard is among its siblings, and where it is reached.
+struct Place {
     id: ShardId,
     shards: u16,
-    config: EngineConfig,
+    /// the address the server is reached at (Via and Contact)
+    local: SocketAddr,
+}
+
+/// The transaction layers (RFC 3261 §17).
+struct Transactions {
     server: ServerTransactions,
     client: ClientTransactions,
-    out: Outbox,
-    rng: u64,
+}
+
+/// Buffers reused for every message: transaction and merge keys, To-tags,
+/// Via branches.
+#[derive(Default)]
+struct Buffers {
+    key: Vec<u8>,
+    merge: Vec<u8>,
+    tag: String,
+    branch: String,
+}
+
+/// What the shard counts and measures.
+#[derive(Default)]
+struct Metrics {
     stats: ShardStats,
-    key_buf: Vec<u8>,
-    merge_buf: Vec<u8>,
-    tag_buf: String,
-    shutting_down: bool,
-    local: SocketAddr,
-    branch_buf: String,
-    tcp_connections: u64,
     histograms: ShardHistograms,
+    tcp_connections: u64,
     /// rate limit and scratch buffer for answering and logging refused input
     refusals: guard::Refusals,
 }
 
+/// What `Shard::recover` put back, and what it could not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Publications restored.
+    pub publications: usize,
+    /// Subscription dialogs restored.
+    pub subscriptions: usize,
+    /// AORs whose bindings were restored.
+    pub registrations: usize,
+    /// Presentities whose rules were restored.
+    pub rules: usize,
+    /// Records that could not be used (an unparsable document, an unknown
+    /// package, a full shard); each is logged.
+    pub skipped: usize,
+}
+
+/// One shard's state machine.
+pub struct Shard {
+    place: Place,
+    config: EngineConfig,
+    services: Services,
+    transactions: Transactions,
+    out: Outbox,
+    buffers: Buffers,
+    metrics: Metrics,
+    rng: u64,
+    shutting_down: bool,
+}
+
 impl Shard {
+    /// A shard with no state; `seed` makes its tags and nonces (tests pass a
+    /// fixed one to replay a run).
     pub fn new(id: ShardId, shards: u16, config: EngineConfig, seed: u64) -> Self {
         let timers = config.transactions.timers();
         let server = ServerTransactions::new(timers.sixty_four_t1(), config.transactions.server_capacity);
@@ -209,41 +213,35 @@ impl Shard {
             tracing::error!(error = %e, "ignoring invalid source ranks");
             SourceRanker::default()
         });
-        let local = config.listen;
         Shard {
-            local,
+            place: Place {
+                id,
+                shards: shards.max(1),
+                local: config.listen,
+            },
             services: Services {
                 presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
                 subscriptions: Subscriptions::new(config.subscriptions.clone()),
                 registrar: Registrar::default(),
                 ranker,
-                aor_buf: String::with_capacity(64),
-                etag_buf: String::with_capacity(32),
-                scratch: Vec::new(),
-                authz: crate::authz::Authz::new(config.authz.default_policy),
-                winfo: Default::default(),
+                authz: Authz::new(config.authz.default_policy),
+                buffers: HandlerBuffers::default(),
             },
-            id,
-            shards: shards.max(1),
-            server,
-            client: ClientTransactions::new(timers, seed.rotate_left(17)),
+            transactions: Transactions {
+                server,
+                client: ClientTransactions::new(timers, seed.rotate_left(17)),
+            },
             config,
             out: Outbox::default(),
             rng: seed | 1,
-            stats: ShardStats::default(),
-            key_buf: Vec::with_capacity(256),
-            merge_buf: Vec::with_capacity(256),
-            tag_buf: String::with_capacity(32),
+            buffers: Buffers::default(),
+            metrics: Metrics::default(),
             shutting_down: false,
-            branch_buf: String::with_capacity(48),
-            tcp_connections: 0,
-            histograms: ShardHistograms::default(),
-            refusals: guard::Refusals::default(),
         }
     }
 
     pub fn id(&self) -> ShardId {
-        self.id
+        self.place.id
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -252,13 +250,18 @@ impl Shard {
 
     /// The address the server is reached at (Via and Contact of its requests).
     pub fn set_local_addr(&mut self, local: SocketAddr) {
-        self.local = local;
+        self.place.local = local;
     }
 
-    /// Every handler's state, for the other modules that act on the shard
-    /// (authorization rule changes).
-    pub(crate) fn services_mut(&mut self) -> &mut Services {
-        &mut self.services
+    /// Whether durable-state changes are emitted into the outbox (on by
+    /// default; a runtime without a durable store turns them off).
+    pub fn set_journaling(&mut self, on: bool) {
+        self.services.presence.set_journaling(on);
+        self.services.subscriptions.set_journaling(on);
+    }
+
+    fn journaling(&self) -> bool {
+        self.services.presence.is_journaling()
     }
 
     /// The subscriptions (for inspection and tests).
@@ -273,18 +276,20 @@ impl Shard {
 
     /// Counters, refreshed from the transaction layers.
     pub fn stats(&mut self) -> &ShardStats {
-        self.stats.retransmissions_absorbed = self.server.stats.retransmissions_absorbed;
-        self.stats.merged_requests = self.server.stats.merged;
-        self.stats.server_transactions_evicted = self.server.stats.evicted_early;
-        self.stats.client_transactions_started = self.client.stats.started;
-        self.stats.client_retransmissions = self.client.stats.retransmitted;
-        self.stats.client_timeouts = self.client.stats.timed_out;
+        let stats = &mut self.metrics.stats;
+        let Transactions { server, client } = &self.transactions;
+        stats.retransmissions_absorbed = server.stats.retransmissions_absorbed;
+        stats.merged_requests = server.stats.merged;
+        stats.server_transactions_evicted = server.stats.evicted_early;
+        stats.client_transactions_started = client.stats.started;
+        stats.client_retransmissions = client.stats.retransmitted;
+        stats.client_timeouts = client.stats.timed_out;
         let counters = self.services.subscriptions.counters;
-        self.stats.notifies_sent = counters.sent;
-        self.stats.notifies_failed = counters.failed;
-        self.stats.notifies_coalesced = counters.coalesced;
-        self.stats.notifies_throttled = counters.throttled;
-        &self.stats
+        stats.notifies_sent = counters.sent;
+        stats.notifies_failed = counters.failed;
+        stats.notifies_coalesced = counters.coalesced;
+        stats.notifies_throttled = counters.throttled;
+        stats
     }
 
     /// Current sizes of the shard's state.
@@ -293,37 +298,38 @@ impl Shard {
             presentities: self.services.presence.presentity_count() as u64,
             publications: self.services.presence.publication_count() as u64,
             subscriptions: self.services.subscriptions.len() as u64,
-            server_transactions: self.server.len() as u64,
-            client_transactions: self.client.len() as u64,
-            tcp_connections: self.tcp_connections,
+            server_transactions: self.transactions.server.len() as u64,
+            client_transactions: self.transactions.client.len() as u64,
+            tcp_connections: self.metrics.tcp_connections,
         }
     }
 
     /// The driver reports how many TCP connections this shard holds.
     pub fn set_tcp_connections(&mut self, n: u64) {
-        self.tcp_connections = n;
+        self.metrics.tcp_connections = n;
     }
 
     /// Latency histograms (request handling per method, PUBLISH→NOTIFY).
     pub fn histograms(&self) -> &ShardHistograms {
-        &self.histograms
+        &self.metrics.histograms
     }
 
     pub fn histograms_mut(&mut self) -> &mut ShardHistograms {
-        &mut self.histograms
+        &mut self.metrics.histograms
     }
 
     /// NOTIFY pacing in force on this shard.
-    pub fn notify_config(&self) -> &crate::config::NotifyConfig {
+    pub fn notify_config(&self) -> &NotifyConfig {
         &self.config.notify
     }
 
     /// Replace the NOTIFY pacing (the management plane sends it to every shard).
-    pub fn set_notify_config(&mut self, notify: crate::config::NotifyConfig) {
+    pub fn set_notify_config(&mut self, notify: NotifyConfig) {
         self.config.notify = notify;
     }
 
-    /// What to send; the driver sends it and then calls `Outbox::clear`.
+    /// What to send and store; the driver stores the changes, sends the
+    /// messages, and then calls `Outbox::clear`.
     pub fn outbox(&mut self) -> &mut Outbox {
         &mut self.out
     }
@@ -335,7 +341,7 @@ impl Shard {
 
     /// Count `n` messages the driver dropped for one reason (`DROP_REASONS` index).
     pub fn count_drops(&mut self, reason: usize, n: u64) {
-        if let Some(slot) = self.stats.dropped.get_mut(reason) {
+        if let Some(slot) = self.metrics.stats.dropped.get_mut(reason) {
             *slot += n;
         }
     }
@@ -352,7 +358,7 @@ impl Shard {
     /// Whether nothing is left in flight: no client transaction, no
     /// subscription waiting for its final NOTIFY.
     pub fn is_idle(&self) -> bool {
-        self.client.is_empty() && self.services.subscriptions.is_empty()
+        self.transactions.client.is_empty() && self.services.subscriptions.is_empty()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -373,8 +379,8 @@ impl Shard {
             }
         };
         match self.owner(&msg) {
-            Some(owner) if owner != self.id => {
-                self.stats.handoffs_out += 1;
+            Some(owner) if owner != self.place.id => {
+                self.metrics.stats.handoffs_out += 1;
                 Dispatch::Forward(owner)
             }
             _ => {
@@ -386,7 +392,7 @@ impl Shard {
 
     /// Input another shard handed over because this shard owns it.
     pub fn receive_handoff(&mut self, now: Instant, origin: Origin, bytes: &[u8]) {
-        self.stats.handoffs_in += 1;
+        self.metrics.stats.handoffs_in += 1;
         match Message::parse(bytes) {
             Ok(msg) => self.process(now, origin, &msg),
             Err(error) => self.reject_unparsable(now, origin, bytes, error),
@@ -398,15 +404,15 @@ impl Shard {
         match msg.start_line() {
             StartLine::Response { .. } => {
                 let via = msg.via().ok()?;
-                routing::owner_of_branch(via.branch()?, self.shards)
+                routing::owner_of_branch(via.branch()?, self.place.shards)
             }
             StartLine::Request { method, .. } => {
                 if matches!(method, Method::Options) {
                     return None;
                 }
-                let own = OwnIdentity::new(&self.config, self.local);
+                let own = OwnIdentity::new(&self.config, self.place.local);
                 if let Some(tag) = msg.to_header().ok().and_then(|to| to.tag()) {
-                    if let Some(owner) = routing::owner_of_id(tag, self.shards) {
+                    if let Some(owner) = routing::owner_of_id(tag, self.place.shards) {
                         return Some(owner);
                     }
                     // A tag naming no shard here (the shards were re-distributed):
@@ -416,11 +422,11 @@ impl Shard {
                         .and_then(Result::ok)
                         .and_then(|uri| own.contact_bucket(&uri));
                     if let Some(bucket) = bucket {
-                        return Some(routing::shard_for_bucket(bucket, self.shards));
+                        return Some(routing::shard_for_bucket(bucket, self.place.shards));
                     }
                 }
-                let aor_uri = target_aor(&own, msg, method).ok()?;
-                Some(routing::shard_for_hash(aor_uri.aor_hash(), self.shards))
+                let aor_uri = handler::target_aor(&own, msg, method).ok()?;
+                Some(routing::shard_for_hash(aor_uri.aor_hash(), self.place.shards))
             }
         }
     }
@@ -430,7 +436,7 @@ impl Shard {
     /// anything else is dropped. The reason is counted either way.
     fn reject_unparsable(&mut self, now: Instant, origin: Origin, bytes: &[u8], error: ParseError) {
         let reason = guard::reason_index(error);
-        self.stats.guard.count_parse_error(reason);
+        self.metrics.stats.guard.count_parse_error(reason);
         self.answer_refused(
             now,
             origin,
@@ -453,13 +459,13 @@ impl Shard {
                 SipError::BadRequest(Cow::Borrowed("Missing or bad Content-Length")),
             ),
         };
-        self.stats.guard.count_parse_error(reason);
+        self.metrics.stats.guard.count_parse_error(reason);
         self.answer_refused(now, origin, bytes, &answer, reason, stats::DROP_OVERSIZED);
     }
 
     /// Counters of refused input the driver adds to (TCP connections shed).
     pub fn guard_stats_mut(&mut self) -> &mut GuardStats {
-        &mut self.stats.guard
+        &mut self.metrics.stats.guard
     }
 
     fn answer_refused(
@@ -471,7 +477,7 @@ impl Shard {
         reason: usize,
         unanswered: usize,
     ) {
-        let mut scratch = std::mem::take(&mut self.refusals.scratch);
+        let mut scratch = std::mem::take(&mut self.metrics.refusals.scratch);
         let code = {
             let msg = match Message::parse_for_reply(bytes) {
                 Ok(msg) => Ok(msg),
@@ -485,12 +491,12 @@ impl Shard {
             match msg.as_ref().map(|msg| (msg, msg.via())) {
                 Ok((msg, Ok(via))) => {
                     let (peer, dest) = Self::response_dest(&origin, &via);
-                    self.stats.malformed_answered += 1;
+                    self.metrics.stats.malformed_answered += 1;
                     self.respond_error(msg, peer, dest, answer);
                     answer.status()
                 }
                 Ok((_, Err(_))) => {
-                    self.stats.dropped[stats::DROP_NO_VIA] += 1;
+                    self.metrics.stats.dropped[stats::DROP_NO_VIA] += 1;
                     0
                 }
                 Err(_) => {
@@ -499,10 +505,10 @@ impl Shard {
                 }
             }
         };
-        self.refusals.scratch = scratch;
-        if let Some(held_back) = self.refusals.sampler.sample(now) {
+        self.metrics.refusals.scratch = scratch;
+        if let Some(held_back) = self.metrics.refusals.sampler.sample(now) {
             tracing::info!(
-                shard = self.id,
+                shard = self.place.id,
                 peer = %origin.peer,
                 reason = guard::PARSE_ERROR_REASONS.get(reason).copied().unwrap_or("other"),
                 answer = code,
@@ -529,13 +535,13 @@ impl Shard {
             .and_then(|branch| branch.rsplit_once('x'))
             .and_then(|(_, nonce)| u64::from_str_radix(nonce, 16).ok());
         let (Some(nonce), Some(status)) = (nonce, msg.status()) else {
-            self.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1;
+            self.metrics.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1;
             return;
         };
-        self.stats.responses_received += 1;
-        match self.client.on_response(nonce, status) {
+        self.metrics.stats.responses_received += 1;
+        match self.transactions.client.on_response(nonce, status) {
             Some((user, outcome)) => self.on_client_outcome(now, user, outcome),
-            None if status >= 200 => self.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1,
+            None if status >= 200 => self.metrics.stats.dropped[stats::DROP_STRAY_RESPONSE] += 1,
             None => {}
         }
     }
@@ -559,17 +565,17 @@ impl Shard {
 
     fn on_request(&mut self, now: Instant, origin: Origin, msg: &Message<'_>) {
         let Some(method) = msg.method() else { return };
-        self.stats.requests[stats::method_index(&method)] += 1;
+        self.metrics.stats.requests[stats::method_index(&method)] += 1;
         let Ok(via) = msg.via() else {
-            self.stats.dropped[stats::DROP_NO_VIA] += 1;
+            self.metrics.stats.dropped[stats::DROP_NO_VIA] += 1;
             return;
         };
         let (peer, dest) = Self::response_dest(&origin, &via);
-        let essentials = Essentials::parse(msg);
-        let to_has_tag = essentials.as_ref().is_ok_and(|e| e.to.tag().is_some());
-        let has_merge_key = self.build_transaction_keys(msg, &via, &method, essentials.as_ref().ok());
-        let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
-        match self.server.lookup(now, &self.key_buf, merge_key) {
+        let request = Request::parse(msg, method);
+        let to_has_tag = request.as_ref().is_ok_and(|r| r.to.tag().is_some());
+        let has_merge_key = self.build_transaction_keys(msg, &via, &method, request.as_ref().ok());
+        let merge_key = has_merge_key.then_some(self.buffers.merge.as_slice());
+        match self.transactions.server.lookup(now, &self.buffers.key, merge_key) {
             Lookup::Retransmission { response, dest } => {
                 self.out.push_copy(response, dest);
                 return;
@@ -583,91 +589,88 @@ impl Shard {
         if matches!(method, Method::Ack) {
             return; // never answered
         }
-        self.tag_buf.clear();
+        self.buffers.tag.clear();
         let tag_nonce = self.next_random();
-        routing::write_owned_id(&mut self.tag_buf, self.id, tag_nonce);
+        routing::write_owned_id(&mut self.buffers.tag, self.place.id, tag_nonce);
         let nonce = self.next_random();
-        let start = self.out.buf.len();
-        let mut responder = Responder {
-            out: &mut self.out,
-            request: msg,
-            peer,
-            default_tag: &self.tag_buf,
-            to_has_tag,
-            written: None,
-        };
-        let result = if self.shutting_down {
-            Err(SipError::ServiceUnavailable { retry_after: 5 })
-        } else {
-            let config = &self.config;
-            let services = &mut self.services;
-            essentials
-                .and_then(|essentials| {
-                    let own = OwnIdentity::new(config, self.local);
-                    Self::validate(config, &own, msg, &method, &essentials)
-                })
-                .and_then(|()| {
-                    let rc = RequestContext {
-                        shard: self.id,
-                        nonce,
+        let reply = Responder::new(&mut self.out, msg, peer, &self.buffers.tag, to_has_tag);
+        let replied = match request {
+            _ if self.shutting_down => reply.error(&SipError::ServiceUnavailable { retry_after: 5 }),
+            Err(error) => reply.error(&error),
+            Ok(request) => match Self::validate(&self.config, self.place.local, msg, &method, &request) {
+                Err(error) => reply.error(&error),
+                Ok(()) => {
+                    let mut cx = Context {
+                        shard: self.place.id,
                         now,
-                        peer,
+                        nonce,
                         origin,
-                        local: self.local,
+                        peer,
+                        local: self.place.local,
+                        config: &self.config,
                     };
-                    Self::dispatch(services, config, &rc, msg, &method, &mut responder)
-                })
+                    match METHODS.iter().find(|(m, _)| *m == method) {
+                        Some((_, handler)) => handler(&mut self.services, &request, &mut cx, reply),
+                        None if matches!(method, Method::Extension(_)) => reply.error(&SipError::NotImplemented),
+                        None => reply.error(&SipError::MethodNotAllowed),
+                    }
+                }
+            },
         };
-        if let Err(error) = &result {
-            if error.status() == 400 {
-                self.stats.malformed_answered += 1;
-            }
-            responder.reply_error(error);
+        if replied.code() == 400 {
+            self.metrics.stats.malformed_answered += 1;
         }
-        let written = responder.written;
-        if let Some((_, code)) = written {
-            self.stats.count_answer(stats::method_index(&method), code);
-            self.out.push_since(start, dest);
-            let merge_key = has_merge_key.then_some(self.merge_buf.as_slice());
-            let response = self.out.buf.get(start..).unwrap_or(&[]);
-            self.server.complete(now, &self.key_buf, merge_key, response, dest);
-        }
+        self.metrics
+            .stats
+            .count_answer(stats::method_index(&method), replied.code());
+        self.out.push_since(replied.start(), dest);
+        let merge_key = has_merge_key.then_some(self.buffers.merge.as_slice());
+        let response = self.out.buf.get(replied.start()..).unwrap_or(&[]);
+        self.transactions
+            .server
+            .complete(now, &self.buffers.key, merge_key, response, dest);
         self.sync_registrations(now);
+        if self.collect_changes() > 0 {
+            // The answer reports a change: it leaves once the change is stored.
+            self.out.hold_last_until_stored();
+        }
+    }
+
+    /// Move the changes the services noted into the outbox; returns how many.
+    fn collect_changes(&mut self) -> usize {
+        let Services {
+            presence,
+            subscriptions,
+            ..
+        } = &mut self.services;
+        let changes = &mut self.out.changes;
+        presence.drain_journal(changes) + subscriptions.drain_journal(presence, changes)
     }
 
     fn respond_error(&mut self, msg: &Message<'_>, peer: SocketAddr, dest: Dest, error: &SipError) {
         let to_has_tag = msg.to_header().ok().and_then(|to| to.tag()).is_some();
-        self.tag_buf.clear();
+        self.buffers.tag.clear();
         let nonce = self.next_random();
-        routing::write_owned_id(&mut self.tag_buf, self.id, nonce);
-        let start = self.out.buf.len();
-        let mut responder = Responder {
-            out: &mut self.out,
-            request: msg,
-            peer,
-            default_tag: &self.tag_buf,
-            to_has_tag,
-            written: None,
-        };
-        responder.reply_error(error);
+        routing::write_owned_id(&mut self.buffers.tag, self.place.id, nonce);
+        let replied = Responder::new(&mut self.out, msg, peer, &self.buffers.tag, to_has_tag).error(error);
         let method = msg
             .method()
             .map_or(stats::METHODS.len() - 1, |m| stats::method_index(&m));
-        self.stats.count_answer(method, error.status());
-        self.out.push_since(start, dest);
+        self.metrics.stats.count_answer(method, error.status());
+        self.out.push_since(replied.start(), dest);
     }
 
-    /// Fill `key_buf` with the transaction key (RFC 3261 §17.2.3) and
-    /// `merge_buf` with the merge key; returns whether a merge key applies
+    /// Fill `buffers.key` with the transaction key (RFC 3261 §17.2.3) and
+    /// `buffers.merge` with the merge key; returns whether a merge key applies
     /// (requests outside a dialog).
     fn build_transaction_keys(
         &mut self,
         msg: &Message<'_>,
         via: &Via<'_>,
         method: &Method<'_>,
-        essentials: Option<&Essentials<'_>>,
+        request: Option<&Request<'_>>,
     ) -> bool {
-        let key = &mut self.key_buf;
+        let key = &mut self.buffers.key;
         key.clear();
         // ACK and CANCEL are their own transactions for a non-INVITE server.
         let method_token = method.as_str().as_bytes();
@@ -695,10 +698,10 @@ impl Shard {
                 }
             }
         }
-        let Some(e) = essentials.filter(|e| e.to.tag().is_none()) else {
+        let Some(e) = request.filter(|e| e.to.tag().is_none()) else {
             return false;
         };
-        let merge = &mut self.merge_buf;
+        let merge = &mut self.buffers.merge;
         merge.clear();
         merge.extend_from_slice(e.from.tag().unwrap_or("").as_bytes());
         merge.push(0);
@@ -712,10 +715,10 @@ impl Shard {
     /// Checks every request passes before its method handler (RFC 3261 §8.2).
     fn validate(
         config: &EngineConfig,
-        own: &OwnIdentity<'_>,
+        local: SocketAddr,
         msg: &Message<'_>,
         method: &Method<'_>,
-        essentials: &Essentials<'_>,
+        request: &Request<'_>,
     ) -> Result<(), SipError> {
         if let StartLine::Request { version, .. } = msg.start_line() {
             if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -733,13 +736,13 @@ impl Shard {
             // §8.2.2.1); in-dialog ones carry the server's Contact and reach
             // their dialog by Call-ID and tags (§12.2.2). A request to the
             // server itself is for the service: its To names the presentity.
-            let exempt = matches!(method, Method::Options) || is_in_dialog(method, essentials.to.tag());
+            let exempt = matches!(method, Method::Options) || handler::is_in_dialog(method, request.to.tag());
             if !exempt && !config.is_local_domain(uri.host) {
-                let to_is_local = essentials
+                let to_is_local = request
                     .to
                     .parsed_uri()
                     .is_some_and(|to| config.is_local_domain(to.host));
-                if !(own.names_server(&uri) && to_is_local) {
+                if !(OwnIdentity::new(config, local).names_server(&uri) && to_is_local) {
                     return Err(SipError::NotFound);
                 }
             }
@@ -749,7 +752,7 @@ impl Shard {
                 return Err(SipError::BadRequest(Cow::Borrowed("Malformed Contact header")));
             }
         }
-        if essentials.cseq.method != *method {
+        if request.cseq.method != *method {
             return Err(SipError::BadRequest(Cow::Borrowed(
                 "CSeq method does not match the request",
             )));
@@ -774,108 +777,13 @@ impl Shard {
         Ok(())
     }
 
-    fn dispatch(
-        services: &mut Services,
-        config: &EngineConfig,
-        rc: &RequestContext,
-        msg: &Message<'_>,
-        method: &Method<'_>,
-        responder: &mut Responder<'_, '_>,
-    ) -> Result<(), SipError> {
-        let RequestContext {
-            shard,
-            nonce,
-            now,
-            peer,
-            origin,
-            local,
-        } = *rc;
-        match method {
-            Method::Publish => {
-                let uri = target_aor(&OwnIdentity::new(config, local), msg, method)?;
-                services.aor_buf.clear();
-                uri.write_aor(&mut services.aor_buf);
-                if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
-                    return Err(SipError::ForbiddenBecause("Presentity not registered"));
-                }
-                services.etag_buf.clear();
-                routing::write_owned_id(&mut services.etag_buf, shard, nonce);
-                publish::handle(
-                    &mut services.presence,
-                    &config.presence,
-                    &services.ranker,
-                    now,
-                    msg,
-                    peer,
-                    &services.aor_buf,
-                    &services.etag_buf,
-                    responder,
-                )
-            }
-            Method::Options => {
-                responder.reply(
-                    200,
-                    "OK",
-                    |w| {
-                        w.header_str("Allow", ALLOW);
-                        w.header_str("Accept", ACCEPT);
-                        w.header_str("Allow-Events", ALLOW_EVENTS);
-                        if !SUPPORTED.is_empty() {
-                            w.header_str("Supported", SUPPORTED);
-                        }
-                    },
-                    None,
-                );
-                Ok(())
-            }
-            Method::Subscribe => {
-                let uri = target_aor(&OwnIdentity::new(config, local), msg, method)?;
-                services.aor_buf.clear();
-                uri.write_aor(&mut services.aor_buf);
-                let new_tag = responder.default_tag().to_owned();
-                if config.registrar.require_registration && !services.registrar.has_bindings(&services.aor_buf) {
-                    return Err(SipError::TemporarilyUnavailable);
-                }
-                let mut state = package_state!(services, now);
-                let mut ctx = SubscribeContext {
-                    state: &mut state,
-                    now,
-                    origin,
-                    new_tag: &new_tag,
-                    local,
-                };
-                subscribe::handle(&mut services.subscriptions, &mut ctx, msg, &services.aor_buf, responder)
-            }
-            Method::Register => {
-                let to = msg.to_header()?;
-                // RFC 3261 §10.3 / RFC 4475 §3.3.4: the AOR must be a SIP or SIPS URI.
-                let uri = Uri::parse(to.uri)
-                    .ok()
-                    .filter(|u| matches!(u.scheme, Scheme::Sip | Scheme::Sips))
-                    .ok_or(SipError::BadRequest(Cow::Borrowed("To is not a SIP or SIPS URI")))?;
-                services.aor_buf.clear();
-                uri.write_aor(&mut services.aor_buf);
-                register::handle(
-                    &mut services.registrar,
-                    &config.registrar,
-                    now,
-                    msg,
-                    &services.aor_buf,
-                    responder,
-                )
-            }
-            Method::Extension(_) => Err(SipError::NotImplemented),
-            _ => Err(SipError::MethodNotAllowed),
-        }
-    }
-
     /// Run due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.server.expire(now);
+        self.transactions.server.expire(now);
         self.services.presence.expire(now);
         let mut outcomes = Vec::new();
         let out = &mut self.out;
-        self.client.on_timers(now, |action| match action {
+        self.transactions.client.on_timers(now, |action| match action {
             Action::Retransmit { request, dest } => out.push_copy(request, dest),
             Action::Done { user, outcome } => outcomes.push((user, outcome)),
         });
@@ -885,16 +793,19 @@ impl Shard {
         self.services.subscriptions.on_timers(now);
         self.services.registrar.expire(now);
         self.sync_registrations(now);
+        self.collect_changes();
     }
 
     /// Carry registration changes into presence: each AOR's bindings become
     /// a network-sourced publication (one open tuple per contact), and its
-    /// reg subscribers are told.
+    /// reg subscribers are told. With journaling on, each AOR's bindings are
+    /// a change to store.
     fn sync_registrations(&mut self, now: Instant) {
         let changed = self.services.registrar.take_changes();
         if changed.is_empty() {
             return;
         }
+        let journaling = self.journaling();
         let services = &mut self.services;
         let mut pids = Vec::with_capacity(changed.len());
         for aor in &changed {
@@ -903,6 +814,12 @@ impl Shard {
                 .get(aor)
                 .map(|r| r.bindings.as_slice())
                 .unwrap_or(&[]);
+            if journaling {
+                self.out.changes.push(StateChange::BindingsChanged {
+                    aor: aor.clone(),
+                    bindings: bindings.to_vec(),
+                });
+            }
             let document = if bindings.is_empty() {
                 None
             } else {
@@ -916,7 +833,7 @@ impl Shard {
                 }
             };
             let last_gone = document.is_none();
-            let _ = services.presence.set_registration(aor, now, document, self.local);
+            let _ = services.presence.set_registration(aor, now, document, self.place.local);
             if last_gone && self.config.registrar.require_registration {
                 services.presence.remove_all(aor, now);
             }
@@ -926,16 +843,14 @@ impl Shard {
             let watched = services.presence.lookup(aor).is_some();
             services.registrar.collect(aor, watched);
         }
-        services
-            .subscriptions
-            .resources_changed(crate::subscription::package::REG, &pids, now);
+        services.subscriptions.resources_changed(packages::REG, &pids, now);
     }
 
     /// When the shard next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.server.next_deadline(),
-            self.client.next_deadline(),
+            self.transactions.server.next_deadline(),
+            self.transactions.client.next_deadline(),
             self.services.presence.next_deadline(),
             self.services.subscriptions.next_deadline(),
             self.services.registrar.next_deadline(),
@@ -950,42 +865,218 @@ impl Shard {
         let services = &mut self.services;
         let mut state = package_state!(services, now);
         let mut sink = NotifySink {
-            shard: self.id,
-            local: self.local,
+            shard: self.place.id,
+            local: self.place.local,
             mtu_threshold: self.config.udp.mtu_threshold,
             out: &mut self.out,
-            client: &mut self.client,
+            client: &mut self.transactions.client,
             state: &mut state,
-            histograms: &mut self.histograms,
-            branch_buf: &mut self.branch_buf,
+            histograms: &mut self.metrics.histograms,
+            branch_buf: &mut self.buffers.branch,
         };
         services.subscriptions.flush(now, &self.config.notify, &mut sink);
+        self.collect_changes();
+    }
+
+    /// Rebuild the shard's durable state from stored records, on a shard
+    /// just made with `new` and before it serves: a pure function of the
+    /// records and `now`. Dialogs keep answering (no 481), entity-tags stay
+    /// valid (no 412), and each dialog's next NOTIFY has a CSeq above its
+    /// reserved mark. Whatever expired meanwhile is removed by the timer run
+    /// at the end, and the watchers concerned are told at the next
+    /// `end_of_batch`; nothing else sends a NOTIFY.
+    pub fn recover(&mut self, records: impl IntoIterator<Item = Record>, now: Instant) -> Recovered {
+        let mut recovered = Recovered::default();
+        let mut subscriptions = Vec::new();
+        for record in records {
+            match record {
+                Record::Rules { presentity, document } => match PresRules::parse(&document) {
+                    Ok(rules) => {
+                        self.services.authz.set_rules(&presentity, Some(rules));
+                        recovered.rules += 1;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%presentity, %error, "stored rules not recovered");
+                        recovered.skipped += 1;
+                    }
+                },
+                Record::Bindings { aor, bindings } => {
+                    self.services.registrar.restore(&aor, bindings);
+                    recovered.registrations += 1;
+                }
+                Record::Publication(publication) => {
+                    let aor = publication.key.presentity.as_str();
+                    let restored = pidf::parse(&publication.body, Some(aor), &pidf::PidfLimits::default())
+                        .map_err(|e| e.to_string())
+                        .and_then(|parsed| {
+                            self.services
+                                .presence
+                                .restore(&publication, parsed, now)
+                                .map_err(|e| e.to_string())
+                        });
+                    match restored {
+                        Ok(()) => recovered.publications += 1,
+                        Err(error) => {
+                            tracing::warn!(presentity = %aor, %error, "stored publication not recovered");
+                            recovered.skipped += 1;
+                        }
+                    }
+                }
+                Record::Subscription(subscription) => subscriptions.push(subscription),
+            }
+        }
+        self.sync_registrations(now);
+        // Presence dialogs first: packages that follow them (watcher info)
+        // see them when their own subscriptions come back.
+        subscriptions.sort_by_key(|s| packages::find(&s.package) != Some(PRESENCE));
+        for record in &subscriptions {
+            if self.restore_subscription(record, now) {
+                recovered.subscriptions += 1;
+            } else {
+                tracing::warn!(package = %record.package, presentity = %record.presentity, "stored subscription not recovered");
+                recovered.skipped += 1;
+            }
+        }
+        // What was loaded is no news: no NOTIFY for it, nothing to store again.
+        let mut loaded = Vec::new();
+        self.services.presence.take_changes(&mut loaded);
+        self.collect_changes();
+        self.out.changes.clear();
+        self.handle_timeout(now);
+        recovered
+    }
+
+    /// Put one stored dialog back; false when its package is unknown or
+    /// its presentity cannot be held.
+    fn restore_subscription(&mut self, record: &crate::state::SubscriptionRecord, now: Instant) -> bool {
+        let Some(package_id) = packages::find(&record.package) else {
+            return false;
+        };
+        let services = &mut self.services;
+        let mut state = package_state!(services, now);
+        let package = services.subscriptions.package(package_id);
+        let Ok(resource) = package.attach(&mut state, &record.presentity, now) else {
+            return false;
+        };
+        let decision = package.authorize(&mut state, &record.presentity, &record.watcher, now);
+        services
+            .subscriptions
+            .restore(record, resource, decision.view, &state)
+            .is_some()
     }
 }
 
-/// Whether a request belongs to a dialog (its To has a tag). PUBLISH and
-/// REGISTER never do here: the server keeps no dialog for them.
-fn is_in_dialog(method: &Method<'_>, to_tag: Option<&str>) -> bool {
-    to_tag.is_some() && !matches!(method, Method::Publish | Method::Register)
-}
-
-/// The presentity a request is about: To for REGISTER (RFC 3261 §10.3), for
-/// in-dialog requests (their Request-URI is the server's Contact) and for
-/// requests addressed to the server itself (a third-party REGISTER, TS 24.229
-/// §5.4.1.7); the Request-URI otherwise.
-fn target_aor<'m>(own: &OwnIdentity<'_>, msg: &Message<'m>, method: &Method<'_>) -> Result<Uri<'m>, SipError> {
-    let to = msg.to_header()?;
-    let request_uri = msg
-        .request_uri()
-        .and_then(|uri| Uri::parse(uri).ok())
-        .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed Request-URI")))?;
-    let from_to =
-        matches!(method, Method::Register) || is_in_dialog(method, to.tag()) || own.names_server(&request_uri);
-    if !from_to {
-        return Ok(request_uri);
+/// Authorization rules and inspection, for the management plane (which
+/// runs these on the owner shard's thread by message).
+impl Shard {
+    /// A presentity's rules (canonical AOR), if it has any.
+    pub fn pres_rules(&mut self, presentity: &str) -> Option<PresRules> {
+        self.services.authz.rules(presentity).cloned()
     }
-    to.parsed_uri()
-        .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed To URI")))
+
+    /// Every presentity with rules on this shard.
+    pub fn presentities_with_rules(&mut self) -> Vec<String> {
+        self.services.authz.presentities().map(str::to_owned).collect()
+    }
+
+    /// Rules loaded at start: no watcher exists yet, nothing to re-authorize.
+    pub fn install_pres_rules(&mut self, presentity: &str, rules: PresRules) {
+        self.services.authz.set_rules(presentity, Some(rules));
+    }
+
+    /// Where the driver's clock origin sits in Unix time (validity conditions).
+    pub fn set_unix_origin_micros(&mut self, micros: i64) {
+        self.services.authz.set_unix_origin_micros(micros);
+    }
+
+    /// Replace (`Some`) or delete (`None`) a presentity's rules when the
+    /// precondition holds, and apply the result to its watchers at once.
+    /// Returns the previous rules (to restore them if storing fails).
+    pub fn change_pres_rules(
+        &mut self,
+        presentity: &str,
+        rules: Option<PresRules>,
+        precondition: &Precondition,
+        now: Instant,
+    ) -> Result<Option<PresRules>, ChangeError> {
+        let changed = self.journaling().then(|| rules.as_ref().map(|r| r.document.clone()));
+        let Services {
+            authz,
+            presence,
+            subscriptions,
+            ..
+        } = &mut self.services;
+        let previous =
+            control::change_pres_rules(authz, presence, subscriptions, presentity, rules, precondition, now)?;
+        if let Some(rules) = changed {
+            self.note_rules(presentity, rules);
+        }
+        Ok(previous)
+    }
+
+    /// Put back rules a failed write had replaced.
+    pub fn restore_pres_rules(&mut self, presentity: &str, previous: Option<PresRules>, now: Instant) {
+        let changed = self.journaling().then(|| previous.as_ref().map(|r| r.document.clone()));
+        let Services {
+            authz,
+            presence,
+            subscriptions,
+            ..
+        } = &mut self.services;
+        control::restore_pres_rules(authz, presence, subscriptions, presentity, previous, now);
+        if let Some(rules) = changed {
+            self.note_rules(presentity, rules);
+        }
+    }
+
+    fn note_rules(&mut self, presentity: &str, document: Option<Vec<u8>>) {
+        self.out.changes.push(StateChange::RulesChanged {
+            presentity: presentity.to_owned(),
+            document,
+        });
+        self.collect_changes();
+    }
+
+    /// What the rules give `watcher` (canonical AOR) of `presentity` now.
+    pub fn watcher_decision(&mut self, presentity: &str, watcher: &str, now: Instant) -> Decision {
+        self.services.authz.decide(presentity, watcher, now)
+    }
+
+    /// Describe a decision for operators: the sub-handling, and for allowed
+    /// watchers whether they see everything or a filtered view.
+    pub fn describe_decision(&mut self, decision: Decision) -> &'static str {
+        control::describe_decision(decision)
+    }
+
+    /// Views of presence documents cached on this shard (one per presentity
+    /// and distinct rule outcome; the full document is not counted).
+    pub fn cached_views(&mut self) -> usize {
+        self.services.authz.cached_views()
+    }
+
+    /// The presentity with this canonical AOR, if this shard knows it.
+    pub fn inspect_presentity(&mut self, aor: &str, now: Instant) -> Option<PresentityView> {
+        inspect::presentity(&mut self.services.presence, aor, now)
+    }
+
+    /// The subscriptions to the presentity with this canonical AOR.
+    pub fn inspect_watchers(&mut self, aor: &str, now: Instant) -> Vec<SubscriptionView> {
+        inspect::watchers(&self.services.presence, &self.services.subscriptions, aor, now)
+    }
+
+    /// The subscriptions on this shard whose watcher has this canonical AOR.
+    pub fn inspect_subscriptions_of(&mut self, watcher_aor: &str, now: Instant) -> Vec<SubscriptionView> {
+        inspect::subscriptions_of(&self.services.presence, &self.services.subscriptions, watcher_aor, now)
+    }
+
+    /// End a subscription with a final NOTIFY (Subscription-State:
+    /// terminated;reason=deactivated, RFC 6665 §4.2.2), sent at the driver's
+    /// next flush (the runtime flushes after control requests). Returns the
+    /// subscription as it was, or `None` when this shard has no live
+    /// subscription with that id.
+    pub fn terminate_subscription(&mut self, id: &str, now: Instant) -> Option<SubscriptionView> {
+        inspect::terminate(&self.services.presence, &mut self.services.subscriptions, id, now)
+    }
 }
 
 /// The PIDF document that stands for an AOR's bindings: one open tuple per

@@ -2,6 +2,7 @@
 //! outbox a shard fills during a batch for the driver to send.
 
 use crate::routing::ShardId;
+use crate::state::StateChange;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -77,14 +78,24 @@ impl Dest {
 pub struct Transmit {
     pub dest: Dest,
     pub range: Range<usize>,
+    /// Must not leave before the batch's `Outbox::changes` are stored (a
+    /// 2xx answering a change, a NOTIFY using a just-reserved CSeq).
+    pub after_store: bool,
 }
 
-/// Messages produced while handling a batch of input. The buffer is reused
-/// from batch to batch, so steady-state sending allocates nothing.
+/// Messages and state changes produced while handling a batch of input.
+/// The buffers are reused from batch to batch, so steady-state sending
+/// allocates nothing.
+///
+/// A durable runtime stores `changes` first and sends the `after_store`
+/// messages once the store confirms; it may send the others at once. With
+/// no durable store everything is sent at once.
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub buf: Vec<u8>,
     pub items: Vec<Transmit>,
+    /// The durable-state changes of the batch, in the order they happened.
+    pub changes: Vec<StateChange>,
 }
 
 impl Outbox {
@@ -93,7 +104,20 @@ impl Outbox {
         self.items.push(Transmit {
             dest,
             range: start..self.buf.len(),
+            after_store: false,
         });
+    }
+
+    /// The last message pushed waits for the batch's changes to be stored.
+    pub fn hold_last_until_stored(&mut self) {
+        if let Some(last) = self.items.last_mut() {
+            last.after_store = true;
+        }
+    }
+
+    /// Whether some message waits for the batch's changes to be stored.
+    pub fn needs_store(&self) -> bool {
+        !self.changes.is_empty()
     }
 
     /// Append a copy of `bytes` as one message.
@@ -107,12 +131,15 @@ impl Outbox {
         self.buf.get(t.range.clone()).unwrap_or(&[])
     }
 
+    /// Whether nothing is to be sent or stored.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.changes.is_empty()
     }
 
+    /// Forget everything sent and stored (the driver calls it after a flush).
     pub fn clear(&mut self) {
         self.buf.clear();
         self.items.clear();
+        self.changes.clear();
     }
 }

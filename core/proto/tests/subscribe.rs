@@ -280,7 +280,7 @@ fn refusals() {
     assert_eq!(status(&r), 489);
     assert_eq!(
         header(&r, "Allow-Events"),
-        Some(presence_proto::subscription::package::ALLOW_EVENTS)
+        Some(presence_proto::subscription::packages::allow_events())
     );
     let (r, _, _) = h.subscribe(AOR, "");
     assert_eq!(status(&r), 489);

@@ -6,10 +6,11 @@ use super::pidf::{self, PidfLimits};
 use super::store::{PresenceStore, StoreError};
 use crate::config::{PresenceConfig, SourceRank};
 use crate::error::SipError;
-use crate::shard::Responder;
+use crate::handler::{Context, Replied, Request, Responder};
+use crate::registrar::Registrar;
+use crate::routing;
 use crate::sip::uri::Uri;
 use crate::sip::{HeaderName, Message};
-use crate::time::Instant;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -107,20 +108,65 @@ enum Intent<'m> {
     Remove { index: usize },
 }
 
-/// Handle a PUBLISH for `aor` (the canonical AOR of the Request-URI).
-/// `fresh_etag` is the entity-tag to hand out if the request succeeds.
-#[allow(clippy::too_many_arguments)]
-pub fn handle(
-    store: &mut PresenceStore,
+/// What the PUBLISH handler works on.
+pub struct Publisher<'a> {
+    /// The presentities and their publications.
+    pub store: &'a mut PresenceStore,
+    /// Ranks of publication sources.
+    pub ranker: &'a SourceRanker,
+    /// The bindings, when publishing requires a registration.
+    pub registrar: &'a Registrar,
+    /// Reused buffer for the canonical AOR of the Request-URI.
+    pub aor: &'a mut String,
+    /// Reused buffer for the entity-tag handed out.
+    pub etag: &'a mut String,
+}
+
+/// Handle a PUBLISH: answer 200 with the new SIP-ETag and the granted
+/// expiry, or the refusal.
+pub fn handle(state: &mut Publisher<'_>, req: &Request<'_>, cx: &mut Context<'_>, reply: Responder<'_>) -> Replied {
+    let granted = apply(state, req, cx);
+    reply.or_error(granted, |reply, granted| {
+        reply.reply(
+            200,
+            "OK",
+            |w| {
+                w.header_str("SIP-ETag", state.etag);
+                w.header_fmt("Expires", format_args!("{granted}"));
+            },
+            None,
+        )
+    })
+}
+
+/// Check a PUBLISH and change the store; returns the granted expiry.
+fn apply(state: &mut Publisher<'_>, req: &Request<'_>, cx: &Context<'_>) -> Result<u32, SipError> {
+    let config = &cx.config.presence;
+    let msg = req.msg;
+    let uri = crate::handler::target_aor(&cx.own_identity(), msg, &req.method)?;
+    state.aor.clear();
+    uri.write_aor(state.aor);
+    let aor = state.aor.as_str();
+    if cx.config.registrar.require_registration && !state.registrar.has_bindings(aor) {
+        return Err(SipError::ForbiddenBecause("Presentity not registered"));
+    }
+    state.etag.clear();
+    routing::write_owned_id(state.etag, cx.shard, cx.nonce);
+    let intent = read_intent(state.store, config, msg, aor)?;
+    let parsed = match intent {
+        Intent::Initial { body, .. } | Intent::Modify { body, .. } => Some(read_body(config, msg, body, aor)?),
+        _ => None,
+    };
+    store_intent(state, config, msg, cx, intent, parsed)
+}
+
+/// What the request asks for, from its headers and body; nothing changes yet.
+fn read_intent<'m>(
+    store: &PresenceStore,
     config: &PresenceConfig,
-    ranker: &SourceRanker,
-    now: Instant,
-    msg: &Message<'_>,
-    peer: SocketAddr,
+    msg: &Message<'m>,
     aor: &str,
-    fresh_etag: &str,
-    responder: &mut Responder<'_, '_>,
-) -> Result<(), SipError> {
+) -> Result<Intent<'m>, SipError> {
     match msg.event()? {
         Some(event) if event.package.eq_ignore_ascii_case("presence") => {}
         _ => {
@@ -130,10 +176,10 @@ pub fn handle(
         }
     }
     let expires = msg.expires()?;
-    let existing = store.lookup(aor);
     let target = match msg.sip_if_match() {
         Some(etag) => {
-            let index = existing
+            let index = store
+                .lookup(aor)
                 .and_then(|id| store.get(id))
                 .and_then(|p| p.publication_by_etag(etag.trim()))
                 .ok_or(SipError::ConditionalRequestFailed)?;
@@ -154,23 +200,32 @@ pub fn handle(
         }
     };
     let body = msg.body();
-    let intent = match (target, body.is_empty(), granted) {
+    Ok(match (target, body.is_empty(), granted) {
         (Some(index), _, 0) => Intent::Remove { index },
         (Some(index), true, expires) => Intent::Refresh { index, expires },
         (Some(index), false, expires) => Intent::Modify { index, body, expires },
         (None, true, _) => return Err(SipError::BadRequest(Cow::Borrowed("Initial PUBLISH without body"))),
         (None, false, 0) => return Err(SipError::BadRequest(Cow::Borrowed("Initial PUBLISH with Expires 0"))),
         (None, false, expires) => Intent::Initial { body, expires },
-    };
-    let parsed = match intent {
-        Intent::Initial { body, .. } | Intent::Modify { body, .. } => Some(read_body(config, msg, body, aor)?),
-        _ => None,
-    };
+    })
+}
+
+/// Carry a checked request into the store; returns the granted expiry.
+fn store_intent(
+    state: &mut Publisher<'_>,
+    config: &PresenceConfig,
+    msg: &Message<'_>,
+    cx: &Context<'_>,
+    intent: Intent<'_>,
+    parsed: Option<pidf::ParsedPidf>,
+) -> Result<u32, SipError> {
+    let (store, aor, fresh_etag, now) = (&mut *state.store, state.aor.as_str(), state.etag.as_str(), cx.now);
+    let existing = store.lookup(aor);
     let expires_at = |secs: u32| now + Duration::from_secs(u64::from(secs));
-    let granted = match (intent, parsed) {
+    let vanished = || SipError::ServerInternal(Cow::Borrowed("Presentity vanished"));
+    Ok(match (intent, parsed) {
         (Intent::Initial { body, expires }, Some(parsed)) => {
-            if store
-                .lookup(aor)
+            if existing
                 .and_then(|id| store.get(id))
                 .is_some_and(|p| p.publications.len() >= config.max_publications_per_presentity)
             {
@@ -181,10 +236,10 @@ pub fn handle(
                     SipError::ServiceUnavailable { retry_after: 60 }
                 }
             })?;
-            let rank = ranker.rank(peer, msg);
+            let rank = state.ranker.rank(cx.peer, msg);
             store
-                .publish(id, now, fresh_etag, body, parsed, expires_at(expires), rank, peer)
-                .map_err(|_| SipError::ServerInternal(Cow::Borrowed("Presentity vanished")))?;
+                .publish(id, now, fresh_etag, body, parsed, expires_at(expires), rank, cx.peer)
+                .map_err(|_| vanished())?;
             expires
         }
         (Intent::Modify { index, body, expires }, Some(parsed)) => {
@@ -203,17 +258,7 @@ pub fn handle(
             0
         }
         _ => return Err(SipError::ServerInternal(Cow::Borrowed("PUBLISH state"))),
-    };
-    responder.reply(
-        200,
-        "OK",
-        |w| {
-            w.header_str("SIP-ETag", fresh_etag);
-            w.header_fmt("Expires", format_args!("{granted}"));
-        },
-        None,
-    );
-    Ok(())
+    })
 }
 
 /// Check a PUBLISH body: type, size, and a well-formed PIDF document about

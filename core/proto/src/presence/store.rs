@@ -14,6 +14,7 @@
 
 use super::compose::{ComposePolicy, Composer, Source};
 use super::pidf::ParsedPidf;
+use crate::state::{PublicationKey, PublicationRecord, StateChange};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
 use std::collections::HashMap;
@@ -92,7 +93,18 @@ pub enum StoreError {
     UnknownPresentity,
 }
 
+/// A change of published state, noted cheaply on the hot path and turned
+/// into a `StateChange` record at the end of the request (`drain_journal`).
+#[derive(Clone, Debug)]
+enum Journaled {
+    Stored(PresentityId, u64),
+    Refreshed(PresentityId, u64),
+    Removed(PublicationKey),
+}
+
 pub struct PresenceStore {
+    /// published changes not yet drained (`None`: nobody stores them)
+    journal: Option<Vec<Journaled>>,
     slots: Vec<Option<Presentity>>,
     free: Vec<PresentityId>,
     index: HashMap<String, PresentityId>,
@@ -111,6 +123,7 @@ pub struct PresenceStore {
 impl PresenceStore {
     pub fn new(policy: ComposePolicy, max_presentities: usize) -> Self {
         PresenceStore {
+            journal: Some(Vec::new()),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -246,6 +259,7 @@ impl PresenceStore {
         self.owners.insert(publication_id, id);
         self.expiries.arm(expires_at, publication_id);
         self.changed(id, now);
+        self.note(|| Journaled::Stored(id, publication_id));
         Ok(())
     }
 
@@ -260,6 +274,7 @@ impl PresenceStore {
         publication.expires_at = expires_at;
         let publication_id = publication.id;
         self.expiries.arm(expires_at, publication_id);
+        self.note(|| Journaled::Refreshed(id, publication_id));
     }
 
     /// Replace a publication's document (and entity-tag and expiry).
@@ -288,15 +303,25 @@ impl PresenceStore {
         let publication_id = publication.id;
         self.expiries.arm(expires_at, publication_id);
         self.changed(id, now);
+        self.note(|| Journaled::Stored(id, publication_id));
     }
 
     /// Remove a publication (PUBLISH with Expires: 0, or expiry).
     pub fn remove(&mut self, id: PresentityId, index: usize, now: Instant) {
+        let journaling = self.journal.is_some();
         let Some(presentity) = self.get_mut(id) else { return };
         if index >= presentity.publications.len() {
             return;
         }
         let publication = presentity.publications.swap_remove(index);
+        let journaled = publication.kind == SourceKind::Published && journaling;
+        let removed = journaled.then(|| PublicationKey {
+            presentity: presentity.aor.clone(),
+            id: publication.id,
+        });
+        if let (Some(journal), Some(key)) = (&mut self.journal, removed) {
+            journal.push(Journaled::Removed(key));
+        }
         self.owners.remove(&publication.id);
         self.publication_count -= 1;
         self.changed(id, now);
@@ -364,6 +389,110 @@ impl PresenceStore {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.expiries.next_deadline()
+    }
+
+    /// Whether published changes are noted for a store.
+    pub fn is_journaling(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Whether published changes are noted for a store (on by default).
+    pub fn set_journaling(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    fn note(&mut self, change: impl FnOnce() -> Journaled) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(change());
+        }
+    }
+
+    /// Turn the published changes noted since the last call into records,
+    /// appended to `out`; returns how many.
+    pub fn drain_journal(&mut self, out: &mut Vec<StateChange>) -> usize {
+        let Some(journal) = &mut self.journal else { return 0 };
+        if journal.is_empty() {
+            return 0;
+        }
+        let before = out.len();
+        let noted = std::mem::take(journal);
+        for change in &noted {
+            match change {
+                Journaled::Stored(pid, publication_id) => {
+                    let Some((presentity, p)) = self.publication(*pid, *publication_id) else {
+                        continue; // removed in the same batch: its removal follows
+                    };
+                    out.push(StateChange::PublicationStored(Box::new(PublicationRecord {
+                        key: PublicationKey {
+                            presentity: presentity.aor.clone(),
+                            id: p.id,
+                        },
+                        etag: p.etag.clone(),
+                        expires_at: p.expires_at,
+                        body: p.body.clone(),
+                        rank: p.rank,
+                        source: p.source,
+                    })));
+                }
+                Journaled::Refreshed(pid, publication_id) => {
+                    let Some((presentity, p)) = self.publication(*pid, *publication_id) else {
+                        continue;
+                    };
+                    out.push(StateChange::PublicationRefreshed {
+                        key: PublicationKey {
+                            presentity: presentity.aor.clone(),
+                            id: p.id,
+                        },
+                        etag: p.etag.clone(),
+                        expires_at: p.expires_at,
+                    });
+                }
+                Journaled::Removed(key) => out.push(StateChange::PublicationRemoved(key.clone())),
+            }
+        }
+        // Keep the allocation for the next batch.
+        if let Some(journal) = &mut self.journal {
+            let mut noted = noted;
+            noted.clear();
+            *journal = noted;
+        }
+        out.len() - before
+    }
+
+    fn publication(&self, pid: PresentityId, publication_id: u64) -> Option<(&Presentity, &Publication)> {
+        let presentity = self.get(pid)?;
+        let publication = presentity.publications.iter().find(|p| p.id == publication_id)?;
+        Some((presentity, publication))
+    }
+
+    /// Put back a stored publication (recovery): its id, entity-tag,
+    /// document, rank, source and expiry, even a past one (the next timer
+    /// run removes it, and its watchers are told). Nothing is journaled.
+    pub fn restore(&mut self, record: &PublicationRecord, parsed: ParsedPidf, now: Instant) -> Result<(), StoreError> {
+        let id = self.get_or_create(&record.key.presentity, now)?;
+        let mut publication_id = record.key.id;
+        if publication_id == 0 || self.owners.contains_key(&publication_id) {
+            publication_id = self.next_publication + 1;
+        }
+        self.next_publication = self.next_publication.max(publication_id);
+        let sequence = self.next_sequence();
+        let presentity = self.get_mut(id).ok_or(StoreError::UnknownPresentity)?;
+        presentity.publications.push(Publication {
+            id: publication_id,
+            etag: record.etag.clone(),
+            body: record.body.clone(),
+            parsed,
+            expires_at: record.expires_at,
+            sequence,
+            rank: record.rank,
+            source: record.source,
+            kind: SourceKind::Published,
+        });
+        presentity.version += 1;
+        self.publication_count += 1;
+        self.owners.insert(publication_id, id);
+        self.expiries.arm(record.expires_at, publication_id);
+        Ok(())
     }
 
     /// Remove publications whose interval ran out.

@@ -209,6 +209,28 @@ impl Registrar {
         self.mark(aor);
     }
 
+    /// Put back an AOR's bindings from stored records (recovery). They keep
+    /// their ids when free (the registration document names them), and
+    /// expire at their stored time; the AOR counts as changed.
+    pub fn restore(&mut self, aor: &str, bindings: Vec<Binding>) {
+        for mut binding in bindings {
+            if binding.id == 0 || self.owners.contains_key(&binding.id) {
+                self.next_id += 1;
+                binding.id = self.next_id;
+            }
+            self.next_id = self.next_id.max(binding.id);
+            let registration = self.aors.entry(aor.to_owned()).or_default();
+            if registration.bindings.iter().any(|b| same_binding(b, &binding)) {
+                continue;
+            }
+            self.timers.arm(binding.expires_at, binding.id);
+            self.owners.insert(binding.id, aor.to_owned());
+            self.binding_count += 1;
+            registration.bindings.push(binding);
+        }
+        self.mark(aor);
+    }
+
     /// Forget AORs without bindings whose log nobody needs any more.
     pub fn collect(&mut self, aor: &str, watched: bool) {
         if !watched && self.aors.get(aor).is_some_and(|r| r.bindings.is_empty()) {

@@ -6,7 +6,8 @@
 use super::{Binding, ContactEvent, Registrar};
 use crate::config::RegistrarConfig;
 use crate::error::SipError;
-use crate::shard::Responder;
+use crate::handler::{Context, Replied, Request, Responder};
+use crate::sip::uri::{Scheme, Uri};
 use crate::sip::{HeaderName, Message, NameAddr};
 use crate::time::Instant;
 use std::borrow::Cow;
@@ -22,14 +23,55 @@ fn bad(reason: &'static str) -> SipError {
     SipError::BadRequest(Cow::Borrowed(reason))
 }
 
-/// Handle a REGISTER for `aor` (canonical AOR of the To URI).
-pub fn handle(
+/// Handle a REGISTER: change the bindings of the To AOR and answer 200
+/// with every binding left, or the refusal. Changes nothing when refused.
+pub fn handle(registrar: &mut Registrar, req: &Request<'_>, cx: &mut Context<'_>, reply: Responder<'_>) -> Replied {
+    let (config, now) = (&cx.config.registrar, cx.now);
+    let aor = match registered_aor(req) {
+        Ok(aor) => aor,
+        Err(error) => return reply.error(&error),
+    };
+    if let Err(error) = apply(registrar, config, now, req.msg, &aor) {
+        return reply.error(&error);
+    }
+    let bindings = registrar.get(&aor).map(|r| r.bindings.as_slice()).unwrap_or(&[]);
+    let replied = reply.reply(
+        200,
+        "OK",
+        |w| {
+            for b in bindings {
+                let remaining = b.expires_at.saturating_since(now).as_secs();
+                match &b.q {
+                    Some(q) => w.header_fmt("Contact", format_args!("<{}>;expires={remaining};q={q}", b.contact)),
+                    None => w.header_fmt("Contact", format_args!("<{}>;expires={remaining}", b.contact)),
+                };
+            }
+        },
+        None,
+    );
+    registrar.collect(&aor, true);
+    replied
+}
+
+/// The canonical AOR a REGISTER is about: its To URI, which RFC 3261 §10.3
+/// (and RFC 4475 §3.3.4) requires to be a SIP or SIPS URI.
+fn registered_aor(req: &Request<'_>) -> Result<String, SipError> {
+    let uri = Uri::parse(req.to.uri)
+        .ok()
+        .filter(|u| matches!(u.scheme, Scheme::Sip | Scheme::Sips))
+        .ok_or(SipError::BadRequest(Cow::Borrowed("To is not a SIP or SIPS URI")))?;
+    let mut aor = String::with_capacity(req.to.uri.len());
+    uri.write_aor(&mut aor);
+    Ok(aor)
+}
+
+/// Check every Contact, then change the bindings (all or nothing).
+fn apply(
     registrar: &mut Registrar,
     config: &RegistrarConfig,
     now: Instant,
     msg: &Message<'_>,
     aor: &str,
-    responder: &mut Responder<'_, '_>,
 ) -> Result<(), SipError> {
     let call_id = msg.call_id()?;
     let cseq = msg.cseq()?.seq;
@@ -105,23 +147,6 @@ pub fn handle(
             }
         }
     }
-
-    let bindings = registrar.get(aor).map(|r| r.bindings.as_slice()).unwrap_or(&[]);
-    responder.reply(
-        200,
-        "OK",
-        |w| {
-            for b in bindings {
-                let remaining = b.expires_at.saturating_since(now).as_secs();
-                match &b.q {
-                    Some(q) => w.header_fmt("Contact", format_args!("<{}>;expires={remaining};q={q}", b.contact)),
-                    None => w.header_fmt("Contact", format_args!("<{}>;expires={remaining}", b.contact)),
-                };
-            }
-        },
-        None,
-    );
-    registrar.collect(aor, true);
     Ok(())
 }
 

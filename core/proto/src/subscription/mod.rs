@@ -22,6 +22,8 @@
 
 pub mod notify;
 pub mod package;
+pub mod packages;
+pub mod presence_package;
 pub mod reg;
 pub mod subscribe;
 pub mod winfo;
@@ -29,12 +31,14 @@ pub mod winfo;
 use crate::authz::rules::SubHandling;
 use crate::authz::Decision;
 use crate::config::{NotifyConfig, SubscriptionConfig};
+use crate::presence::store::PresenceStore;
+use crate::state::{self, DialogId, StateChange, SubscriptionRecord};
 use crate::time::Instant;
 use crate::timer::TimerQueue;
 use crate::transaction::client::Outcome;
 use crate::transaction::{fnv1a, PrehashedMap};
 use crate::transport::Dest;
-use package::{PackageId, PackageState};
+use package::{EventPackage, PackageId, PackageState, SubscriptionEvent};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -149,6 +153,8 @@ pub struct Subscription {
     pub dialog: DialogStrings,
     pub dest: Dest,
     pub local_cseq: u32,
+    /// NOTIFY CSeq values up to this one are reserved in the store
+    pub cseq_reserved: u32,
     pub remote_cseq: u32,
     pub expires_at: Instant,
     pub state: SubState,
@@ -171,7 +177,7 @@ pub struct Subscription {
     /// when the dialog was created (watcher info: duration-subscribed)
     pub created_at: Instant,
     /// what last moved this subscription into its state (watcher info)
-    pub winfo_event: winfo::WatcherEvent,
+    pub last_event: SubscriptionEvent,
 }
 
 impl Subscription {
@@ -197,26 +203,54 @@ impl Subscription {
         format!("{}.{:x}", self.dialog.get(Field::LocalTag), self.id)
     }
 
-    /// This subscription as watcher info reports it.
-    pub fn watcher_record(&self, status: winfo::WatcherStatus, event: winfo::WatcherEvent) -> winfo::WatcherRecord {
-        winfo::WatcherRecord {
-            subscription: self.id,
-            id: self.public_id(),
-            uri: self.dialog.get(Field::WatcherAor).to_owned(),
-            status,
-            event,
-            subscribed_at: self.created_at,
-            expires_at: self.expires_at,
-            seq: 0,
+    /// The dialog's identity, as stored.
+    pub fn dialog_id(&self) -> DialogId {
+        DialogId {
+            call_id: self.dialog.get(Field::CallId).to_owned(),
+            local_tag: self.dialog.get(Field::LocalTag).to_owned(),
+            remote_tag: self.dialog.get(Field::RemoteTag).to_owned(),
+            event_id: self.dialog.get(Field::EventId).to_owned(),
         }
     }
 
-    fn live_status(&self) -> winfo::WatcherStatus {
-        match self.state {
-            SubState::Active => winfo::WatcherStatus::Active,
-            SubState::Pending => winfo::WatcherStatus::Pending,
+    /// The whole subscription as stored; `presentity` is the resource's AOR.
+    pub fn record(&self, package: &str, presentity: &str) -> SubscriptionRecord {
+        let (dest, reliable) = match self.dest {
+            Dest::Udp(addr) => (addr, self.reliable),
+            Dest::Tcp { peer, .. } => (peer, true),
+            Dest::TcpConnect(addr) => (addr, true),
+        };
+        SubscriptionRecord {
+            dialog: self.dialog_id(),
+            package: package.to_owned(),
+            presentity: presentity.to_owned(),
+            remote_uri: self.dialog.get(Field::RemoteUri).to_owned(),
+            local_uri: self.dialog.get(Field::LocalUri).to_owned(),
+            remote_target: self.dialog.get(Field::RemoteTarget).to_owned(),
+            route_set: self.dialog.get(Field::RouteSet).to_owned(),
+            watcher: self.dialog.get(Field::WatcherAor).to_owned(),
+            dest,
+            reliable,
+            content_type: self.content_type.to_owned(),
+            min_interval: self.min_interval,
+            max_interval: self.max_interval,
+            expires_at: self.expires_at,
+            remote_cseq: self.remote_cseq,
+            notify_cseq_reserved: self.cseq_reserved,
+            pending: self.state == SubState::Pending,
+            created_at: self.created_at,
         }
     }
+}
+
+/// A change of a subscription's stored state, noted cheaply and turned
+/// into a `StateChange` at the end of the request (`drain_journal`).
+#[derive(Clone, Debug)]
+enum Journaled {
+    Created(u64),
+    Refreshed(u64),
+    Ended(DialogId),
+    Reserved(u64, u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -244,8 +278,12 @@ pub struct Subscriptions {
     timers: TimerQueue<(u64, TimerKind)>,
     dirty: Vec<u64>,
     changed: Vec<u32>,
-    /// presence subscriptions created or re-authorized, for watcher info
-    watcher_changes: Vec<(u64, winfo::WatcherEvent)>,
+    /// subscriptions created or re-authorized, for the packages that follow them
+    events: Vec<(u64, SubscriptionEvent)>,
+    /// one instance of every event package (`packages::TABLE`)
+    packages: Vec<Box<dyn EventPackage>>,
+    /// stored-state changes not yet drained (`None`: nobody stores them)
+    journal: Option<Vec<Journaled>>,
     next_id: u64,
     pub config: SubscriptionConfig,
     pub counters: NotifyCounters,
@@ -264,7 +302,9 @@ impl Subscriptions {
             timers: TimerQueue::default(),
             dirty: Vec::new(),
             changed: Vec::new(),
-            watcher_changes: Vec::new(),
+            events: Vec::new(),
+            packages: packages::instantiate(),
+            journal: Some(Vec::new()),
             next_id: 0,
             config,
             counters: NotifyCounters::default(),
@@ -275,6 +315,76 @@ impl Subscriptions {
 
     pub fn len(&self) -> usize {
         self.subs.len()
+    }
+
+    /// The instance of a package on this shard.
+    pub fn package(&self, id: PackageId) -> &dyn EventPackage {
+        match self.packages.get(usize::from(id)).or_else(|| self.packages.first()) {
+            Some(package) => package.as_ref(),
+            None => &presence_package::PresencePackage,
+        }
+    }
+
+    /// Whether stored-state changes are noted (on by default).
+    pub fn set_journaling(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    fn note(&mut self, change: impl FnOnce() -> Journaled) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(change());
+        }
+    }
+
+    /// Turn the changes noted since the last call into records, appended to
+    /// `out`; returns how many.
+    pub fn drain_journal(&mut self, presence: &PresenceStore, out: &mut Vec<StateChange>) -> usize {
+        let Some(journal) = &mut self.journal else { return 0 };
+        if journal.is_empty() {
+            return 0;
+        }
+        let mut noted = std::mem::take(journal);
+        let before = out.len();
+        let record = |id: &u64| {
+            let sub = self.subs.get(id)?;
+            let presentity = presence.get(sub.resource).map_or("", |p| p.aor.as_str());
+            Some(Box::new(sub.record(self.package(sub.package).name(), presentity)))
+        };
+        for (i, change) in noted.iter().enumerate() {
+            match change {
+                Journaled::Created(id) | Journaled::Refreshed(id) => {
+                    // One record per subscription and batch: the latest.
+                    let later = noted[i + 1..]
+                        .iter()
+                        .any(|c| matches!(c, Journaled::Created(other) | Journaled::Refreshed(other) if other == id));
+                    if later {
+                        continue;
+                    }
+                    let created = noted[..=i]
+                        .iter()
+                        .any(|c| matches!(c, Journaled::Created(other) if other == id));
+                    if let Some(record) = record(id) {
+                        out.push(if created {
+                            StateChange::SubscriptionCreated(record)
+                        } else {
+                            StateChange::SubscriptionRefreshed(record)
+                        });
+                    }
+                }
+                Journaled::Ended(dialog) => out.push(StateChange::SubscriptionEnded(dialog.clone())),
+                Journaled::Reserved(id, up_to) => {
+                    if let Some(sub) = self.subs.get(id) {
+                        out.push(StateChange::NotifyCseqReserved {
+                            dialog: sub.dialog_id(),
+                            up_to: *up_to,
+                        });
+                    }
+                }
+            }
+        }
+        noted.clear();
+        self.journal = Some(noted);
+        out.len() - before
     }
 
     pub fn is_empty(&self) -> bool {
@@ -315,7 +425,88 @@ impl Subscriptions {
     }
 
     /// Add a subscription (its first NOTIFY leaves at the end of the batch).
-    pub fn insert(&mut self, mut sub: Subscription, now: Instant) -> u64 {
+    pub fn insert(&mut self, mut sub: Subscription, now: Instant, state: &PackageState<'_>) -> u64 {
+        sub.dirty = true;
+        sub.dirty_since = now;
+        let id = self.index(sub, state);
+        self.events.push((id, SubscriptionEvent::Subscribed));
+        self.dirty.push(id);
+        self.note(|| Journaled::Created(id));
+        id
+    }
+
+    /// Put back a stored subscription (recovery): its dialog, expiry (even
+    /// a past one: the next timer run ends it with a NOTIFY) and next NOTIFY
+    /// CSeq above the reserved mark. No NOTIFY is due for it.
+    pub fn restore(
+        &mut self,
+        record: &SubscriptionRecord,
+        resource: u32,
+        view: u32,
+        state: &PackageState<'_>,
+    ) -> Option<u64> {
+        let package = packages::find(&record.package)?;
+        let content_type = self
+            .package(package)
+            .produces()
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(&record.content_type))
+            .copied()
+            .unwrap_or(package::PIDF);
+        let d = &record.dialog;
+        let dialog = DialogStrings::new([
+            &d.call_id,
+            &d.local_tag,
+            &d.remote_tag,
+            &d.event_id,
+            &record.remote_uri,
+            &record.local_uri,
+            &record.remote_target,
+            &record.route_set,
+            &record.watcher,
+        ])?;
+        let sub = Subscription {
+            id: 0,
+            package,
+            resource,
+            dialog,
+            dest: if record.reliable {
+                Dest::TcpConnect(record.dest)
+            } else {
+                Dest::Udp(record.dest)
+            },
+            local_cseq: record.notify_cseq_reserved,
+            cseq_reserved: record.notify_cseq_reserved,
+            remote_cseq: record.remote_cseq,
+            expires_at: record.expires_at,
+            state: if record.pending {
+                SubState::Pending
+            } else {
+                SubState::Active
+            },
+            content_type,
+            dirty: false,
+            dirty_since: state.now,
+            in_flight: false,
+            terminating: None,
+            last_notify: None,
+            min_interval: record.min_interval,
+            max_interval: record.max_interval,
+            unsent_change: None,
+            reliable: record.reliable,
+            cursor: package::SubscriberCursor {
+                view,
+                ..package::SubscriberCursor::default()
+            },
+            created_at: record.created_at,
+            last_event: SubscriptionEvent::Subscribed,
+        };
+        Some(self.index(sub, state))
+    }
+
+    /// Give a subscription its id and index it; the first one of its
+    /// package to its resource tells the package.
+    fn index(&mut self, mut sub: Subscription, state: &PackageState<'_>) -> u64 {
         self.next_id += 1;
         sub.id = self.next_id;
         let id = sub.id;
@@ -328,32 +519,24 @@ impl Subscriptions {
         if sub.terminating.is_none() {
             self.timers.arm(sub.expires_at, (id, TimerKind::Expiry));
         }
-        sub.dirty = true;
-        sub.dirty_since = now;
-        if sub.package == package::PRESENCE {
-            self.watcher_changes.push((id, sub.winfo_event));
-        }
+        let (package, resource) = (sub.package, sub.resource);
         self.subs.insert(id, sub);
-        self.dirty.push(id);
-        id
-    }
-
-    /// Start following the watchers of a presentity for watcher info (its
-    /// first presence.winfo subscription), from its live presence subscriptions.
-    pub fn track_watchers(&self, resource: u32, state: &mut PackageState<'_>) {
-        let Some(presentity) = state.presence.get(resource) else {
-            return;
-        };
-        if state.winfo.tracks(resource, &presentity.aor) {
-            return;
+        if self.watcher_count(package, resource) == 1 {
+            let Subscriptions {
+                packages,
+                subs,
+                watchers,
+                ..
+            } = self;
+            let presence_ids = watchers
+                .get(&(package::PRESENCE, resource))
+                .map_or(&[][..], Vec::as_slice);
+            let mut presence_subs = presence_ids.iter().filter_map(|id| subs.get(id));
+            if let Some(p) = packages.get_mut(usize::from(package)) {
+                p.on_first_subscriber(state, resource, &mut presence_subs);
+            }
         }
-        let live = self
-            .watchers_of(package::PRESENCE, resource)
-            .iter()
-            .filter_map(|id| self.subs.get(id))
-            .filter(|sub| sub.terminating.is_none())
-            .map(|sub| sub.watcher_record(sub.live_status(), sub.winfo_event));
-        state.winfo.track(resource, &presentity.aor, live);
+        id
     }
 
     /// Apply a new authorization decision to a live presence subscription
@@ -372,8 +555,9 @@ impl Subscriptions {
             (_, SubState::Pending) => {
                 sub.state = SubState::Active;
                 sub.cursor.view = decision.view;
-                sub.winfo_event = winfo::WatcherEvent::Approved;
-                self.watcher_changes.push((id, winfo::WatcherEvent::Approved));
+                sub.last_event = SubscriptionEvent::Approved;
+                self.events.push((id, SubscriptionEvent::Approved));
+                self.note(|| Journaled::Refreshed(id));
                 self.mark_dirty(id, now);
             }
             (_, SubState::Active) if sub.cursor.view != decision.view => {
@@ -384,26 +568,30 @@ impl Subscriptions {
         }
     }
 
-    /// Carry queued presence-subscription changes into watcher info and
-    /// mark the presentities' winfo subscriptions dirty.
-    fn sync_watchers(&mut self, state: &mut PackageState<'_>, now: Instant) {
-        for (id, event) in std::mem::take(&mut self.watcher_changes) {
+    /// Tell every package of the subscriptions created or approved since
+    /// the last call, then mark dirty the subscriptions of the resources the
+    /// packages changed themselves (watcher info).
+    fn sync_packages(&mut self, state: &mut PackageState<'_>, now: Instant) -> bool {
+        for (id, event) in std::mem::take(&mut self.events) {
             let Some(sub) = self.subs.get(&id) else { continue };
-            if !state.winfo.knows(sub.resource) {
-                continue; // nobody watches this presentity's watchers
+            for package in &mut self.packages {
+                package.on_subscription(state, sub, event);
             }
-            let Some(presentity) = state.presence.get(sub.resource) else {
-                continue;
-            };
-            let record = sub.watcher_record(sub.live_status(), event);
-            state.winfo.record(sub.resource, &presentity.aor, record);
         }
-        state.winfo.take_changed(&mut self.changed);
-        if !self.changed.is_empty() {
-            let changed = std::mem::take(&mut self.changed);
-            self.resources_changed(package::WINFO, &changed, now);
+        let mut any = false;
+        for package_id in 0..self.packages.len() {
+            let mut changed = std::mem::take(&mut self.changed);
+            changed.clear();
+            if let Some(package) = self.packages.get_mut(package_id) {
+                package.take_changed(&mut changed);
+            }
+            if !changed.is_empty() {
+                any = true;
+                self.resources_changed(package_id as PackageId, &changed, now);
+            }
             self.changed = changed;
         }
+        any
     }
 
     /// Forget a subscription and release its resource.
@@ -426,41 +614,24 @@ impl Subscriptions {
                 self.per_watcher.remove(watcher);
             }
         }
-        if sub.package == package::PRESENCE {
-            Self::watcher_departed(&sub, state);
-        } else if sub.package == package::WINFO && self.watcher_count(package::WINFO, sub.resource) == 0 {
-            state.winfo.untrack(sub.resource);
+        let ended = SubscriptionEvent::Ended {
+            why: sub.terminating,
+            was_pending: sub.state == SubState::Pending,
+        };
+        for package in &mut self.packages {
+            package.on_subscription(state, &sub, ended);
         }
-        package::get(sub.package).detach(state, sub.resource);
+        let last = self.watcher_count(sub.package, sub.resource) == 0;
+        if let Some(package) = self.packages.get_mut(usize::from(sub.package)) {
+            if last {
+                package.on_last_subscriber_gone(sub.resource);
+            }
+            package.detach(state, sub.resource);
+        }
+        self.note(|| Journaled::Ended(sub.dialog_id()));
         if state.presence.get(sub.resource).is_none() {
             state.authz.forget_views(sub.resource);
         }
-    }
-
-    /// A presence subscription ended: watcher info records why. A pending
-    /// one that timed out is `waiting` (RFC 3857 §3.3.1).
-    fn watcher_departed(sub: &Subscription, state: &mut PackageState<'_>) {
-        use winfo::{WatcherEvent, WatcherStatus};
-        let (status, event) = match (sub.state, sub.terminating) {
-            (SubState::Pending, Some(Termination::Timeout)) => (WatcherStatus::Waiting, WatcherEvent::Timeout),
-            (_, Some(Termination::Rejected)) => (WatcherStatus::Terminated, WatcherEvent::Rejected),
-            (_, Some(Termination::Deactivated)) => (WatcherStatus::Terminated, WatcherEvent::Deactivated),
-            (_, Some(Termination::NoResource)) => (WatcherStatus::Terminated, WatcherEvent::Noresource),
-            // Unsubscribed (RFC 3857: an unsubscription is a timeout), expired,
-            // or the watcher stopped answering NOTIFYs.
-            (_, Some(Termination::Timeout | Termination::Unsubscribed) | None) => {
-                (WatcherStatus::Terminated, WatcherEvent::Timeout)
-            }
-        };
-        if status != WatcherStatus::Waiting && !state.winfo.knows(sub.resource) {
-            return;
-        }
-        let Some(presentity) = state.presence.get(sub.resource) else {
-            return;
-        };
-        state
-            .winfo
-            .record(sub.resource, &presentity.aor, sub.watcher_record(status, event));
     }
 
     /// Mark for a NOTIFY at the end of the batch.
@@ -490,6 +661,7 @@ impl Subscriptions {
         let Some(sub) = self.subs.get_mut(&id) else { return };
         sub.expires_at = expires_at;
         self.timers.arm(expires_at, (id, TimerKind::Expiry));
+        self.note(|| Journaled::Refreshed(id));
         self.mark_dirty(id, now);
     }
 
@@ -638,12 +810,11 @@ impl Subscriptions {
             self.resources_changed(package::PRESENCE, &changed, now);
             self.changed = changed;
         }
-        self.sync_watchers(sink.state, now);
+        self.sync_packages(sink.state, now);
         self.send_dirty(now, notify_config, sink);
         // Subscriptions that ended in this round changed watcher info: its
         // subscribers hear of it now rather than at the next batch.
-        if sink.state.winfo.has_changes() {
-            self.sync_watchers(sink.state, now);
+        if self.sync_packages(sink.state, now) {
             self.send_dirty(now, notify_config, sink);
         }
     }
@@ -665,8 +836,20 @@ impl Subscriptions {
                 Err(None) => continue,
             }
             let Some(sub) = self.subs.get_mut(&id) else { continue };
-            sink.send(sub, now);
+            let package = self.packages.get(usize::from(sub.package)).map(AsRef::as_ref);
+            let Some(package) = package else { continue };
+            sink.send(sub, package, now);
             self.counters.sent += 1;
+            if sub.local_cseq >= sub.cseq_reserved {
+                // Reserve the next block before this NOTIFY leaves (it waits
+                // for the store with the batch's answers).
+                sub.cseq_reserved = sub.local_cseq.saturating_add(state::CSEQ_BLOCK);
+                let up_to = sub.cseq_reserved;
+                if let Some(journal) = &mut self.journal {
+                    journal.push(Journaled::Reserved(id, up_to));
+                    sink.out.hold_last_until_stored();
+                }
+            }
             if sub.terminating.is_some() {
                 self.remove(id, sink.state);
             } else if let Some(max) = sub.max_interval {

@@ -2,7 +2,7 @@
 //! handing it to a client transaction: in-dialog headers, route set, Event,
 //! Subscription-State, and the package's current state as body.
 
-use super::package::{self, PackageState};
+use super::package::{EventPackage, PackageState};
 use super::{Field, SubState, Subscription};
 use crate::identity;
 use crate::routing::{self, ShardId};
@@ -28,16 +28,15 @@ pub struct NotifySink<'a> {
 impl NotifySink<'_> {
     /// Write and send the next NOTIFY of `sub` (its current state, or its
     /// final state when it is terminating).
-    pub fn send(&mut self, sub: &mut Subscription, now: Instant) {
+    pub fn send(&mut self, sub: &mut Subscription, package: &dyn EventPackage, now: Instant) {
         sub.local_cseq = sub.local_cseq.wrapping_add(1);
         let nonce = self.client.next_nonce();
         self.branch_buf.clear();
         routing::write_branch(self.branch_buf, self.shard, nonce);
         let start = self.out.buf.len();
-        let package = package::get(sub.package);
         let reliable = sub.reliable || matches!(sub.dest, Dest::TcpConnect(_));
         let cursor_before = sub.cursor;
-        self.write(sub, now, reliable);
+        self.write(sub, package, now, reliable);
         let mut dest = sub.dest;
         if let Dest::Udp(addr) = dest {
             if self.out.buf.len() - start > self.mtu_threshold {
@@ -46,7 +45,7 @@ impl NotifySink<'_> {
                 self.out.buf.truncate(start);
                 sub.cursor = cursor_before;
                 dest = Dest::TcpConnect(addr);
-                self.write(sub, now, true);
+                self.write(sub, package, now, true);
             }
         }
         self.out.push_since(start, dest);
@@ -66,7 +65,7 @@ impl NotifySink<'_> {
         }
     }
 
-    fn write(&mut self, sub: &mut Subscription, now: Instant, reliable: bool) {
+    fn write(&mut self, sub: &mut Subscription, package: &dyn EventPackage, now: Instant, reliable: bool) {
         let d = &sub.dialog;
         let transport = if reliable { "TCP" } else { "UDP" };
         let mut w = MessageWriter::request(&mut self.out.buf, "NOTIFY", d.get(Field::RemoteTarget));
@@ -92,7 +91,6 @@ impl NotifySink<'_> {
         // The local target the 2xx gave (RFC 3261 §12.1.1), on the dialog's transport.
         let presentity = self.state.presence.get(sub.resource).map_or("", |p| p.aor.as_str());
         identity::write_contact(&mut w, self.local, presentity, sub.reliable);
-        let package = package::get(sub.package);
         let event_id = d.get(Field::EventId);
         if event_id.is_empty() {
             w.header_str("Event", package.name());

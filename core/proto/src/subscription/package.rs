@@ -1,28 +1,58 @@
-//! Event packages (RFC 6665 §7): what each one is called, which bodies it
-//! produces, which resource a Request-URI names, and how it renders that
-//! resource's state. A new package is one implementation of `EventPackage`
-//! added to `PACKAGES`; the subscription layer is generic over them.
+//! The event package interface (RFC 6665 §7): what each package is called,
+//! which bodies it produces, which resource a Request-URI names, how it
+//! renders that resource's state, and which subscription changes it
+//! follows. The subscription layer is generic over it; each package keeps
+//! its own state (watcher info's log) inside its implementation, and
+//! `packages` lists them.
 
+use super::{Subscription, Termination};
 use crate::authz::{Authz, Decision};
 use crate::error::SipError;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
 use crate::registrar::Registrar;
 use crate::time::Instant;
 
-/// Index of a package in `PACKAGES`.
+/// Index of a package in the package table (`packages`).
 pub type PackageId = u8;
 
-/// The shard state packages render from.
+/// The presence package is first in the table: presence subscriptions are
+/// the ones other packages (watcher info) report on.
+pub const PRESENCE: PackageId = 0;
+
+/// The body type of the presence package.
+pub const PIDF: &str = "application/pidf+xml";
+
+/// The shard state every package reads: shared by the shard's other layers,
+/// so no package owns it.
 pub struct PackageState<'a> {
+    /// Presentities and their composed documents.
     pub presence: &'a mut PresenceStore,
+    /// Registration bindings (the reg package renders them).
     pub registrar: &'a Registrar,
     /// Where packages whose bodies differ per subscriber write them.
     pub scratch: &'a mut Vec<u8>,
+    /// The time of the batch.
     pub now: Instant,
-    /// Watchers' authorization and views (presence).
+    /// Watchers' authorization and views (presence; changed by the
+    /// management plane too).
     pub authz: &'a mut Authz,
-    /// Who watches each presentity (presence.winfo).
-    pub winfo: &'a mut super::winfo::WatcherLog,
+}
+
+/// What happened to a subscription, for packages that follow other
+/// subscriptions (watcher info follows presence subscriptions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionEvent {
+    /// Created by a SUBSCRIBE.
+    Subscribed,
+    /// Authorized after waiting (pending → active).
+    Approved,
+    /// Gone; `why` is its termination (`None`: its NOTIFY failed).
+    Ended {
+        /// Why the subscription ended.
+        why: Option<Termination>,
+        /// It was pending when it ended.
+        was_pending: bool,
+    },
 }
 
 /// What one subscriber has been told so far, for packages that send full
@@ -39,7 +69,9 @@ pub struct SubscriberCursor {
     pub view: u32,
 }
 
-pub trait EventPackage: Sync {
+/// One event package. Implementations live in their own module and are
+/// listed once in `packages::TABLE`.
+pub trait EventPackage {
     /// The Event header token.
     fn name(&self) -> &'static str;
     /// Body types the package produces, preferred first.
@@ -70,7 +102,7 @@ pub trait EventPackage: Sync {
         Ok(id)
     }
     /// The subscription is gone: release the resource.
-    fn detach(&self, state: &mut PackageState<'_>, resource: u32) {
+    fn detach(&mut self, state: &mut PackageState<'_>, resource: u32) {
         state.presence.release(resource as PresentityId);
     }
     /// The state of a resource for one subscriber as (content type, body);
@@ -83,80 +115,28 @@ pub trait EventPackage: Sync {
     ) -> Option<(&'static str, &'s [u8])>;
     /// When the resource last changed (PUBLISH→NOTIFY latency).
     fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant>;
-}
-
-/// Presence (RFC 3856): the composed PIDF document of a presentity.
-pub struct PresencePackage;
-
-pub const PIDF: &str = "application/pidf+xml";
-
-impl EventPackage for PresencePackage {
-    fn name(&self) -> &'static str {
-        "presence"
+    /// A subscription (of any package) changed. Packages that report on
+    /// other subscriptions record it.
+    fn on_subscription(&mut self, state: &PackageState<'_>, sub: &Subscription, event: SubscriptionEvent) {
+        let _ = (state, sub, event);
     }
-
-    fn produces(&self) -> &'static [&'static str] {
-        &[PIDF]
-    }
-
-    fn render<'s>(
-        &self,
-        state: &'s mut PackageState<'_>,
+    /// The first subscription of this package to `resource` arrived;
+    /// `presence_subs` are the resource's live presence subscriptions.
+    fn on_first_subscriber(
+        &mut self,
+        state: &PackageState<'_>,
         resource: u32,
-        cursor: &mut SubscriberCursor,
-    ) -> Option<(&'static str, &'s [u8])> {
-        cursor.rendered += 1;
-        // One view per distinct rule outcome, computed once per change.
-        state
-            .authz
-            .render(state.presence, resource as PresentityId, cursor.view)
-            .map(|doc| (PIDF, doc))
+        presence_subs: &mut dyn Iterator<Item = &Subscription>,
+    ) {
+        let _ = (state, resource, presence_subs);
     }
-
-    fn authorize(&self, state: &mut PackageState<'_>, presentity: &str, watcher: &str, now: Instant) -> Decision {
-        state.authz.decide(presentity, watcher, now)
+    /// The last subscription of this package to `resource` is gone.
+    fn on_last_subscriber_gone(&mut self, resource: u32) {
+        let _ = resource;
     }
-
-    fn changed_at(&self, state: &PackageState<'_>, resource: u32) -> Option<Instant> {
-        state.presence.get(resource as PresentityId).map(|p| p.changed_at)
-    }
-}
-
-/// Every package the server serves; the index is the `PackageId`.
-pub static PACKAGES: &[&dyn EventPackage] = &[&PresencePackage, &super::reg::RegPackage, &super::winfo::WinfoPackage];
-
-/// The package for the presence event (its resources are presentities).
-pub const PRESENCE: PackageId = 0;
-/// The package for the reg event (its resources are presentities too).
-pub const REG: PackageId = 1;
-/// The package for presence.winfo (its resources are presentities too).
-pub const WINFO: PackageId = 2;
-
-/// The package an Event token names.
-pub fn find(name: &str) -> Option<PackageId> {
-    PACKAGES
-        .iter()
-        .position(|p| p.name().eq_ignore_ascii_case(name))
-        .map(|i| i as PackageId)
-}
-
-pub fn get(id: PackageId) -> &'static dyn EventPackage {
-    PACKAGES.get(usize::from(id)).copied().unwrap_or(&PresencePackage)
-}
-
-/// The Allow-Events value.
-pub const ALLOW_EVENTS: &str = "presence, reg, presence.winfo";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allow_events_lists_every_package() {
-        let names: Vec<_> = PACKAGES.iter().map(|p| p.name()).collect();
-        assert_eq!(names.join(", "), ALLOW_EVENTS);
-        assert_eq!(find("Presence"), Some(PRESENCE));
-        assert_eq!(find("presence.winfo"), Some(WINFO));
-        assert_eq!(find("dialog"), None);
+    /// Resources whose state this package changed itself (their
+    /// subscriptions get a NOTIFY), appended to `into`.
+    fn take_changed(&mut self, into: &mut Vec<u32>) {
+        let _ = into;
     }
 }

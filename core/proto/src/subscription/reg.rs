@@ -12,6 +12,8 @@ use std::io::Write as _;
 
 pub const REGINFO: &str = "application/reginfo+xml";
 
+/// reg: the bindings of a presentity.
+#[derive(Default)]
 pub struct RegPackage;
 
 fn write_contact(out: &mut Vec<u8>, b: &Binding, event: ContactEvent, now: Instant) {

@@ -2,31 +2,50 @@
 //! in-dialog SUBSCRIBEs refresh or end it, and an initial SUBSCRIBE with
 //! Expires 0 is a fetch. Every check runs before anything is created.
 
-use super::package::{self, PackageState, SubscriberCursor};
-use super::winfo::WatcherEvent;
+use super::package::{PackageId, PackageState, SubscriberCursor, SubscriptionEvent};
 use super::{DialogStrings, SubState, Subscription, Subscriptions, Termination};
 use crate::authz::rules::SubHandling;
 use crate::error::SipError;
+use crate::handler::{self, Context, Replied, Request, Responder};
 use crate::identity;
-use crate::shard::Responder;
 use crate::sip::uri::Uri;
 use crate::sip::writer::MessageWriter;
 use crate::sip::{HeaderName, Message, NameAddr};
-use crate::time::Instant;
 use crate::transport::{Dest, Origin, Transport};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// What the handler needs from the shard besides the subscriptions.
-pub struct SubscribeContext<'a, 'p> {
+/// What the SUBSCRIBE handler works on.
+pub struct Subscriber<'a, 'p> {
+    /// Every subscription of the shard, and the event packages.
+    pub subs: &'a mut Subscriptions,
+    /// The shard state the packages read.
     pub state: &'a mut PackageState<'p>,
-    pub now: Instant,
-    pub origin: Origin,
-    /// The To-tag for a new dialog (names this shard).
-    pub new_tag: &'a str,
-    /// The server's address, for Contact.
-    pub local: SocketAddr,
+    /// Reused buffer for the canonical AOR of the presentity.
+    pub aor: &'a mut String,
+}
+
+/// The headers of a 2xx that creates or continues a dialog: every
+/// Record-Route value in order, so the watcher's route set passes the same
+/// proxies (RFC 3261 §12.1.1), and the server's Contact on the transport the
+/// request came on.
+fn write_dialog_headers(w: &mut MessageWriter<'_>, msg: &Message<'_>, cx: &Context<'_>, aor: &str) {
+    for route in msg.record_route() {
+        w.header_str("Record-Route", route);
+    }
+    let reliable = matches!(cx.origin.transport, Transport::Tcp(_));
+    identity::write_contact(w, cx.local, aor, reliable);
+}
+
+/// What every SUBSCRIBE asks, read before anything else.
+struct Asked<'m> {
+    package: PackageId,
+    granted: u32,
+    min_interval: Duration,
+    max_interval: Option<Duration>,
+    event_id: &'m str,
+    remote_tag: &'m str,
 }
 
 /// RFC 6446 rate parameters of an Event header, as intervals.
@@ -81,38 +100,54 @@ fn notify_dest(origin: &Origin, contact: &NameAddr<'_>, first_route: Option<&str
     Dest::Udp(addr.unwrap_or(origin.peer))
 }
 
-/// The headers of a 2xx that creates or continues a dialog: every
-/// Record-Route value in order, so the watcher's route set passes the same
-/// proxies (RFC 3261 §12.1.1), and the server's Contact on the transport the
-/// request came on.
-fn write_dialog_headers(w: &mut MessageWriter<'_>, msg: &Message<'_>, ctx: &SubscribeContext<'_, '_>, aor: &str) {
-    for route in msg.record_route() {
-        w.header_str("Record-Route", route);
-    }
-    let reliable = matches!(ctx.origin.transport, Transport::Tcp(_));
-    identity::write_contact(w, ctx.local, aor, reliable);
+/// Handle a SUBSCRIBE: an in-dialog one refreshes or ends its
+/// subscription, an initial one creates a dialog (or is a fetch). Answers
+/// 200 with the dialog's To-tag, or the refusal; a refusal changes nothing.
+pub fn handle(
+    state: &mut Subscriber<'_, '_>,
+    req: &Request<'_>,
+    cx: &mut Context<'_>,
+    reply: Responder<'_>,
+) -> Replied {
+    let new_tag = reply.default_tag();
+    let answered = read_request(state, req, cx).and_then(|asked| match req.to.tag() {
+        Some(local_tag) => refresh(state, req, cx, &asked, local_tag).map(|()| (local_tag, asked.granted)),
+        None => create(state, req, cx, &asked, new_tag).map(|()| (new_tag, asked.granted)),
+    });
+    reply.or_error(answered, |reply, (tag, granted)| {
+        reply.reply_tagged(
+            200,
+            "OK",
+            tag,
+            |w| {
+                w.header_fmt("Expires", format_args!("{granted}"));
+                write_dialog_headers(w, req.msg, cx, state.aor);
+            },
+            None,
+        )
+    })
 }
 
-/// Handle a SUBSCRIBE; `aor` is the canonical AOR of the presentity.
-pub fn handle(
-    subs: &mut Subscriptions,
-    ctx: &mut SubscribeContext<'_, '_>,
-    msg: &Message<'_>,
-    aor: &str,
-    responder: &mut Responder<'_, '_>,
-) -> Result<(), SipError> {
-    let Some(event) = msg.event()? else {
-        return Err(SipError::BadEvent {
-            allow_events: package::ALLOW_EVENTS,
-        });
+/// The checks every SUBSCRIBE passes: a served presentity, a known
+/// package, an acceptable expiry and rate.
+fn read_request<'m>(
+    state: &mut Subscriber<'_, '_>,
+    req: &Request<'m>,
+    cx: &Context<'_>,
+) -> Result<Asked<'m>, SipError> {
+    let msg = req.msg;
+    let uri = handler::target_aor(&cx.own_identity(), msg, &req.method)?;
+    state.aor.clear();
+    uri.write_aor(state.aor);
+    if cx.config.registrar.require_registration && !state.state.registrar.has_bindings(state.aor) {
+        return Err(SipError::TemporarilyUnavailable);
+    }
+    let bad_event = || SipError::BadEvent {
+        allow_events: super::packages::allow_events(),
     };
-    let Some(package_id) = package::find(event.package) else {
-        return Err(SipError::BadEvent {
-            allow_events: package::ALLOW_EVENTS,
-        });
-    };
-    let package = package::get(package_id);
-    let config = &subs.config;
+    let event = msg.event()?.ok_or_else(bad_event)?;
+    let package = super::packages::find(event.package).ok_or_else(bad_event)?;
+    let config = &state.subs.config;
     let granted = match msg.expires()?.unwrap_or(config.default_expires) {
         0 => 0,
         asked if asked < config.min_expires => {
@@ -123,107 +158,133 @@ pub fn handle(
         asked => asked.min(config.max_expires),
     };
     let (min_interval, max_interval) = rate_limits(&event)?;
-    let from = msg.from_header()?;
-    let to = msg.to_header()?;
-    let call_id = msg.call_id()?;
-    let cseq = msg.cseq()?;
-    let event_id = event.id().unwrap_or("");
-    let remote_tag = from
+    let remote_tag = req
+        .from
         .tag()
         .ok_or(SipError::BadRequest(Cow::Borrowed("Missing From tag")))?;
-    let now = ctx.now;
+    Ok(Asked {
+        package,
+        granted,
+        min_interval,
+        max_interval,
+        event_id: event.id().unwrap_or(""),
+        remote_tag,
+    })
+}
 
-    if let Some(local_tag) = to.tag() {
-        // In-dialog: refresh or unsubscribe.
-        let id = subs
-            .find_dialog(call_id, local_tag, remote_tag, event_id)
-            .ok_or(SipError::CallDoesNotExist)?;
-        let sub = subs.get(id).ok_or(SipError::CallDoesNotExist)?;
-        if cseq.seq <= sub.remote_cseq {
-            return Err(SipError::ServerInternal(Cow::Borrowed("CSeq lower than the dialog's")));
-        }
-        if sub.terminating.is_some() {
-            return Err(SipError::CallDoesNotExist);
-        }
-        // The dialog's own presentity, whatever the Request-URI (the
-        // server's Contact) and To of this request say.
-        let presentity = ctx.state.presence.get(sub.resource).map(|p| p.aor.clone());
-        let aor = presentity.as_deref().unwrap_or(aor);
-        subs.set_remote_cseq(id, cseq.seq);
-        if let Some(contact) = msg.contact()? {
-            let dest = notify_dest(&ctx.origin, &contact, None);
-            if subs
-                .get(id)
-                .is_some_and(|s| s.dialog.get(super::Field::RouteSet).is_empty())
-            {
-                subs.update_target(id, contact.uri, dest);
-            }
-        }
-        if granted == 0 {
-            subs.terminate(id, Termination::Unsubscribed, now);
-        } else {
-            // The rules may decide otherwise by now (a validity period ended).
-            if let Some(watcher) = subs.get(id).map(|s| s.dialog.get(super::Field::WatcherAor).to_owned()) {
-                let decision = package.authorize(ctx.state, aor, &watcher, now);
-                subs.reauthorize(id, decision, now);
-            }
-            subs.refresh(id, now + Duration::from_secs(u64::from(granted)), now);
-        }
-        responder.reply_tagged(
-            200,
-            "OK",
-            local_tag,
-            |w| {
-                w.header_fmt("Expires", format_args!("{granted}"));
-                write_dialog_headers(w, msg, ctx, aor);
-            },
-            None,
-        );
-        return Ok(());
+/// An in-dialog SUBSCRIBE: refresh the subscription, or end it (Expires
+/// 0). `state.aor` becomes the dialog's own presentity, whatever the
+/// Request-URI (the server's Contact) and To of this request say.
+fn refresh(
+    state: &mut Subscriber<'_, '_>,
+    req: &Request<'_>,
+    cx: &Context<'_>,
+    asked: &Asked<'_>,
+    local_tag: &str,
+) -> Result<(), SipError> {
+    let (subs, now) = (&mut *state.subs, cx.now);
+    let id = subs
+        .find_dialog(req.call_id, local_tag, asked.remote_tag, asked.event_id)
+        .ok_or(SipError::CallDoesNotExist)?;
+    let sub = subs.get(id).ok_or(SipError::CallDoesNotExist)?;
+    if req.cseq.seq <= sub.remote_cseq {
+        return Err(SipError::ServerInternal(Cow::Borrowed("CSeq lower than the dialog's")));
     }
+    if sub.terminating.is_some() {
+        return Err(SipError::CallDoesNotExist);
+    }
+    if let Some(presentity) = state.state.presence.get(sub.resource) {
+        state.aor.clear();
+        state.aor.push_str(&presentity.aor);
+    }
+    subs.set_remote_cseq(id, req.cseq.seq);
+    if let Some(contact) = req.msg.contact()? {
+        let dest = notify_dest(&cx.origin, &contact, None);
+        if subs
+            .get(id)
+            .is_some_and(|s| s.dialog.get(super::Field::RouteSet).is_empty())
+        {
+            subs.update_target(id, contact.uri, dest);
+        }
+    }
+    if asked.granted == 0 {
+        subs.terminate(id, Termination::Unsubscribed, now);
+    } else {
+        // The rules may decide otherwise by now (a validity period ended).
+        if let Some(watcher) = subs.get(id).map(|s| s.dialog.get(super::Field::WatcherAor).to_owned()) {
+            let decision = subs
+                .package(asked.package)
+                .authorize(state.state, state.aor, &watcher, now);
+            subs.reauthorize(id, decision, now);
+        }
+        subs.refresh(id, now + Duration::from_secs(u64::from(asked.granted)), now);
+    }
+    Ok(())
+}
 
-    // Initial SUBSCRIBE (or fetch).
-    let produces = package.produces();
+/// The body type for a new subscription: the first the package produces
+/// that the request accepts (RFC 6665 §4.1.2: no Accept means the default).
+fn negotiate_type(produces: &'static [&'static str], msg: &Message<'_>) -> Result<&'static str, SipError> {
     let mut accepts_any = false;
-    let mut chosen = None;
     for accept in msg.accept() {
         accepts_any = true;
         if let Some(t) = produces.iter().find(|t| accept.matches(t)) {
-            chosen = Some(*t);
-            break;
+            return Ok(t);
         }
     }
-    let content_type = match (accepts_any, chosen) {
-        (false, _) => produces.first().copied().unwrap_or(package::PIDF),
-        (true, Some(t)) => t,
-        (true, None) => return Err(SipError::NotAcceptable { accept: package::PIDF }),
-    };
-    let contact = msg
-        .contact()?
-        .ok_or(SipError::BadRequest(Cow::Borrowed("Missing Contact")))?;
-    let watcher_uri = from
+    match (accepts_any, produces.first()) {
+        (false, Some(first)) => Ok(first),
+        (false, None) => Ok(super::package::PIDF),
+        (true, _) => Err(SipError::NotAcceptable {
+            accept: super::package::PIDF,
+        }),
+    }
+}
+
+/// The watcher's identity: the asserted one when the trust domain gave it
+/// (RFC 3325), else the From URI; as a canonical AOR.
+fn watcher_identity(req: &Request<'_>) -> Result<String, SipError> {
+    let watcher_uri = req
+        .from
         .parsed_uri()
         .ok_or(SipError::BadRequest(Cow::Borrowed("Malformed From URI")))?;
-    // The watcher's identity: the asserted one when the trust domain gave
-    // it (RFC 3325), else the From URI.
-    let asserted = msg
+    let asserted = req
+        .msg
         .header_values(HeaderName::PAssertedIdentity)
         .filter_map(|value| NameAddr::parse(value).ok().and_then(|n| n.parsed_uri()))
         .next();
     let mut watcher_aor = String::with_capacity(48);
     asserted.unwrap_or(watcher_uri).write_aor(&mut watcher_aor);
+    Ok(watcher_aor)
+}
+
+/// An initial SUBSCRIBE: authorize, then create the dialog (a fetch when
+/// Expires is 0).
+fn create(
+    state: &mut Subscriber<'_, '_>,
+    req: &Request<'_>,
+    cx: &Context<'_>,
+    asked: &Asked<'_>,
+    new_tag: &str,
+) -> Result<(), SipError> {
+    let (subs, aor, now, msg) = (&mut *state.subs, state.aor.as_str(), cx.now, req.msg);
+    let package = subs.package(asked.package);
+    let content_type = negotiate_type(package.produces(), msg)?;
+    let contact = msg
+        .contact()?
+        .ok_or(SipError::BadRequest(Cow::Borrowed("Missing Contact")))?;
+    let watcher_aor = watcher_identity(req)?;
     if package.owner_only() && watcher_aor != aor {
         return Err(SipError::Forbidden);
     }
-    let decision = package.authorize(ctx.state, aor, &watcher_aor, now);
-    let state = match decision.handling {
+    let decision = package.authorize(state.state, aor, &watcher_aor, now);
+    let sub_state = match decision.handling {
         SubHandling::Block => return Err(SipError::Forbidden),
         SubHandling::Confirm => SubState::Pending,
         SubHandling::PoliteBlock | SubHandling::Allow => SubState::Active,
     };
-    let existing = ctx.state.presence.lookup(aor);
-    if let Some(resource) = existing {
-        if subs.watcher_count(package_id, resource) >= subs.config.max_per_presentity {
+    if let Some(resource) = state.state.presence.lookup(aor) {
+        if subs.watcher_count(asked.package, resource) >= subs.config.max_per_presentity {
             return Err(SipError::ServiceUnavailable { retry_after: 60 });
         }
     }
@@ -232,41 +293,42 @@ pub fn handle(
     }
     let routes: Vec<&str> = msg.record_route().collect();
     let route_set = routes.join(", ");
-    let dest = notify_dest(&ctx.origin, &contact, routes.first().copied());
-    let local_uri = Uri::parse(to.uri).map(|_| to.uri).unwrap_or(aor);
+    let dest = notify_dest(&cx.origin, &contact, routes.first().copied());
+    let local_uri = Uri::parse(req.to.uri).map(|_| req.to.uri).unwrap_or(aor);
     let dialog = DialogStrings::new([
-        call_id,
-        ctx.new_tag,
-        remote_tag,
-        event_id,
-        from.uri,
+        req.call_id,
+        new_tag,
+        asked.remote_tag,
+        asked.event_id,
+        req.from.uri,
         local_uri,
         contact.uri,
         &route_set,
         &watcher_aor,
     ])
     .ok_or(SipError::BadRequest(Cow::Borrowed("Dialog identifiers too long")))?;
-    let resource = package.attach(ctx.state, aor, now)?;
-    let reliable = matches!(ctx.origin.transport, Transport::Tcp(_));
+    let resource = package.attach(state.state, aor, now)?;
+    let reliable = matches!(cx.origin.transport, Transport::Tcp(_));
     let sub = Subscription {
         id: 0,
-        package: package_id,
+        package: asked.package,
         resource,
         dialog,
         dest,
         local_cseq: 0,
-        remote_cseq: cseq.seq,
-        expires_at: now + Duration::from_secs(u64::from(granted)),
-        state,
+        cseq_reserved: 0,
+        remote_cseq: req.cseq.seq,
+        expires_at: now + Duration::from_secs(u64::from(asked.granted)),
+        state: sub_state,
         content_type,
         dirty: true,
         dirty_since: now,
         in_flight: false,
         // A fetch: one NOTIFY with the state, then nothing is kept.
-        terminating: (granted == 0).then_some(Termination::Timeout),
+        terminating: (asked.granted == 0).then_some(Termination::Timeout),
         last_notify: None,
-        min_interval,
-        max_interval,
+        min_interval: asked.min_interval,
+        max_interval: asked.max_interval,
         unsent_change: None,
         reliable,
         cursor: SubscriberCursor {
@@ -274,22 +336,8 @@ pub fn handle(
             ..SubscriberCursor::default()
         },
         created_at: now,
-        winfo_event: WatcherEvent::Subscribe,
+        last_event: SubscriptionEvent::Subscribed,
     };
-    subs.insert(sub, now);
-    if package_id == package::WINFO {
-        subs.track_watchers(resource, ctx.state);
-    }
-    let tag = ctx.new_tag;
-    responder.reply_tagged(
-        200,
-        "OK",
-        tag,
-        |w| {
-            w.header_fmt("Expires", format_args!("{granted}"));
-            write_dialog_headers(w, msg, ctx, aor);
-        },
-        None,
-    );
+    subs.insert(sub, now, state.state);
     Ok(())
 }

@@ -5,16 +5,17 @@
 //! ones the watchers that changed (partial), `version` counting the NOTIFYs
 //! of the subscription from 0.
 //!
-//! The subscription layer feeds the [`WatcherLog`]: it is seeded from the
-//! live presence subscriptions when a presentity's first winfo subscription
-//! arrives, then follows every change of those subscriptions while anyone
-//! watches the presentity's watchers. A pending subscription that times out
+//! The package keeps its [`WatcherLog`] itself, fed by the subscription
+//! layer's hooks: it is seeded from the live presence subscriptions when a
+//! presentity's first winfo subscription arrives, then follows every change
+//! of those subscriptions while anyone watches the presentity's watchers. A pending subscription that times out
 //! is remembered as `waiting` (RFC 3857 §3.3.1) even when nobody watches,
 //! so the presentity still learns of it later. Per presentity at most
 //! `MAX_DEPARTED` ended watchers are remembered; a subscriber that missed an
 //! evicted one gets full state.
 
-use super::package::{EventPackage, PackageState, SubscriberCursor};
+use super::package::{EventPackage, PackageState, SubscriberCursor, SubscriptionEvent, PRESENCE};
+use super::{SubState, Subscription, Termination};
 use crate::authz::Decision;
 use crate::presence::pidf::xml;
 use crate::presence::store::PresentityId;
@@ -278,8 +279,61 @@ impl WatcherLog {
     }
 }
 
-/// presence.winfo: the watchers of a presentity.
-pub struct WinfoPackage;
+/// This subscription as watcher info reports it.
+fn watcher_record(sub: &Subscription, status: WatcherStatus, event: WatcherEvent) -> WatcherRecord {
+    WatcherRecord {
+        subscription: sub.id,
+        id: sub.public_id(),
+        uri: sub.dialog.get(super::Field::WatcherAor).to_owned(),
+        status,
+        event,
+        subscribed_at: sub.created_at,
+        expires_at: sub.expires_at,
+        seq: 0,
+    }
+}
+
+/// A live subscription's status and the event that put it there.
+fn live_status(sub: &Subscription, event: SubscriptionEvent) -> (WatcherStatus, WatcherEvent) {
+    let status = match sub.state {
+        SubState::Active => WatcherStatus::Active,
+        SubState::Pending => WatcherStatus::Pending,
+    };
+    let event = match event {
+        SubscriptionEvent::Approved => WatcherEvent::Approved,
+        _ => WatcherEvent::Subscribe,
+    };
+    (status, event)
+}
+
+/// An ended subscription's status and why (RFC 3857 §3.2.4): a pending one
+/// that timed out is `waiting` (§3.3.1).
+fn departed_status(why: Option<Termination>, was_pending: bool) -> (WatcherStatus, WatcherEvent) {
+    match (was_pending, why) {
+        (true, Some(Termination::Timeout)) => (WatcherStatus::Waiting, WatcherEvent::Timeout),
+        (_, Some(Termination::Rejected)) => (WatcherStatus::Terminated, WatcherEvent::Rejected),
+        (_, Some(Termination::Deactivated)) => (WatcherStatus::Terminated, WatcherEvent::Deactivated),
+        (_, Some(Termination::NoResource)) => (WatcherStatus::Terminated, WatcherEvent::Noresource),
+        // Unsubscribed (RFC 3857: an unsubscription is a timeout), expired,
+        // or the watcher stopped answering NOTIFYs.
+        (_, Some(Termination::Timeout | Termination::Unsubscribed) | None) => {
+            (WatcherStatus::Terminated, WatcherEvent::Timeout)
+        }
+    }
+}
+
+/// presence.winfo: the watchers of a presentity, from its own log.
+#[derive(Default)]
+pub struct WinfoPackage {
+    log: WatcherLog,
+}
+
+impl WinfoPackage {
+    /// The watchers remembered for a presentity (inspection and tests).
+    pub fn records(&self, resource: u32) -> &[WatcherRecord] {
+        self.log.records(resource)
+    }
+}
 
 impl EventPackage for WinfoPackage {
     fn name(&self) -> &'static str {
@@ -306,19 +360,64 @@ impl EventPackage for WinfoPackage {
         cursor: &mut SubscriberCursor,
     ) -> Option<(&'static str, &'s [u8])> {
         let PackageState {
-            presence,
-            winfo,
-            scratch,
-            now,
-            ..
+            presence, scratch, now, ..
         } = state;
         let aor = presence.get(resource as PresentityId)?.aor.as_str();
-        winfo.write_document(resource, aor, cursor, *now, scratch);
+        self.log.write_document(resource, aor, cursor, *now, scratch);
         Some((WATCHERINFO, scratch.as_slice()))
     }
 
     fn changed_at(&self, _state: &PackageState<'_>, _resource: u32) -> Option<Instant> {
         None
+    }
+
+    fn on_subscription(&mut self, state: &PackageState<'_>, sub: &Subscription, event: SubscriptionEvent) {
+        if sub.package != PRESENCE {
+            return;
+        }
+        let (status, watcher_event) = match event {
+            SubscriptionEvent::Ended { why, was_pending } => departed_status(why, was_pending),
+            live => live_status(sub, live),
+        };
+        // Nobody watches this presentity's watchers, and nothing to remember.
+        if status != WatcherStatus::Waiting && !self.log.knows(sub.resource) {
+            return;
+        }
+        let Some(presentity) = state.presence.get(sub.resource) else {
+            return;
+        };
+        self.log.record(
+            sub.resource,
+            &presentity.aor,
+            watcher_record(sub, status, watcher_event),
+        );
+    }
+
+    fn on_first_subscriber(
+        &mut self,
+        state: &PackageState<'_>,
+        resource: u32,
+        presence_subs: &mut dyn Iterator<Item = &Subscription>,
+    ) {
+        let Some(presentity) = state.presence.get(resource) else {
+            return;
+        };
+        if self.log.tracks(resource, &presentity.aor) {
+            return;
+        }
+        let live = presence_subs.filter(|sub| sub.terminating.is_none()).map(|sub| {
+            let (status, event) = live_status(sub, sub.last_event);
+            watcher_record(sub, status, event)
+        });
+        self.log.track(resource, &presentity.aor, live);
+    }
+
+    fn on_last_subscriber_gone(&mut self, resource: u32) {
+        self.log.untrack(resource);
+    }
+
+    fn take_changed(&mut self, into: &mut Vec<u32>) {
+        into.append(&mut self.log.changed);
     }
 }
 
