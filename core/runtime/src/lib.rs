@@ -10,6 +10,7 @@
 mod clock;
 pub mod exclusive;
 pub mod rules_store;
+pub mod store;
 mod tcp;
 pub mod udp;
 
@@ -267,6 +268,8 @@ pub(crate) struct ShardCtx {
     tcp_sources: Arc<tcp::SourceCounts>,
     timer_target: Cell<Instant>,
     timer_wake: LocalSender<()>,
+    /// Where the shard's durable-state changes go.
+    store: RefCell<Box<dyn store::StateStore>>,
     /// When the first input not yet flushed arrived (request-handling latency).
     batch_started: Cell<Option<Instant>>,
     /// The shard's request counters at the last flush, to attribute a flush's
@@ -334,6 +337,14 @@ async fn run_shard(start: StartContext) {
     for (aor, rules) in start.rules {
         shard.install_pres_rules(&aor, rules);
     }
+    // No durable engine yet: state lives in memory, as it always has.
+    let state_store: Box<dyn store::StateStore> = Box::new(store::NoStore);
+    shard.set_journaling(state_store.wants_changes());
+    let records = state_store.records();
+    if !records.is_empty() {
+        let recovered = shard.recover(records, start.clock.now());
+        tracing::info!(shard = id, ?recovered, "state recovered");
+    }
     let (timer_wake, timer_wake_rx) = local_channel::new_bounded(1);
     let ctx = Rc::new(ShardCtx {
         id: id as ShardId,
@@ -351,6 +362,7 @@ async fn run_shard(start: StartContext) {
         timer_target: Cell::new(Instant::ZERO),
         timer_wake,
         config: start.config.clone(),
+        store: RefCell::new(state_store),
         batch_started: Cell::new(None),
         requests_seen: Cell::new([0; 8]),
     });
@@ -592,6 +604,13 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
         }
         let next_deadline = shard.poll_timeout();
         let out = shard.outbox();
+        if out.needs_store() {
+            // Messages marked `after_store` wait for this write; the store
+            // is synchronous, so every message below leaves after it.
+            if let Err(error) = ctx.store.borrow_mut().store(&out.changes) {
+                tracing::error!(shard = ctx.id, %error, "state changes not stored");
+            }
+        }
         if !out.is_empty() {
             let mut udp_batch = ctx.udp_batch.borrow_mut();
             udp_batch.clear();

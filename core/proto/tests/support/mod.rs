@@ -4,6 +4,7 @@
 
 use presence_proto::config::EngineConfig;
 use presence_proto::shard::{Dispatch, Shard};
+use presence_proto::state::StateChange;
 use presence_proto::time::Instant;
 use presence_proto::transport::{Dest, Origin};
 use std::net::SocketAddr;
@@ -16,6 +17,11 @@ pub struct Harness {
     pub now: Instant,
     pub peer: SocketAddr,
     counter: u64,
+    /// Every durable-state change the shard emitted, in order.
+    pub changes: Vec<StateChange>,
+    /// The first line of every message that waited for its batch's changes
+    /// to be stored (`Transmit::after_store`).
+    pub held: Vec<String>,
 }
 
 impl Harness {
@@ -33,6 +39,8 @@ impl Harness {
             now: Instant::from_micros(1_000_000),
             peer: "127.0.0.1:5070".parse().unwrap(),
             counter: 0,
+            changes: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -66,6 +74,11 @@ impl Harness {
             .iter()
             .map(|t| (t.dest, String::from_utf8_lossy(out.bytes(t)).into_owned()))
             .collect();
+        for t in out.items.iter().filter(|t| t.after_store) {
+            let text = String::from_utf8_lossy(out.bytes(t)).into_owned();
+            self.held.push(text.lines().next().unwrap_or("").to_owned());
+        }
+        self.changes.append(&mut out.changes);
         out.clear();
         msgs
     }

@@ -1,0 +1,196 @@
+//! State as data: a shard's durable-state changes, folded into records
+//! (`RecordSet`), rebuild an equal shard with `Shard::recover`. What a
+//! client can observe is the same after the rebuild: the composed
+//! documents, the dialogs (a refresh gets 200, not 481), the entity-tags
+//! (a refresh with an old SIP-If-Match gets 200, not 412), the rules, and
+//! each dialog's NOTIFY CSeq keeps rising above its reserved mark.
+
+mod support;
+
+use presence_proto::authz::control::Precondition;
+use presence_proto::authz::PresRules;
+use presence_proto::config::EngineConfig;
+use presence_proto::shard::Shard;
+use presence_proto::state::{RecordSet, StateChange, CSEQ_BLOCK};
+use std::time::Duration;
+use support::*;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+fn notifies(msgs: &[String]) -> Vec<&String> {
+    msgs.iter().filter(|m| is_notify(m)).collect()
+}
+
+fn response(msgs: &[String]) -> &str {
+    msgs.iter()
+        .find(|m| m.starts_with("SIP/2.0"))
+        .map_or("", String::as_str)
+}
+
+/// The records a store would hold after everything `h` emitted.
+fn records(h: &Harness) -> RecordSet {
+    let mut set = RecordSet::default();
+    for change in &h.changes {
+        set.apply(change);
+    }
+    set
+}
+
+/// A new shard (another seed: nothing carries over by chance) rebuilt from
+/// `h`'s records, `later` after `h`'s clock.
+fn restarted(h: &Harness, later: Duration) -> Harness {
+    let mut config = EngineConfig::default();
+    config.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
+    let mut next = Harness::new(config.clone());
+    next.shard = Shard::new(0, 1, config, 4242);
+    next.now = h.now + later;
+    let now = next.now;
+    let recovered = next.shard.recover(records(h).records(), now);
+    assert_eq!(recovered.skipped, 0, "{recovered:?}");
+    next
+}
+
+fn composed(h: &mut Harness, aor: &str) -> Option<String> {
+    let presence = h.shard.presence();
+    let id = presence.lookup(aor)?;
+    presence
+        .composed(id)
+        .map(|doc| String::from_utf8_lossy(doc).into_owned())
+}
+
+fn rules_document() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:pr="urn:ietf:params:xml:ns:pres-rules"><cr:rule id="w"><cr:conditions><cr:identity><cr:one id="{BOB}"/></cr:identity></cr:conditions><cr:actions><pr:sub-handling>block</pr:sub-handling></cr:actions></cr:rule></cr:ruleset>"#
+    )
+}
+
+#[test]
+fn a_recovered_shard_answers_as_the_one_that_stored_its_state() {
+    let mut h = Harness::default();
+    let published = h.publish(ALICE, "Expires: 3600\r\n", &pidf(ALICE, "t1", "open", "v1"));
+    assert_eq!(status(&published), 200);
+    assert_eq!(
+        status(&h.register(BOB, "reg-1", 1, "Contact: <sip:bob@192.0.2.7>;expires=3600\r\n")),
+        200
+    );
+    let rules = PresRules::parse(rules_document().as_bytes()).unwrap();
+    let now = h.now;
+    h.shard
+        .change_pres_rules(ALICE, Some(rules.clone()), &Precondition::default(), now)
+        .unwrap();
+    h.drain();
+    let (answer, after, mut dialog) = h.subscribe(ALICE, "Event: presence\r\nExpires: 3600\r\n");
+    assert_eq!(status(&answer), 200);
+    let mut last_cseq = 0;
+    for n in notifies(&after) {
+        last_cseq = last_cseq.max(cseq_of(n));
+        h.answer(n, 200);
+    }
+    // More NOTIFYs in the dialog before the "crash" (new publications).
+    for note in ["v2", "v3"] {
+        let text = h.publish_text(ALICE, "", &pidf(ALICE, "t1", "open", note));
+        let out: Vec<String> = h.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
+        assert_eq!(status(response(&out)), 200, "{out:?}");
+        for n in notifies(&out) {
+            last_cseq = last_cseq.max(cseq_of(n));
+            h.answer(n, 200);
+        }
+    }
+    let etag = h
+        .shard
+        .inspect_presentity(ALICE, h.now)
+        .and_then(|p| p.publications.first().map(|p| p.entity_tag.clone()))
+        .unwrap();
+    let alice_before = composed(&mut h, ALICE);
+    let bob_before = composed(&mut h, BOB);
+    assert!(alice_before.as_deref().is_some_and(|d| d.contains("v3")));
+
+    let mut r = restarted(&h, Duration::from_secs(5));
+    assert_eq!(composed(&mut r, ALICE), alice_before, "composed document");
+    assert_eq!(composed(&mut r, BOB), bob_before, "registration document");
+    assert_eq!(r.shard.pres_rules(ALICE).map(|r| r.etag), Some(rules.etag.clone()));
+    assert!(r.drain().is_empty(), "recovery alone sends nothing");
+
+    // An in-dialog refresh: 200, never 481, and its NOTIFY continues the CSeq.
+    let out = r.resubscribe(&mut dialog, "Event: presence\r\nExpires: 3600\r\n");
+    assert_eq!(status(response(&out)), 200, "{out:?}");
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1, "{out:?}");
+    assert!(cseq_of(n[0]) > last_cseq, "CSeq {} after {last_cseq}", cseq_of(n[0]));
+    assert!(cseq_of(n[0]) > CSEQ_BLOCK, "above the reserved mark: {}", n[0]);
+    assert!(body(n[0]).contains("v3"), "{}", n[0]);
+    r.answer(n[0], 200);
+
+    // A refresh with the entity-tag from before the restart: 200, never 412.
+    let refreshed = r.publish(ALICE, &format!("SIP-If-Match: {etag}\r\nExpires: 60\r\n"), "");
+    assert_eq!(status(&refreshed), 200, "{refreshed}");
+    // Bob's rules still apply: he is refused.
+    let text = r
+        .subscribe_text(ALICE, "Event: presence\r\n", "bob-call", "bt", None, 1)
+        .replace("From: <sip:watcher@example.com>", &format!("From: <{BOB}>"));
+    assert_eq!(status(&r.request(&text)), 403);
+}
+
+#[test]
+fn what_expired_while_down_is_removed_at_recovery_and_the_watchers_are_told() {
+    let mut h = Harness::default();
+    h.publish(ALICE, "Expires: 60\r\n", &pidf(ALICE, "t1", "open", "short-lived"));
+    let (_, after, _) = h.subscribe(ALICE, "Event: presence\r\nExpires: 3600\r\n");
+    let mut last_cseq = 0;
+    for n in notifies(&after) {
+        last_cseq = cseq_of(n);
+        h.answer(n, 200);
+    }
+    let mut r = restarted(&h, Duration::from_secs(120));
+    let out: Vec<String> = r.end_batch().into_iter().map(|(_, m)| m).collect();
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1, "the watcher hears of the expiry: {out:?}");
+    assert!(!body(n[0]).contains("short-lived"), "{}", n[0]);
+    assert!(cseq_of(n[0]) > last_cseq && cseq_of(n[0]) > CSEQ_BLOCK, "{}", n[0]);
+    assert!(
+        r.changes
+            .iter()
+            .any(|c| matches!(c, StateChange::PublicationRemoved(key) if key.presentity == ALICE)),
+        "the removal is a change to store: {:?}",
+        r.changes
+    );
+}
+
+#[test]
+fn answers_reporting_a_change_wait_for_the_store_and_others_do_not() {
+    let mut h = Harness::default();
+    let published = h.publish(ALICE, "", &pidf(ALICE, "t1", "open", "x"));
+    assert_eq!(status(&published), 200);
+    assert_eq!(h.held, vec!["SIP/2.0 200 OK".to_owned()]);
+    assert!(matches!(h.changes.last(), Some(StateChange::PublicationStored(_))));
+    h.held.clear();
+    let refused = h.publish(ALICE, "SIP-If-Match: nope\r\n", "");
+    assert_eq!(status(&refused), 412);
+    assert!(h.held.is_empty(), "a refusal changes nothing: {:?}", h.held);
+    let changes = h.changes.len();
+    let (_, after, _) = h.subscribe(ALICE, "Event: presence\r\n");
+    assert!(
+        h.held.iter().any(|l| l.starts_with("SIP/2.0 200")) && h.held.iter().any(|l| l.starts_with("NOTIFY")),
+        "the 200 and the NOTIFY that reserved its CSeq block wait: {:?} {after:?}",
+        h.held
+    );
+    assert!(h.changes[changes..]
+        .iter()
+        .any(|c| matches!(c, StateChange::SubscriptionCreated(_))));
+    assert!(h.changes[changes..]
+        .iter()
+        .any(|c| matches!(c, StateChange::NotifyCseqReserved { .. })));
+}
+
+#[test]
+fn without_journaling_nothing_is_emitted_or_held() {
+    let mut h = Harness::default();
+    h.shard.set_journaling(false);
+    h.publish(ALICE, "", &pidf(ALICE, "t1", "open", "x"));
+    h.subscribe(ALICE, "Event: presence\r\n");
+    h.register(BOB, "reg-1", 1, "Contact: <sip:bob@192.0.2.7>\r\n");
+    assert!(h.changes.is_empty(), "{:?}", h.changes);
+    assert!(h.held.is_empty(), "{:?}", h.held);
+}
