@@ -349,6 +349,17 @@ struct Reading<'b, 'p> {
     result: ParsedPidf,
 }
 
+/// What `start_element` has read of a start tag, for the per-depth steps.
+struct StartTag<'t, 'n> {
+    tag: &'t Range<usize>,
+    name_end: usize,
+    self_closing: bool,
+    has_lang: bool,
+    /// `PIDF_NAMESPACE`, `DATA_MODEL_NAMESPACE`, or empty for any other
+    namespace: &'static str,
+    local_name: &'n str,
+}
+
 impl<'b, 'p> Reading<'b, 'p> {
     fn new(text: &'b str, presentity: Option<&'p str>, limits: &'p PidfLimits) -> Self {
         Reading {
@@ -403,6 +414,70 @@ impl<'b, 'p> Reading<'b, 'p> {
         attributes: &mut Vec<xml::RawAttribute>,
     ) -> Result<(), PidfError> {
         let depth = self.depth + 1;
+        let name_range = self.read_start_tag(&tag, self_closing, depth, attributes)?;
+        let qname = self.slice(name_range.clone())?;
+        let (prefix, local_name) = xml::split_qname(qname).ok_or(PidfError::NotWellFormed)?;
+        // Declarations come first: they are in scope for the element's own
+        // name and attributes.
+        let own_lang = self.scan_declarations(attributes, depth)?;
+        let has_lang = own_lang.is_some();
+        if let Some(lang) = own_lang {
+            self.langs.push((depth, lang));
+        }
+        self.check_attribute_namespaces(attributes)?;
+
+        // Borrowing only `bindings` leaves the other fields assignable.
+        let (namespace, _) = resolve(&self.bindings, prefix)?;
+        let element = StartTag {
+            tag: &tag,
+            name_end: name_range.end,
+            self_closing,
+            has_lang,
+            // The steps below only tell the PIDF namespaces apart; a static
+            // copy frees `self` for them.
+            namespace: [PIDF_NAMESPACE, DATA_MODEL_NAMESPACE]
+                .into_iter()
+                .find(|known| *known == namespace)
+                .unwrap_or(""),
+            local_name,
+        };
+        match depth {
+            1 => self.open_root(&element, attributes)?,
+            TOP_LEVEL => self.open_top_level(&element, attributes)?,
+            PERSON_CHILD
+                if matches!(
+                    self.top,
+                    Some(Open {
+                        kind: ElementKind::Person { .. },
+                        ..
+                    })
+                ) =>
+            {
+                let copy = self.copy_info(&tag, name_range.end, self_closing, has_lang, None);
+                let name = Some((namespace.to_owned(), local_name.to_owned()));
+                self.person_child = Some(Open {
+                    kind: ElementKind::Other,
+                    start: tag.start,
+                    copy,
+                    name,
+                });
+            }
+            _ => {}
+        }
+        self.note_uses(prefix, attributes)?;
+        self.depth = depth;
+        Ok(())
+    }
+
+    /// The bounds every start tag is held to, and its attributes split;
+    /// returns the range of the element's name.
+    fn read_start_tag(
+        &mut self,
+        tag: &Range<usize>,
+        self_closing: bool,
+        depth: usize,
+        attributes: &mut Vec<xml::RawAttribute>,
+    ) -> Result<Range<usize>, PidfError> {
         if depth > self.limits.max_depth {
             return Err(PidfError::TooDeep);
         }
@@ -423,18 +498,21 @@ impl<'b, 'p> Reading<'b, 'p> {
             .get(tag.start + 1..inner_end)
             .ok_or(PidfError::NotWellFormed)?;
         attributes.clear();
-        let name_range =
-            xml::split_start_tag(inner, tag.start + 1, self.limits.max_attributes, attributes).map_err(|error| {
-                match error {
-                    xml::TagError::Malformed => PidfError::NotWellFormed,
-                    xml::TagError::TooManyAttributes => PidfError::TooManyAttributes,
-                }
-            })?;
-        let qname = self.slice(name_range.clone())?;
-        let (prefix, local_name) = xml::split_qname(qname).ok_or(PidfError::NotWellFormed)?;
+        xml::split_start_tag(inner, tag.start + 1, self.limits.max_attributes, attributes).map_err(
+            |error| match error {
+                xml::TagError::Malformed => PidfError::NotWellFormed,
+                xml::TagError::TooManyAttributes => PidfError::TooManyAttributes,
+            },
+        )
+    }
 
-        // Declarations come first: they are in scope for the element's own
-        // name and attributes.
+    /// Apply the tag's namespace declarations and refuse repeated
+    /// attributes; returns its own `xml:lang`, if any.
+    fn scan_declarations(
+        &mut self,
+        attributes: &[xml::RawAttribute],
+        depth: usize,
+    ) -> Result<Option<Cow<'b, str>>, PidfError> {
         let mut own_lang = None;
         for (index, attribute) in attributes.iter().enumerate() {
             let name = self.slice(attribute.name.clone())?;
@@ -459,103 +537,97 @@ impl<'b, 'p> Reading<'b, 'p> {
                 own_lang = Some(value);
             }
         }
-        if let Some(lang) = own_lang.clone() {
-            self.langs.push((depth, lang));
-        }
-        self.check_attribute_namespaces(attributes)?;
+        Ok(own_lang)
+    }
 
-        // Borrowing only `bindings` leaves the other fields assignable.
-        let (namespace, _) = resolve(&self.bindings, prefix)?;
-        match depth {
-            1 => {
-                self.root_seen = true;
-                if local_name != "presence" {
-                    return Err(PidfError::WrongRoot);
-                }
-                if namespace != PIDF_NAMESPACE {
-                    return Err(PidfError::WrongNamespace);
-                }
-                let entity = match self.unprefixed_attribute(attributes, "entity")? {
-                    Some((entity, _)) if !entity.is_empty() => entity.into_owned(),
-                    _ => return Err(PidfError::MissingEntity),
-                };
-                if let Some(presentity) = self.presentity {
-                    if !same_presentity(&entity, presentity) {
-                        return Err(PidfError::ForeignEntity);
-                    }
-                }
-                self.result.entity = entity;
-                self.result.namespaces = self.declarations_at(depth);
-            }
-            TOP_LEVEL => {
-                let id = self.unprefixed_attribute(attributes, "id")?;
-                let required_id = || match id {
-                    Some((id, span)) if !id.is_empty() => Ok((id.into_owned(), Some(span))),
-                    _ => Err(PidfError::MissingId),
-                };
-                let (kind, id_span) = match (namespace, local_name) {
-                    (PIDF_NAMESPACE, "tuple") => {
-                        let (id, span) = required_id()?;
-                        (ElementKind::Tuple { id }, span)
-                    }
-                    (DATA_MODEL_NAMESPACE, "person") => {
-                        let (id, span) = required_id()?;
-                        (
-                            ElementKind::Person {
-                                id,
-                                children: Vec::new(),
-                            },
-                            span,
-                        )
-                    }
-                    (DATA_MODEL_NAMESPACE, "device") => {
-                        let (id, span) = required_id()?;
-                        (ElementKind::Device { id }, span)
-                    }
-                    (PIDF_NAMESPACE, "note") => {
-                        self.note_text.clear();
-                        let lang = self.langs.last().map(|(_, lang)| lang.to_string()).unwrap_or_default();
-                        (
-                            ElementKind::Note {
-                                lang,
-                                text: String::new(),
-                            },
-                            None,
-                        )
-                    }
-                    _ => (ElementKind::Other, None),
-                };
-                let copy = self.copy_info(&tag, name_range.end, self_closing, own_lang.is_some(), id_span);
-                self.top = Some(Open {
-                    kind,
-                    start: tag.start,
-                    copy,
-                    name: None,
-                });
-            }
-            PERSON_CHILD
-                if matches!(
-                    self.top,
-                    Some(Open {
-                        kind: ElementKind::Person { .. },
-                        ..
-                    })
-                ) =>
-            {
-                let copy = self.copy_info(&tag, name_range.end, self_closing, own_lang.is_some(), None);
-                let name = Some((namespace.to_owned(), local_name.to_owned()));
-                self.person_child = Some(Open {
-                    kind: ElementKind::Other,
-                    start: tag.start,
-                    copy,
-                    name,
-                });
-            }
-            _ => {}
+    /// The `<presence>` root: right name and namespace, an entity about
+    /// the presentity published for.
+    fn open_root(&mut self, element: &StartTag<'_, '_>, attributes: &[xml::RawAttribute]) -> Result<(), PidfError> {
+        self.root_seen = true;
+        if element.local_name != "presence" {
+            return Err(PidfError::WrongRoot);
         }
+        if element.namespace != PIDF_NAMESPACE {
+            return Err(PidfError::WrongNamespace);
+        }
+        let entity = match self.unprefixed_attribute(attributes, "entity")? {
+            Some((entity, _)) if !entity.is_empty() => entity.into_owned(),
+            _ => return Err(PidfError::MissingEntity),
+        };
+        if let Some(presentity) = self.presentity {
+            if !same_presentity(&entity, presentity) {
+                return Err(PidfError::ForeignEntity);
+            }
+        }
+        self.result.entity = entity;
+        self.result.namespaces = self.declarations_at(1);
+        Ok(())
+    }
 
+    /// A child of the root: a tuple, person, device, note, or anything else
+    /// (kept as an extension).
+    fn open_top_level(
+        &mut self,
+        element: &StartTag<'_, '_>,
+        attributes: &[xml::RawAttribute],
+    ) -> Result<(), PidfError> {
+        let id = self.unprefixed_attribute(attributes, "id")?;
+        let required_id = || match id {
+            Some((id, span)) if !id.is_empty() => Ok((id.into_owned(), Some(span))),
+            _ => Err(PidfError::MissingId),
+        };
+        let (kind, id_span) = match (element.namespace, element.local_name) {
+            (PIDF_NAMESPACE, "tuple") => {
+                let (id, span) = required_id()?;
+                (ElementKind::Tuple { id }, span)
+            }
+            (DATA_MODEL_NAMESPACE, "person") => {
+                let (id, span) = required_id()?;
+                (
+                    ElementKind::Person {
+                        id,
+                        children: Vec::new(),
+                    },
+                    span,
+                )
+            }
+            (DATA_MODEL_NAMESPACE, "device") => {
+                let (id, span) = required_id()?;
+                (ElementKind::Device { id }, span)
+            }
+            (PIDF_NAMESPACE, "note") => {
+                self.note_text.clear();
+                let lang = self.langs.last().map(|(_, lang)| lang.to_string()).unwrap_or_default();
+                (
+                    ElementKind::Note {
+                        lang,
+                        text: String::new(),
+                    },
+                    None,
+                )
+            }
+            _ => (ElementKind::Other, None),
+        };
+        let copy = self.copy_info(
+            element.tag,
+            element.name_end,
+            element.self_closing,
+            element.has_lang,
+            id_span,
+        );
+        self.top = Some(Open {
+            kind,
+            start: element.tag.start,
+            copy,
+            name: None,
+        });
+        Ok(())
+    }
+
+    /// Record the prefixes the element and its attributes use.
+    fn note_uses(&mut self, prefix: &str, attributes: &[xml::RawAttribute]) -> Result<(), PidfError> {
         self.note_use(prefix)?;
-        for attribute in attributes.iter() {
+        for attribute in attributes {
             let name = self.slice(attribute.name.clone())?;
             if let Some((attribute_prefix, _)) = name.split_once(':') {
                 if attribute_prefix != "xmlns" {
@@ -563,7 +635,6 @@ impl<'b, 'p> Reading<'b, 'p> {
                 }
             }
         }
-        self.depth = depth;
         Ok(())
     }
 
