@@ -807,6 +807,13 @@ impl Shard {
         }
         let journaling = self.journaling();
         let services = &mut self.services;
+        let events = services.registrar.take_events();
+        if !events.is_empty() {
+            let state = package_state!(services, now);
+            for (aor, change) in &events {
+                services.subscriptions.registration_changed(&state, aor, change);
+            }
+        }
         let mut pids = Vec::with_capacity(changed.len());
         for aor in &changed {
             let bindings = services

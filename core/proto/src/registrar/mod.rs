@@ -1,19 +1,17 @@
 //! Registration of presentities with their Presence Server (the Pr
 //! interface, RFC 3261 §10): the bindings of each AOR on its owner shard,
-//! their expiry, and a short log of contact events for the reg event package
-//! (RFC 3680). Plain owned data, like the presence store.
+//! their expiry, and the contact events (RFC 3680) each change makes, which
+//! the shard hands to the event packages (the reg package keeps its own log
+//! of them). Plain owned data, like the presence store.
 //!
 //! Memory per binding: ~120 B plus its Contact URI and Call-ID; per AOR with
-//! bindings, the map entry and a change log of at most `LOG_CAPACITY` events.
+//! bindings, the map entry.
 
 pub mod register;
 
 use crate::time::Instant;
 use crate::timer::TimerQueue;
-use std::collections::{HashMap, VecDeque};
-
-/// Contact events kept per AOR for partial reg notifications.
-pub const LOG_CAPACITY: usize = 32;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
@@ -83,27 +81,16 @@ pub struct Registration {
     pub bindings: Vec<Binding>,
     /// sequence of the latest change
     pub seq: u64,
-    pub log: VecDeque<Change>,
 }
 
 impl Registration {
-    fn record(&mut self, binding: &Binding, event: ContactEvent) {
+    fn record(&mut self, binding: &Binding, event: ContactEvent) -> Change {
         self.seq += 1;
-        if self.log.len() >= LOG_CAPACITY {
-            self.log.pop_front();
-        }
-        self.log.push_back(Change {
+        Change {
             seq: self.seq,
             binding: binding.clone(),
             event,
-        });
-    }
-
-    /// Changes after `seq`, or `None` when the log no longer reaches back
-    /// that far (the subscriber needs full state).
-    pub fn changes_since(&self, seq: u64) -> Option<impl Iterator<Item = &Change>> {
-        let oldest = self.log.front().map_or(self.seq + 1, |c| c.seq);
-        (seq + 1 >= oldest || seq == self.seq).then(|| self.log.iter().filter(move |c| c.seq > seq))
+        }
     }
 }
 
@@ -116,6 +103,8 @@ pub struct Registrar {
     next_id: u64,
     /// AORs whose bindings changed since `take_changes`
     changed: Vec<String>,
+    /// contact events since `take_events`, per AOR
+    events: Vec<(String, Change)>,
     binding_count: usize,
 }
 
@@ -147,6 +136,11 @@ impl Registrar {
         std::mem::take(&mut self.changed)
     }
 
+    /// Contact events since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<(String, Change)> {
+        std::mem::take(&mut self.events)
+    }
+
     /// Add or update a binding; returns the event it caused.
     pub fn upsert(&mut self, aor: &str, mut binding: Binding, now: Instant) -> ContactEvent {
         let registration = self.aors.entry(aor.to_owned()).or_default();
@@ -174,7 +168,8 @@ impl Registrar {
                 ContactEvent::Registered
             }
         };
-        registration.record(&binding, event);
+        let change = registration.record(&binding, event);
+        self.events.push((aor.to_owned(), change));
         self.timers.arm(binding.expires_at, binding.id);
         self.mark(aor);
         event
@@ -189,7 +184,8 @@ impl Registrar {
             return false;
         };
         let binding = registration.bindings.swap_remove(index);
-        registration.record(&binding, event);
+        let change = registration.record(&binding, event);
+        self.events.push((aor.to_owned(), change));
         self.owners.remove(&binding.id);
         self.binding_count -= 1;
         self.mark(aor);
@@ -202,7 +198,8 @@ impl Registrar {
             return;
         };
         for binding in std::mem::take(&mut registration.bindings) {
-            registration.record(&binding, event);
+            let change = registration.record(&binding, event);
+            self.events.push((aor.to_owned(), change));
             self.owners.remove(&binding.id);
             self.binding_count -= 1;
         }
@@ -314,27 +311,12 @@ mod tests {
         assert_eq!(r.binding_count(), 2);
         r.expire(t(31));
         assert_eq!(r.binding_count(), 1);
-        let reg = r.get("sip:a@x").unwrap();
-        assert_eq!(reg.log.back().unwrap().event, ContactEvent::Expired);
-        assert_eq!(reg.changes_since(reg.seq - 1).unwrap().count(), 1);
+        let events = r.take_events();
+        assert_eq!(events.len(), 5);
+        assert_eq!(events.last().unwrap().1.event, ContactEvent::Expired);
+        assert_eq!(events.last().unwrap().1.seq, r.get("sip:a@x").unwrap().seq);
         assert!(r.remove("sip:a@x", &binding("sip:a@5.6.7.8", t0), ContactEvent::Unregistered));
         assert!(!r.has_bindings("sip:a@x"));
         assert_eq!(r.take_changes(), vec!["sip:a@x".to_owned()]);
-    }
-
-    #[test]
-    fn a_truncated_log_asks_for_full_state() {
-        let mut r = Registrar::default();
-        let t0 = Instant::from_micros(1);
-        for i in 0..(LOG_CAPACITY as u64 + 5) {
-            r.upsert(
-                "sip:a@x",
-                binding("sip:a@1.2.3.4", t0 + Duration::from_secs(100 + i)),
-                t0,
-            );
-        }
-        let reg = r.get("sip:a@x").unwrap();
-        assert!(reg.changes_since(1).is_none());
-        assert!(reg.changes_since(reg.seq - 3).is_some());
     }
 }

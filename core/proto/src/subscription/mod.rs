@@ -350,19 +350,23 @@ impl Subscriptions {
             let presentity = presence.get(sub.resource).map_or("", |p| p.aor.as_str());
             Some(Box::new(sub.record(self.package(sub.package).name(), presentity)))
         };
+        // One record per subscription and batch, the latest, where its last
+        // note was; "created" when any note of the batch created it.
+        let mut last: HashMap<u64, (usize, bool)> = HashMap::new();
+        for (i, change) in noted.iter().enumerate() {
+            if let Journaled::Created(id) | Journaled::Refreshed(id) = change {
+                let created = matches!(change, Journaled::Created(_));
+                let entry = last.entry(*id).or_insert((i, created));
+                *entry = (i, entry.1 || created);
+            }
+        }
         for (i, change) in noted.iter().enumerate() {
             match change {
                 Journaled::Created(id) | Journaled::Refreshed(id) => {
-                    // One record per subscription and batch: the latest.
-                    let later = noted[i + 1..]
-                        .iter()
-                        .any(|c| matches!(c, Journaled::Created(other) | Journaled::Refreshed(other) if other == id));
-                    if later {
+                    let Some(&(at, created)) = last.get(id) else { continue };
+                    if at != i {
                         continue;
                     }
-                    let created = noted[..=i]
-                        .iter()
-                        .any(|c| matches!(c, Journaled::Created(other) if other == id));
                     if let Some(record) = record(id) {
                         out.push(if created {
                             StateChange::SubscriptionCreated(record)
@@ -565,6 +569,13 @@ impl Subscriptions {
                 self.mark_dirty(id, now);
             }
             (_, SubState::Active) => {}
+        }
+    }
+
+    /// Tell every package of a registration's contact event.
+    pub fn registration_changed(&mut self, state: &PackageState<'_>, aor: &str, change: &crate::registrar::Change) {
+        for package in &mut self.packages {
+            package.on_registration(state, aor, change);
         }
     }
 

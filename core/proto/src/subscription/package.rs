@@ -9,7 +9,7 @@ use super::{Subscription, Termination};
 use crate::authz::{Authz, Decision};
 use crate::error::SipError;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
-use crate::registrar::Registrar;
+use crate::registrar::{Change, Registrar};
 use crate::time::Instant;
 
 /// Index of a package in the package table (`packages`).
@@ -129,6 +129,11 @@ pub trait EventPackage {
         presence_subs: &mut dyn Iterator<Item = &Subscription>,
     ) {
         let _ = (state, resource, presence_subs);
+    }
+    /// A contact of `aor` changed (RFC 3680 contact event). Packages that
+    /// report on registrations (reg) record it.
+    fn on_registration(&mut self, state: &PackageState<'_>, aor: &str, change: &Change) {
+        let _ = (state, aor, change);
     }
     /// The last subscription of this package to `resource` is gone.
     fn on_last_subscriber_gone(&mut self, resource: u32) {

@@ -1,20 +1,53 @@
 //! The registration event package (RFC 3680), Event: reg: a presentity's
 //! bindings as application/reginfo+xml, full state in the first NOTIFY and
 //! partial state (the contacts that changed) after, `version` counting the
-//! NOTIFYs of each subscription.
+//! NOTIFYs of each subscription. The package keeps the log of contact events
+//! partial state needs, for the presentities it has subscribers of, at most
+//! `LOG_CAPACITY` events each.
 
 use super::package::{EventPackage, PackageState, SubscriberCursor};
+use super::Subscription;
 use crate::presence::pidf::xml;
 use crate::presence::store::PresentityId;
-use crate::registrar::{Binding, ContactEvent};
+use crate::registrar::{Binding, Change, ContactEvent};
 use crate::time::Instant;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
+
+/// Contact events kept per watched presentity for partial notifications.
+pub const LOG_CAPACITY: usize = 32;
 
 pub const REGINFO: &str = "application/reginfo+xml";
 
-/// reg: the bindings of a presentity.
+/// reg: the bindings of a presentity, from the registrar, and the log of
+/// their changes since its first reg subscriber came.
 #[derive(Default)]
-pub struct RegPackage;
+pub struct RegPackage {
+    logs: HashMap<u32, RegLog>,
+}
+
+/// The recent contact events of one presentity.
+#[derive(Debug, Default)]
+struct RegLog {
+    aor: String,
+    log: VecDeque<Change>,
+}
+
+impl RegLog {
+    fn record(&mut self, change: &Change) {
+        if self.log.len() >= LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(change.clone());
+    }
+
+    /// Changes after `seen` up to `seq` (the registration's latest), or
+    /// `None` when the log no longer reaches back that far (full state).
+    fn changes_since(&self, seen: u64, seq: u64) -> Option<impl Iterator<Item = &Change>> {
+        let oldest = self.log.front().map_or(seq + 1, |c| c.seq);
+        (seen + 1 >= oldest || seen == seq).then(|| self.log.iter().filter(move |c| c.seq > seen))
+    }
+}
 
 fn write_contact(out: &mut Vec<u8>, b: &Binding, event: ContactEvent, now: Instant) {
     let state = if event.is_active() { "active" } else { "terminated" };
@@ -61,13 +94,14 @@ impl EventPackage for RegPackage {
     ) -> Option<(&'static str, &'s [u8])> {
         let aor = state.presence.get(resource as PresentityId)?.aor.clone();
         let registration = state.registrar.get(&aor);
+        let log = self.logs.get(&resource).filter(|l| l.aor == aor);
         let now = state.now;
         let out = &mut *state.scratch;
         out.clear();
         let seq = registration.map_or(0, |r| r.seq);
-        let partial = registration
-            .filter(|_| cursor.rendered > 0 && seq > cursor.seen_change)
-            .and_then(|r| r.changes_since(cursor.seen_change));
+        let partial = log
+            .filter(|_| registration.is_some() && cursor.rendered > 0 && seq > cursor.seen_change)
+            .and_then(|l| l.changes_since(cursor.seen_change, seq));
         let _ = write!(
             out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{}\" state=\"{}\">",
@@ -91,8 +125,8 @@ impl EventPackage for RegPackage {
             None => {
                 for b in registration.map(|r| r.bindings.as_slice()).unwrap_or(&[]) {
                     // Full state names each contact's latest event.
-                    let event = registration
-                        .and_then(|r| r.log.iter().rev().find(|c| c.binding.id == b.id))
+                    let event = log
+                        .and_then(|l| l.log.iter().rev().find(|c| c.binding.id == b.id))
                         .map_or(ContactEvent::Registered, |c| c.event);
                     write_contact(out, b, event, now);
                 }
@@ -106,5 +140,72 @@ impl EventPackage for RegPackage {
 
     fn changed_at(&self, _state: &PackageState<'_>, _resource: u32) -> Option<Instant> {
         None
+    }
+
+    fn on_first_subscriber(
+        &mut self,
+        state: &PackageState<'_>,
+        resource: u32,
+        _presence_subs: &mut dyn Iterator<Item = &Subscription>,
+    ) {
+        let Some(presentity) = state.presence.get(resource) else {
+            return;
+        };
+        let log = self.logs.entry(resource).or_default();
+        if log.aor != presentity.aor {
+            *log = RegLog {
+                aor: presentity.aor.clone(),
+                log: VecDeque::new(),
+            };
+        }
+    }
+
+    fn on_last_subscriber_gone(&mut self, resource: u32) {
+        self.logs.remove(&resource);
+    }
+
+    fn on_registration(&mut self, state: &PackageState<'_>, aor: &str, change: &Change) {
+        let Some(resource) = state.presence.lookup(aor) else {
+            return;
+        };
+        if let Some(log) = self.logs.get_mut(&resource).filter(|l| l.aor == aor) {
+            log.record(change);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: u64) -> Change {
+        Change {
+            seq,
+            binding: Binding {
+                id: 1,
+                contact: "sip:a@192.0.2.1".into(),
+                expires_at: Instant::ZERO,
+                q: None,
+                instance: None,
+                reg_id: None,
+                call_id: "c".into(),
+                cseq: 1,
+                registered_at: Instant::ZERO,
+            },
+            event: ContactEvent::Refreshed,
+        }
+    }
+
+    #[test]
+    fn a_truncated_log_asks_for_full_state() {
+        let mut log = RegLog::default();
+        let last = LOG_CAPACITY as u64 + 5;
+        for seq in 1..=last {
+            log.record(&change(seq));
+        }
+        assert_eq!(log.log.len(), LOG_CAPACITY);
+        assert!(log.changes_since(1, last).is_none());
+        assert_eq!(log.changes_since(last - 3, last).map(Iterator::count), Some(3));
+        assert_eq!(log.changes_since(last, last).map(Iterator::count), Some(0));
     }
 }
