@@ -578,6 +578,11 @@ impl Shard {
         match self.transactions.server.lookup(now, &self.buffers.key, merge_key) {
             Lookup::Retransmission { response, dest } => {
                 self.out.push_copy(response, dest);
+                if self.journaling() {
+                    // The first copy may still wait for its change to be
+                    // stored: this one waits as long.
+                    self.out.hold_last_until_stored();
+                }
                 return;
             }
             Lookup::Merged => {

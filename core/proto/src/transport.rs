@@ -87,9 +87,10 @@ pub struct Transmit {
 /// The buffers are reused from batch to batch, so steady-state sending
 /// allocates nothing.
 ///
-/// A durable runtime stores `changes` first and sends the `after_store`
-/// messages once the store confirms; it may send the others at once. With
-/// no durable store everything is sent at once.
+/// A durable runtime stores `changes` first and sends an `after_store`
+/// message once every change emitted up to its batch is stored (batches are
+/// stored in order); it may send the others at once. With no durable store
+/// everything is sent at once.
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub buf: Vec<u8>,

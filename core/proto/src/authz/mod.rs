@@ -391,6 +391,7 @@ impl Authz {
 mod tests {
     use super::*;
     use crate::presence::pidf::{parse, PidfLimits};
+    use crate::presence::store::Document;
 
     const ALICE: &str = "sip:alice@example.com";
 
@@ -464,10 +465,12 @@ mod tests {
             .publish(
                 id,
                 now,
-                "e1",
-                body.as_bytes(),
-                parsed,
-                Instant::from_micros(u64::MAX / 2),
+                Document {
+                    etag: "e1",
+                    body: body.as_bytes(),
+                    parsed,
+                    expires_at: Instant::from_micros(u64::MAX / 2),
+                },
                 0,
                 "127.0.0.1:1".parse().unwrap(),
             )
@@ -505,10 +508,12 @@ mod tests {
             id,
             index,
             Instant::from_micros(2),
-            "e2",
-            body.as_bytes(),
-            parsed,
-            Instant::from_micros(u64::MAX / 2),
+            Document {
+                etag: "e2",
+                body: body.as_bytes(),
+                parsed,
+                expires_at: Instant::from_micros(u64::MAX / 2),
+            },
         );
         let view = String::from_utf8(authz.render(&mut store, id, coworker).unwrap().to_vec()).unwrap();
         assert!(view.contains("<basic>closed</basic>"), "{view}");

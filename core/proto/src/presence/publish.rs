@@ -3,7 +3,7 @@
 //! checked before anything is stored, so a refused request changes nothing.
 
 use super::pidf::{self, PidfLimits};
-use super::store::{PresenceStore, StoreError};
+use super::store::{Document, PresenceStore, StoreError};
 use crate::config::{PresenceConfig, SourceRank};
 use crate::error::SipError;
 use crate::handler::{Context, Replied, Request, Responder};
@@ -222,6 +222,12 @@ fn store_intent(
     let (store, aor, fresh_etag, now) = (&mut *state.store, state.aor.as_str(), state.etag.as_str(), cx.now);
     let existing = store.lookup(aor);
     let expires_at = |secs: u32| now + Duration::from_secs(u64::from(secs));
+    let document = |body, parsed, secs| Document {
+        etag: fresh_etag,
+        body,
+        parsed,
+        expires_at: expires_at(secs),
+    };
     let vanished = || SipError::ServerInternal(Cow::Borrowed("Presentity vanished"));
     Ok(match (intent, parsed) {
         (Intent::Initial { body, expires }, Some(parsed)) => {
@@ -238,13 +244,13 @@ fn store_intent(
             })?;
             let rank = state.ranker.rank(cx.peer, msg);
             store
-                .publish(id, now, fresh_etag, body, parsed, expires_at(expires), rank, cx.peer)
+                .publish(id, now, document(body, parsed, expires), rank, cx.peer)
                 .map_err(|_| vanished())?;
             expires
         }
         (Intent::Modify { index, body, expires }, Some(parsed)) => {
             let id = existing.ok_or(SipError::ConditionalRequestFailed)?;
-            store.modify(id, index, now, fresh_etag, body, parsed, expires_at(expires));
+            store.modify(id, index, now, document(body, parsed, expires));
             expires
         }
         (Intent::Refresh { index, expires }, _) => {

@@ -39,6 +39,18 @@ pub struct Publication {
     pub kind: SourceKind,
 }
 
+/// A document a PUBLISH stores: its new entity-tag, body (parsed) and expiry.
+pub struct Document<'a> {
+    /// The entity-tag handed out for it.
+    pub etag: &'a str,
+    /// The PIDF document as published.
+    pub body: &'a [u8],
+    /// The same, parsed.
+    pub parsed: ParsedPidf,
+    /// When it expires without a refresh.
+    pub expires_at: Instant,
+}
+
 /// Where a publication comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceKind {
@@ -227,19 +239,21 @@ impl PresenceStore {
         self.next_sequence
     }
 
-    /// Add a new publication; returns its index in the presentity.
-    #[allow(clippy::too_many_arguments)]
+    /// Add a new publication from `source` with its rank.
     pub fn publish(
         &mut self,
         id: PresentityId,
         now: Instant,
-        etag: &str,
-        body: &[u8],
-        parsed: ParsedPidf,
-        expires_at: Instant,
+        document: Document<'_>,
         rank: u8,
         source: SocketAddr,
     ) -> Result<(), StoreError> {
+        let Document {
+            etag,
+            body,
+            parsed,
+            expires_at,
+        } = document;
         self.next_publication += 1;
         let publication_id = self.next_publication;
         let sequence = self.next_sequence();
@@ -278,17 +292,13 @@ impl PresenceStore {
     }
 
     /// Replace a publication's document (and entity-tag and expiry).
-    #[allow(clippy::too_many_arguments)]
-    pub fn modify(
-        &mut self,
-        id: PresentityId,
-        index: usize,
-        now: Instant,
-        etag: &str,
-        body: &[u8],
-        parsed: ParsedPidf,
-        expires_at: Instant,
-    ) {
+    pub fn modify(&mut self, id: PresentityId, index: usize, now: Instant, document: Document<'_>) {
+        let Document {
+            etag,
+            body,
+            parsed,
+            expires_at,
+        } = document;
         let sequence = self.next_sequence();
         let Some(publication) = self.get_mut(id).and_then(|p| p.publications.get_mut(index)) else {
             return;
