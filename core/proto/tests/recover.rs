@@ -194,3 +194,66 @@ fn without_journaling_nothing_is_emitted_or_held() {
     assert!(h.changes.is_empty(), "{:?}", h.changes);
     assert!(h.held.is_empty(), "{:?}", h.held);
 }
+
+/// A SUBSCRIBE from `from` to `target` for `event`; returns (200, NOTIFYs).
+fn subscribe_as(h: &mut Harness, from: &str, target: &str, event: &str) -> (String, Vec<String>) {
+    let call_id = h.unique("call");
+    let tag = h.unique("t");
+    let text = h
+        .subscribe_text(
+            target,
+            &format!("Event: {event}\r\nExpires: 3600\r\n"),
+            &call_id,
+            &tag,
+            None,
+            1,
+        )
+        .replace("From: <sip:watcher@example.com>", &format!("From: <{from}>"));
+    let out: Vec<String> = h.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
+    let answer = response(&out).to_owned();
+    let notifies = out.into_iter().filter(|m| is_notify(m)).collect();
+    (answer, notifies)
+}
+
+#[test]
+fn recovered_watcher_info_and_reg_subscriptions_keep_following_their_presentity() {
+    let mut h = Harness::default();
+    let (answer, n) = subscribe_as(&mut h, ALICE, ALICE, "presence.winfo");
+    assert_eq!(status(&answer), 200);
+    for m in &n {
+        h.answer(m, 200);
+    }
+    let (answer, n) = subscribe_as(&mut h, ALICE, ALICE, "reg");
+    assert_eq!(status(&answer), 200);
+    for m in &n {
+        h.answer(m, 200);
+    }
+    // A watcher arrives: watcher info tells Alice (one more NOTIFY).
+    let (answer, n) = subscribe_as(&mut h, BOB, ALICE, "presence");
+    assert_eq!(status(&answer), 200);
+    for m in &n {
+        h.answer(m, 200);
+    }
+    let mut r = restarted(&h, Duration::from_secs(1));
+    // Carol watches Alice after the restart: the recovered watcher-info
+    // dialog hears of it.
+    let (answer, n) = subscribe_as(&mut r, "sip:carol@example.com", ALICE, "presence");
+    assert_eq!(status(&answer), 200);
+    let winfo: Vec<&String> = n
+        .iter()
+        .filter(|m| header(m, "Event") == Some("presence.winfo"))
+        .collect();
+    assert_eq!(winfo.len(), 1, "{n:?}");
+    assert!(cseq_of(winfo[0]) > CSEQ_BLOCK, "{}", winfo[0]);
+    assert!(body(winfo[0]).contains("sip:carol@example.com"), "{}", winfo[0]);
+    for m in &n {
+        r.answer(m, 200);
+    }
+    // Alice registers: the recovered reg dialog is told, above its mark.
+    let text = r.register_text(ALICE, "reg-a", 1, "Contact: <sip:alice@192.0.2.9>\r\n");
+    let out: Vec<String> = r.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
+    let reg: Vec<&String> = out.iter().filter(|m| header(m, "Event") == Some("reg")).collect();
+    assert_eq!(reg.len(), 1, "{out:?}");
+    assert!(cseq_of(reg[0]) > CSEQ_BLOCK, "{}", reg[0]);
+    assert!(body(reg[0]).contains("sip:alice@192.0.2.9"), "{}", reg[0]);
+}
