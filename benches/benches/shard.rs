@@ -1,6 +1,7 @@
 //! Micro-benchmark of the sans-IO shard: the CPU cost of each kind of work
 //! with no network in the way (ns per message), including NOTIFY encoding
-//! for a fan-out. Run: `cargo bench -p presence-benches --bench shard`.
+//! for a fan-out. Run: `cargo bench -p presence-benches --bench shard`
+//! (`SHARD_BENCH_JOURNAL=off`: without noting durable-state changes).
 
 use presence_proto::config::EngineConfig;
 use presence_proto::shard::Shard;
@@ -32,8 +33,15 @@ impl Bench {
         config.transactions.server_capacity = 1 << 20;
         config.subscriptions.max_per_presentity = 1 << 20;
         config.subscriptions.max_per_watcher = 1 << 20;
+        let mut shard = Shard::new(0, 1, config, 7);
+        // The shard notes durable-state changes by default (what a durable
+        // store needs); `SHARD_BENCH_JOURNAL=off` measures the runtime's
+        // default without a store, where it notes none.
+        if std::env::var("SHARD_BENCH_JOURNAL").is_ok_and(|v| v == "off") {
+            shard.set_journaling(false);
+        }
         Bench {
-            shard: Shard::new(0, 1, config, 7),
+            shard,
             now: Instant::from_micros(1_000_000),
             peer: "127.0.0.1:5070".parse().unwrap(),
             n: 0,
