@@ -598,6 +598,7 @@ impl Shard {
         let tag_nonce = self.next_random();
         routing::write_owned_id(&mut self.buffers.tag, self.place.id, tag_nonce);
         let nonce = self.next_random();
+        let changes_before = self.out.changes.len();
         let reply = Responder::new(&mut self.out, msg, peer, &self.buffers.tag, to_has_tag);
         let replied = match request {
             _ if self.shutting_down => reply.error(&SipError::ServiceUnavailable { retry_after: 5 }),
@@ -635,21 +636,23 @@ impl Shard {
             .server
             .complete(now, &self.buffers.key, merge_key, response, dest);
         self.sync_registrations(now);
-        if self.collect_changes() > 0 {
+        self.collect_changes();
+        if self.out.changes.len() > changes_before {
             // The answer reports a change: it leaves once the change is stored.
             self.out.hold_last_until_stored();
         }
     }
 
-    /// Move the changes the services noted into the outbox; returns how many.
-    fn collect_changes(&mut self) -> usize {
+    /// Move the changes the services noted into the outbox.
+    fn collect_changes(&mut self) {
         let Services {
             presence,
             subscriptions,
             ..
         } = &mut self.services;
         let changes = &mut self.out.changes;
-        presence.drain_journal(changes) + subscriptions.drain_journal(presence, changes)
+        presence.drain_journal(changes);
+        subscriptions.drain_journal(presence, changes);
     }
 
     fn respond_error(&mut self, msg: &Message<'_>, peer: SocketAddr, dest: Dest, error: &SipError) {

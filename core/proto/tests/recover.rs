@@ -182,6 +182,16 @@ fn answers_reporting_a_change_wait_for_the_store_and_others_do_not() {
     assert!(h.changes[changes..]
         .iter()
         .any(|c| matches!(c, StateChange::NotifyCseqReserved { .. })));
+    h.held.clear();
+    let registered = h.register(BOB, "reg-1", 1, "Contact: <sip:bob@192.0.2.7>\r\n");
+    assert_eq!(status(&registered), 200);
+    assert_eq!(h.held, vec!["SIP/2.0 200 OK".to_owned()], "a binding change waits too");
+    assert!(matches!(h.changes.last(), Some(StateChange::BindingsChanged { aor, .. }) if aor == BOB));
+    h.held.clear();
+    let text = h.register_text(BOB, "reg-2", 1, "").replace("REGISTER", "OPTIONS");
+    let options = h.request(&text);
+    assert_eq!(status(&options), 200);
+    assert!(h.held.is_empty(), "OPTIONS changes nothing: {:?}", h.held);
 }
 
 #[test]
