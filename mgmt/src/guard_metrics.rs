@@ -4,7 +4,7 @@
 //! listener's limits, and management connections evicted or refused.
 
 use crate::conn_guard::ConnCounts;
-use crate::metrics::ShardSnapshot;
+use crate::snapshot::ShardSnapshot;
 use presence_proto::guard::{GuardStats, PARSE_ERROR_REASONS};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod routes;
 pub mod rules_writer;
 pub mod shards;
+pub mod snapshot;
 pub mod summary;
 pub mod xcap;
 

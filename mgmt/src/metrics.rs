@@ -12,7 +12,8 @@
 //! text format (0.0.4): counter descriptors carry the `_total` name, and
 //! there are no `# UNIT` or `# EOF` lines.
 
-use presence_proto::stats::{self, LatencyHistogram, ShardGauges, ShardHistograms, ShardStats};
+pub use crate::snapshot::ShardSnapshot;
+use presence_proto::stats::{self, LatencyHistogram, ShardHistograms};
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
 };
@@ -32,28 +33,6 @@ const LATENCY_BOUNDS_MICROS: [u64; 19] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
     5_000_000, 10_000_000, 20_000_000, 30_000_000, 60_000_000,
 ];
-
-/// What one shard reported at scrape time.
-#[derive(Clone, Debug)]
-pub struct ShardSnapshot {
-    /// The shard's counters.
-    pub stats: ShardStats,
-    /// The sizes of the shard's state.
-    pub gauges: ShardGauges,
-    /// The shard's latency histograms.
-    pub histograms: ShardHistograms,
-}
-
-impl ShardSnapshot {
-    /// Taken on the shard's own thread (the body of a control message).
-    pub fn take(shard: &mut presence_proto::shard::Shard) -> Self {
-        ShardSnapshot {
-            stats: shard.stats().clone(),
-            gauges: shard.gauges(),
-            histograms: shard.histograms().clone(),
-        }
-    }
-}
 
 /// Everything a scrape exposes.
 #[derive(Debug, Default)]
@@ -539,6 +518,7 @@ impl Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use presence_proto::stats::{ShardGauges, ShardStats};
 
     fn snapshot(options: u64, code_200: u16, latency_micros: u64) -> ShardSnapshot {
         let mut stats = ShardStats::default();

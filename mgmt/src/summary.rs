@@ -2,7 +2,7 @@
 //! shards, the state each shard holds, and latency percentiles from the
 //! merged hdrhistograms (what Prometheus buckets cannot give exactly).
 
-use crate::metrics::ShardSnapshot;
+use crate::snapshot::ShardSnapshot;
 use presence_proto::stats::{self, LatencyHistogram, ShardHistograms, ShardStats};
 use serde::Serialize;
 use std::collections::BTreeMap;

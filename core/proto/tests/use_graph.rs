@@ -4,7 +4,8 @@
 //! edge to the file that defines the module it reaches, and a loop among
 //! those edges fails the test with the files on it. A module naming its own
 //! submodules is no edge: a parent is the facade of its parts (it declares
-//! and re-exports them), and its children may use what it defines.
+//! and re-exports them), and its children may use what it defines. Test
+//! modules (`#[cfg(test)] mod`) are no part of the library and not counted.
 //!
 //! A cycle means two files can only be understood, changed and tested
 //! together; keeping the graph a DAG keeps each layer (sip → presence →
@@ -70,7 +71,7 @@ impl Crate {
         let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (module, file) in &self.modules {
             let text = std::fs::read_to_string(file).unwrap();
-            let code = strip_comments_and_strings(&text);
+            let code = strip_test_modules(&strip_comments_and_strings(&text));
             let targets = edges.entry(module.clone()).or_default();
             for path in paths(&code) {
                 if let Some(target) = self.resolve(module, &path) {
@@ -174,6 +175,47 @@ fn strip_comments_and_strings(text: &str) -> String {
             i += 1;
         }
     }
+    out
+}
+
+/// The code without its `#[cfg(test)] mod … { … }` blocks: tests are not
+/// part of the library, and may exercise a module through the layers above
+/// it.
+fn strip_test_modules(code: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let after = rest[at + MARK.len()..].trim_start();
+        let is_module = after.starts_with("mod ") || after.starts_with("pub mod ");
+        let open = after.find('{');
+        match (is_module, open) {
+            (true, Some(open)) if !after[..open].contains(';') => {
+                let mut depth = 0usize;
+                let mut end = after.len();
+                for (i, c) in after[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = open + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                rest = &after[end..];
+            }
+            _ => {
+                out.push_str(MARK);
+                rest = &rest[at + MARK.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -386,17 +428,24 @@ fn a_cycle_is_found() {
     let dir = std::env::temp_dir().join(format!("use-graph-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("a")).unwrap();
-    std::fs::write(dir.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
+    std::fs::write(dir.join("lib.rs"), "pub mod a;\npub mod b;\npub mod d;\n").unwrap();
     std::fs::write(dir.join("a/mod.rs"), "pub mod c;\nuse c::Thing;\n").unwrap();
     std::fs::write(
         dir.join("a/c.rs"),
         "// use crate::b::Nothing;\nfn f() { super::super::b::g(); }\n",
     )
     .unwrap();
-    std::fs::write(dir.join("b.rs"), "use crate::{x, a::c::{self, D}};\n").unwrap();
+    std::fs::write(
+        dir.join("b.rs"),
+        "use crate::{x, a::c::{self, D}};\n#[cfg(test)]\nmod tests {\n    use crate::d::E;\n}\n",
+    )
+    .unwrap();
+    // d uses b, and only b's tests use d: no cycle.
+    std::fs::write(dir.join("d.rs"), "use crate::b::Thing;\n").unwrap();
     let krate = Crate::load(&dir);
     let found = cycles(&krate);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("c.rs") && found[0].contains("b.rs"), "{found:?}");
+    assert!(!found[0].contains("d.rs"), "a test module is no edge: {found:?}");
 }
