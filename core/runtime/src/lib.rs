@@ -289,34 +289,42 @@ fn bind_udp(config: &EngineConfig) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// Bind a shard's UDP socket and, with TCP on, its listener on the same
+/// address. When any port was asked (port 0: the first shard, in tests and
+/// labs), the port the kernel picks free for UDP may be held over TCP by
+/// another process (a client's ephemeral port, another server's management
+/// plane): then a fresh port is tried, a bounded number of times.
+fn bind_sockets(config: &EngineConfig) -> Result<(UdpSocket, SocketAddr, Option<TcpListener>), String> {
+    let attempts = if config.listen.port() == 0 && config.tcp.enabled {
+        16
+    } else {
+        1
+    };
+    let mut failure = String::new();
+    for _ in 0..attempts {
+        let udp = bind_udp(config).map_err(|e| format!("cannot bind UDP {}: {e}", config.listen))?;
+        let bound = udp
+            .local_addr()
+            .map_err(|e| format!("UDP socket has no address: {e}"))?;
+        if !config.tcp.enabled {
+            return Ok((udp, bound, None));
+        }
+        match TcpListener::bind(bound) {
+            Ok(listener) => return Ok((udp, bound, Some(listener))),
+            Err(e) => failure = format!("cannot bind TCP {bound}: {e}"),
+        }
+    }
+    Err(failure)
+}
+
 async fn run_shard(start: StartContext) {
     let id = start.id;
-    let udp = match bind_udp(&start.config) {
-        Ok(socket) => socket,
-        Err(e) => {
-            let _ = start
-                .ready
-                .send(Err(format!("cannot bind UDP {}: {e}", start.config.listen)));
+    let (udp, bound, listener) = match bind_sockets(&start.config) {
+        Ok(sockets) => sockets,
+        Err(message) => {
+            let _ = start.ready.send(Err(message));
             return;
         }
-    };
-    let bound = match udp.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            let _ = start.ready.send(Err(format!("UDP socket has no address: {e}")));
-            return;
-        }
-    };
-    let listener = if start.config.tcp.enabled {
-        match TcpListener::bind(bound) {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                let _ = start.ready.send(Err(format!("cannot bind TCP {bound}: {e}")));
-                return;
-            }
-        }
-    } else {
-        None
     };
     let _ = start.ready.send(Ok(bound));
     let Ok((mesh_tx, mesh_rx)) = start.mesh.join().await else {
