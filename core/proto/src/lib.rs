@@ -7,6 +7,8 @@
 //! std items that reach the OS and `tests/sans_io.rs` checks the dependency
 //! tree. The `presence-runtime` crate drives it.
 
+#![warn(missing_docs)]
+
 pub mod authz;
 pub mod config;
 pub mod error;

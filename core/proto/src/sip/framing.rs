@@ -15,10 +15,13 @@ pub enum Frame {
     Skip(usize),
 }
 
+/// Why a message cannot be framed; on a stream nothing after it can be read either, so the connection closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The header part or the whole message exceeds the `max_message` limit.
     #[error("message larger than the limit")]
     TooLarge,
+    /// Content-Length is absent or not a number, so a stream message has no end.
     #[error("missing or bad Content-Length on a stream")]
     BadContentLength,
 }

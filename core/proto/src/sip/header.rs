@@ -4,33 +4,61 @@
 /// A header name. `Other` covers every header the engine does not index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HeaderName {
+    /// `Accept` (RFC 3261 §20.1).
     Accept,
+    /// `Accept-Encoding` (RFC 3261 §20.2).
     AcceptEncoding,
+    /// `Allow` (RFC 3261 §20.5).
     Allow,
+    /// `Allow-Events`, compact `u` (RFC 6665).
     AllowEvents,
+    /// `Call-ID`, compact `i` (RFC 3261 §20.8).
     CallId,
+    /// `Contact`, compact `m` (RFC 3261 §20.10).
     Contact,
+    /// `Content-Encoding`, compact `e` (RFC 3261 §20.12).
     ContentEncoding,
+    /// `Content-Length`, compact `l` (RFC 3261 §20.14).
     ContentLength,
+    /// `Content-Type`, compact `c` (RFC 3261 §20.15).
     ContentType,
+    /// `CSeq` (RFC 3261 §20.16).
     CSeq,
+    /// `Event`, compact `o` (RFC 6665).
     Event,
+    /// `Expires` (RFC 3261 §20.19).
     Expires,
+    /// `From`, compact `f` (RFC 3261 §20.20).
     From,
+    /// `Max-Forwards` (RFC 3261 §20.22).
     MaxForwards,
+    /// `Min-Expires` (RFC 3261 §20.23).
     MinExpires,
+    /// `Proxy-Require` (RFC 3261 §20.29).
     ProxyRequire,
+    /// `Record-Route` (RFC 3261 §20.30).
     RecordRoute,
+    /// `Require` (RFC 3261 §20.32).
     Require,
+    /// `Route` (RFC 3261 §20.34).
     Route,
+    /// `SIP-ETag`, the entity tag a PUBLISH answer assigns (RFC 3903).
     SipETag,
+    /// `SIP-If-Match`, the entity tag a PUBLISH refreshes (RFC 3903).
     SipIfMatch,
+    /// `Subscription-State` of a NOTIFY (RFC 6665).
     SubscriptionState,
+    /// `Supported`, compact `k` (RFC 3261 §20.37).
     Supported,
+    /// `To`, compact `t` (RFC 3261 §20.39).
     To,
+    /// `Unsupported` (RFC 3261 §20.40).
     Unsupported,
+    /// `Via`, compact `v` (RFC 3261 §20.42).
     Via,
+    /// `P-Asserted-Identity`, the identity a trusted proxy vouches for (RFC 3325).
     PAssertedIdentity,
+    /// Any header the engine does not index by name.
     Other,
 }
 

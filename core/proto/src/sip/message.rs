@@ -14,22 +14,38 @@ use super::header::HeaderName;
 /// keeps only the headers an answer needs and it is answered 513.
 pub const MAX_HEADERS: usize = 128;
 
+/// A request method (RFC 3261 §7.1); unknown tokens are kept as `Extension`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method<'a> {
+    /// `REGISTER` (RFC 3261 §10).
     Register,
+    /// `INVITE` (RFC 3261 §13).
     Invite,
+    /// `ACK` (RFC 3261 §17.1.1.3).
     Ack,
+    /// `CANCEL` (RFC 3261 §9).
     Cancel,
+    /// `BYE` (RFC 3261 §15).
     Bye,
+    /// `OPTIONS` (RFC 3261 §11).
     Options,
+    /// `SUBSCRIBE` (RFC 6665).
     Subscribe,
+    /// `NOTIFY` (RFC 6665).
     Notify,
+    /// `PUBLISH` (RFC 3903).
     Publish,
+    /// `MESSAGE` (RFC 3428).
     Message,
+    /// `INFO` (RFC 6086).
     Info,
+    /// `PRACK` (RFC 3262).
     Prack,
+    /// `UPDATE` (RFC 3311).
     Update,
+    /// `REFER` (RFC 3515).
     Refer,
+    /// Any other method token, as written (case-sensitive).
     Extension(&'a str),
 }
 
@@ -54,6 +70,7 @@ impl<'a> Method<'a> {
             other => Method::Extension(other),
         }
     }
+    /// The method's token as sent on the wire.
     pub fn as_str(&self) -> &'a str {
         match *self {
             Method::Register => "REGISTER",
@@ -75,18 +92,26 @@ impl<'a> Method<'a> {
     }
 }
 
+/// The first line of a message: a Request-Line or a Status-Line (RFC 3261 §7.1, §7.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine<'a> {
     /// `version` is `"SIP/2.0"` whenever the received text equals it ignoring
     /// case, so comparing against that literal is enough to decide on 505.
     Request {
+        /// The request method.
         method: Method<'a>,
+        /// The Request-URI text, unparsed.
         uri: &'a str,
+        /// The SIP version token.
         version: &'a str,
     },
+    /// A Status-Line: `SIP/2.0 200 OK`.
     Response {
+        /// The SIP version token, as written.
         version: &'a str,
+        /// The three-digit status code, 100..=699.
         code: u16,
+        /// The reason phrase, as written (may be empty).
         reason: &'a str,
     },
 }
@@ -94,18 +119,25 @@ pub enum StartLine<'a> {
 /// Why bytes are not a SIP message. The text is used as the 400 reason phrase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The Request-Line or Status-Line does not match its grammar.
     #[error("Malformed start line")]
     StartLine,
+    /// A header line is malformed (no colon, bad name, stray CR).
     #[error("Malformed header line")]
     HeaderLine,
+    /// More than `MAX_HEADERS` header lines.
     #[error("Too many headers")]
     TooManyHeaders,
+    /// No blank line ends the header section.
     #[error("Missing end of headers")]
     Truncated,
+    /// Content-Length promises more bytes than the datagram carries.
     #[error("Content-Length larger than body")]
     ContentLengthTooLarge,
+    /// Content-Length is not a number or appears with different values.
     #[error("Bad Content-Length")]
     BadContentLength,
+    /// The start line or header section is not valid UTF-8.
     #[error("Message not UTF-8 in headers")]
     NotUtf8,
 }
@@ -153,6 +185,7 @@ fn is_needed_for_reply(name: HeaderName) -> bool {
 /// One indexed header line: its classified name and the spans of name and value.
 #[derive(Clone, Copy, Debug)]
 pub struct HeaderEntry {
+    /// The header's classified name (`Other` for unindexed headers).
     pub name: HeaderName,
     name_start: u32,
     name_end: u32,
@@ -677,30 +710,37 @@ impl<'a> Message<'a> {
             body,
         })
     }
+    /// The whole message as received.
     pub fn raw(&self) -> &'a [u8] {
         self.raw
     }
+    /// The parsed Request-Line or Status-Line.
     pub fn start_line(&self) -> &StartLine<'a> {
         &self.start
     }
+    /// The body: the bytes after the blank line, cut to Content-Length when present.
     pub fn body(&self) -> &'a [u8] {
         self.body
     }
+    /// True for a request, false for a response.
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request { .. })
     }
+    /// The request's method (None for responses).
     pub fn method(&self) -> Option<Method<'a>> {
         match self.start {
             StartLine::Request { method, .. } => Some(method),
             StartLine::Response { .. } => None,
         }
     }
+    /// The Request-URI text, unparsed (None for responses).
     pub fn request_uri(&self) -> Option<&'a str> {
         match self.start {
             StartLine::Request { uri, .. } => Some(uri),
             StartLine::Response { .. } => None,
         }
     }
+    /// The response's status code (None for requests).
     pub fn status(&self) -> Option<u16> {
         match self.start {
             StartLine::Response { code, .. } => Some(code),

@@ -11,10 +11,13 @@ use super::uri::{Uri, UriError};
 /// Why a typed header value could not be read. Text is the 400 reason phrase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
+    /// The header is required but absent; names the header.
     #[error("Missing {0} header")]
     Missing(&'static str),
+    /// The header's value does not match its grammar; names the header.
     #[error("Malformed {0} header")]
     Malformed(&'static str),
+    /// A single-valued header appears with different values; names the header.
     #[error("Duplicate {0} header")]
     Duplicate(&'static str),
 }
@@ -23,6 +26,7 @@ pub enum HeaderError {
 /// `Message` turn it into `HeaderError::Malformed` with the header's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    /// The value does not match the header's grammar.
     #[error("Malformed header value")]
     Malformed,
 }
@@ -46,9 +50,11 @@ impl<'a> Params<'a> {
             .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
             .map(|(_, value)| value)
     }
+    /// Every `(name, value)` pair in order; the value is None for a bare `;name`.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
         ParamIter { rest: Some(self.0) }
     }
+    /// True when the list holds no parameter.
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
@@ -206,7 +212,9 @@ pub struct Via<'a> {
     pub transport: &'a str,
     /// as written; an IPv6 reference keeps its brackets
     pub host: &'a str,
+    /// The sent-by port, when written.
     pub port: Option<u16>,
+    /// The via-params (`branch`, `rport`, `received`, ...).
     pub params: Params<'a>,
     /// the whole value as received, to copy into responses
     pub raw: &'a str,
@@ -265,6 +273,7 @@ impl<'a> Via<'a> {
             raw,
         })
     }
+    /// The `branch` parameter, the transaction id (RFC 3261 §17.2.3).
     pub fn branch(&self) -> Option<&'a str> {
         self.params.get("branch").flatten()
     }
@@ -272,6 +281,7 @@ impl<'a> Via<'a> {
     pub fn has_rport(&self) -> bool {
         self.params.get("rport").is_some()
     }
+    /// The `received` parameter a previous hop added (RFC 3261 §18.2.1).
     pub fn received(&self) -> Option<&'a str> {
         self.params.get("received").flatten()
     }
@@ -286,9 +296,12 @@ impl<'a> Via<'a> {
     }
 }
 
+/// `CSeq: 42 SUBSCRIBE`: the request's sequence number and method (RFC 3261 §20.16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CSeq<'a> {
+    /// The sequence number, below 2^31.
     pub seq: u32,
+    /// The method, which in a request equals the Request-Line's.
     pub method: Method<'a>,
 }
 
@@ -381,9 +394,11 @@ impl<'a> NameAddr<'a> {
             params: parse_params(rest)?,
         })
     }
+    /// The `tag` parameter that identifies a dialog side (RFC 3261 §19.3).
     pub fn tag(&self) -> Option<&'a str> {
         self.params.get("tag").flatten()
     }
+    /// The URI parsed, when its scheme is supported and it is well-formed.
     pub fn parsed_uri(&self) -> Option<Uri<'a>> {
         Uri::parse(self.uri).ok()
     }
@@ -392,17 +407,21 @@ impl<'a> NameAddr<'a> {
 /// `Event: presence;id=abc;max-rate=...`
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event<'a> {
+    /// The event package name, e.g. `presence` (RFC 6665 §8.2.1).
     pub package: &'a str,
+    /// The event parameters (`id`, ...).
     pub params: Params<'a>,
 }
 
 impl<'a> Event<'a> {
+    /// Parse `event-type *( SEMI event-param )`.
     pub fn parse(value: &'a str) -> Result<Event<'a>, ValueError> {
         let mut cursor = Cursor::new(trim_lws(value));
         let package = cursor.token().ok_or(ValueError::Malformed)?;
         let params = parse_params(cursor.rest())?;
         Ok(Event { package, params })
     }
+    /// The `id` parameter that tells subscriptions of one dialog apart.
     pub fn id(&self) -> Option<&'a str> {
         self.params.get("id").flatten()
     }
@@ -411,12 +430,16 @@ impl<'a> Event<'a> {
 /// `type/subtype;params` from Content-Type or one Accept entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MediaType<'a> {
+    /// The top-level type, e.g. `application` (as written).
     pub type_: &'a str,
+    /// The subtype, e.g. `pidf+xml` (as written).
     pub subtype: &'a str,
+    /// The media parameters (`charset`, `q`, ...).
     pub params: Params<'a>,
 }
 
 impl<'a> MediaType<'a> {
+    /// Parse `type/subtype *( SEMI param )`.
     pub fn parse(value: &'a str) -> Result<MediaType<'a>, ValueError> {
         let mut cursor = Cursor::new(trim_lws(value));
         let type_ = cursor.token().ok_or(ValueError::Malformed)?;
@@ -468,6 +491,7 @@ impl<'a> Message<'a> {
         self.header_values(HeaderName::Via)
             .map(|value| Via::parse(value).map_err(|_| HeaderError::Malformed("Via")))
     }
+    /// Call-ID: required, single-valued, non-empty visible characters only.
     pub fn call_id(&self) -> Result<&'a str, HeaderError> {
         let value = self.required_value(HeaderName::CallId, "Call-ID")?;
         let well_formed = !value.is_empty() && value.bytes().all(|b| b > b' ' && b != 0x7f);
@@ -488,9 +512,11 @@ impl<'a> Message<'a> {
         }
         Ok(cseq)
     }
+    /// The From header (required, single-valued).
     pub fn from_header(&self) -> Result<NameAddr<'a>, HeaderError> {
         self.name_addr(HeaderName::From, "From")
     }
+    /// The To header (required, single-valued).
     pub fn to_header(&self) -> Result<NameAddr<'a>, HeaderError> {
         self.name_addr(HeaderName::To, "To")
     }
@@ -524,12 +550,14 @@ impl<'a> Message<'a> {
             .map(Some)
             .ok_or(HeaderError::Malformed("Max-Forwards"))
     }
+    /// The Event header (None when absent).
     pub fn event(&self) -> Result<Option<Event<'a>>, HeaderError> {
         self.line_values(HeaderName::Event)
             .next()
             .map(|value| Event::parse(value).map_err(|_| HeaderError::Malformed("Event")))
             .transpose()
     }
+    /// The Content-Type header (None when absent).
     pub fn content_type(&self) -> Result<Option<MediaType<'a>>, HeaderError> {
         self.line_values(HeaderName::ContentType)
             .next()
@@ -545,9 +573,11 @@ impl<'a> Message<'a> {
     pub fn require(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.header_values(HeaderName::Require)
     }
+    /// Option tags of Proxy-Require.
     pub fn proxy_require(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.header_values(HeaderName::ProxyRequire)
     }
+    /// Option tags of Supported.
     pub fn supported(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.header_values(HeaderName::Supported)
     }
@@ -555,9 +585,11 @@ impl<'a> Message<'a> {
     pub fn record_route(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.header_values(HeaderName::RecordRoute)
     }
+    /// The SIP-If-Match entity tag of a PUBLISH refresh (RFC 3903 §4.1).
     pub fn sip_if_match(&self) -> Option<&'a str> {
         self.header(HeaderName::SipIfMatch)
     }
+    /// Content-Length in bytes (None when absent; single-valued).
     pub fn content_length(&self) -> Result<Option<u32>, HeaderError> {
         let Some(value) = self.single_value(HeaderName::ContentLength, "Content-Length")? else {
             return Ok(None);

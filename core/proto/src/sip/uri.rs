@@ -12,17 +12,24 @@ use std::net::Ipv6Addr;
 /// Why a URI is not usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
+    /// The text does not match the URI grammar.
     #[error("Malformed URI")]
     Malformed,
+    /// A scheme other than sip, sips, tel or pres.
     #[error("Unsupported URI scheme")]
     UnsupportedScheme,
 }
 
+/// The URI schemes the server accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
+    /// `sip:` (RFC 3261 §19.1).
     Sip,
+    /// `sips:`, SIP over TLS (RFC 3261 §19.1).
     Sips,
+    /// `tel:`, a telephone number (RFC 3966).
     Tel,
+    /// `pres:`, a presentity (RFC 3859).
     Pres,
 }
 
@@ -30,10 +37,15 @@ pub enum Scheme {
 /// An IPv6 host keeps its brackets, as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uri<'a> {
+    /// The URI scheme.
     pub scheme: Scheme,
+    /// The userinfo user part, as written (the number for `tel:`).
     pub user: Option<&'a str>,
+    /// The userinfo password, as written (deprecated by RFC 3261 §19.1.1).
     pub password: Option<&'a str>,
+    /// The host, as written (empty for `tel:`).
     pub host: &'a str,
+    /// The explicit port, when written.
     pub port: Option<u16>,
     /// `;name=value` URI parameters, without the leading ';'
     pub params: &'a str,
