@@ -88,9 +88,12 @@ pub enum EmptyDocument {
     None,
 }
 
+/// How the composer merges publications into one document.
 #[derive(Clone, Debug)]
 pub struct ComposePolicy {
+    /// Which publication's person element wins.
     pub person: PersonPolicy,
+    /// What to send when no publication is live.
     pub empty: EmptyDocument,
 }
 
@@ -106,7 +109,9 @@ impl Default for ComposePolicy {
 /// One live publication as the composer sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Source<'a> {
+    /// The PIDF document as published.
     pub body: &'a [u8],
+    /// The same document, parsed into element spans.
     pub parsed: &'a ParsedPidf,
     /// source rank: higher wins before recency (e.g. network agent > user agent)
     pub rank: u8,
@@ -197,6 +202,7 @@ pub struct Composer {
 }
 
 impl Composer {
+    /// A composer with empty scratch buffers (they grow and are reused across calls).
     pub fn new() -> Self {
         Composer::default()
     }

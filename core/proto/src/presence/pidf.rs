@@ -37,8 +37,11 @@ pub const DATA_MODEL_NAMESPACE: &str = "urn:ietf:params:xml:ns:pidf:data-model";
 /// Bounds on what a published document may contain.
 #[derive(Clone, Copy, Debug)]
 pub struct PidfLimits {
+    /// Deepest element nesting allowed (the root is depth 1).
     pub max_depth: usize,
+    /// Most elements allowed in one document.
     pub max_elements: usize,
+    /// Most attributes allowed on one element.
     pub max_attributes: usize,
     /// namespace declarations in scope at any point
     pub max_namespaces: usize,
@@ -58,26 +61,37 @@ impl Default for PidfLimits {
 /// Why a body is not an acceptable PIDF document. Text is the 400 reason phrase.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PidfError {
+    /// The body is not well-formed XML 1.0.
     #[error("Body is not well-formed XML")]
     NotWellFormed,
+    /// The body has a DOCTYPE, refused so that no entity can be declared.
     #[error("DOCTYPE not allowed in PIDF")]
     Doctype,
+    /// The root element is not `presence`.
     #[error("Root element is not presence")]
     WrongRoot,
+    /// The root element is not in the PIDF namespace (RFC 3863).
     #[error("Root element not in the PIDF namespace")]
     WrongNamespace,
+    /// `presence` has no `entity` attribute.
     #[error("Missing entity attribute")]
     MissingEntity,
+    /// The `entity` attribute names another presentity than the Request-URI.
     #[error("Entity does not match the presentity")]
     ForeignEntity,
+    /// Elements nest deeper than `PidfLimits::max_depth`.
     #[error("PIDF document too deep")]
     TooDeep,
+    /// More elements than `PidfLimits::max_elements`.
     #[error("PIDF document has too many elements")]
     TooManyElements,
+    /// An element has more attributes than `PidfLimits::max_attributes`.
     #[error("PIDF element has too many attributes")]
     TooManyAttributes,
+    /// More namespace declarations in scope than `PidfLimits::max_namespaces`.
     #[error("PIDF document declares too many namespaces")]
     TooManyNamespaces,
+    /// The body is not valid UTF-8.
     #[error("Body is not UTF-8")]
     NotUtf8,
     /// a tuple, person or device without a (non-empty) id attribute: the
@@ -89,7 +103,9 @@ pub enum PidfError {
 /// A namespace declaration in scope of a top-level child (prefix "" = default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NsDecl {
+    /// The declared prefix ("" for the default namespace).
     pub prefix: String,
+    /// The namespace URI it binds ("" undeclares the default namespace).
     pub uri: String,
 }
 
@@ -97,14 +113,30 @@ pub struct NsDecl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ElementKind {
     /// pidf:tuple with its id
-    Tuple { id: String },
+    Tuple {
+        /// The tuple's `id` attribute.
+        id: String,
+    },
     /// dm:person with its id, and its direct children keyed by (namespace, local name)
-    Person { id: String, children: Vec<ChildElement> },
+    Person {
+        /// The person's `id` attribute.
+        id: String,
+        /// The person's direct children, in document order.
+        children: Vec<ChildElement>,
+    },
     /// dm:device with its id
-    Device { id: String },
+    Device {
+        /// The device's `id` attribute.
+        id: String,
+    },
     /// pidf:note with xml:lang (may be empty; inherited from <presence> when
     /// the note has none) and its text content
-    Note { lang: String, text: String },
+    Note {
+        /// The note's `xml:lang` ("" when none is in effect).
+        lang: String,
+        /// The note's text content, character references decoded.
+        text: String,
+    },
     /// anything else (extensions), carried through
     Other,
 }
@@ -122,17 +154,24 @@ impl ElementKind {
 /// A direct child of dm:person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildElement {
+    /// The child's namespace URI.
     pub namespace: String,
+    /// The child's local name (without prefix).
     pub local_name: String,
+    /// The child's byte range in the body, start tag to end tag.
     pub span: Range<usize>,
+    /// What copying the child into another document needs.
     pub copy: CopyInfo,
 }
 
 /// One top-level child of <presence>: its kind and its byte span in the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
+    /// What kind of child it is (tuple, person, device, note, other).
     pub kind: ElementKind,
+    /// The element's byte range in the body, start tag to end tag.
     pub span: Range<usize>,
+    /// What copying the element into another document needs.
     pub copy: CopyInfo,
 }
 
@@ -170,6 +209,7 @@ pub struct ParsedPidf {
     pub entity: String,
     /// declarations on <presence> (all prefixes the children may use)
     pub namespaces: Vec<NsDecl>,
+    /// The top-level children of `presence`, in document order.
     pub elements: Vec<Element>,
 }
 

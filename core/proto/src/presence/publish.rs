@@ -15,7 +15,8 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub const PIDF: &str = "application/pidf+xml";
+/// The only body type PUBLISH accepts for the presence package (RFC 3863).
+pub(crate) const PIDF: &str = "application/pidf+xml";
 
 /// Ranks publication sources by address or asserted identity.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +26,7 @@ pub struct SourceRanker {
 }
 
 impl SourceRanker {
+    /// Build from the configured ranks; errs with a message on a bad address, prefix or identity.
     pub fn new(ranks: &[SourceRank]) -> Result<Self, String> {
         let mut ranker = SourceRanker::default();
         for entry in ranks {

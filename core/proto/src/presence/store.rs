@@ -20,6 +20,7 @@ use crate::timer::TimerQueue;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+/// A presentity's slot number in its shard's store; reused after the presentity goes.
 pub type PresentityId = u32;
 
 /// One live publication.
@@ -29,13 +30,19 @@ pub struct Publication {
     pub id: u64,
     /// The current entity-tag; changes on every refresh and modify.
     pub etag: String,
+    /// The PIDF document as published.
     pub body: Vec<u8>,
+    /// The same document, parsed once at PUBLISH.
     pub parsed: ParsedPidf,
+    /// When it expires without a refresh.
     pub expires_at: Instant,
     /// Recency order within the shard.
     pub sequence: u64,
+    /// Source rank: a higher rank wins over recency in composition.
     pub rank: u8,
+    /// The transport address the publishing request came from.
     pub source: SocketAddr,
+    /// Whether a PUBLISH or the registrar made it.
     pub kind: SourceKind,
 }
 
@@ -61,9 +68,12 @@ pub enum SourceKind {
     Registration,
 }
 
+/// One presentity: its live publications and its cached composed document.
 #[derive(Clone, Debug)]
 pub struct Presentity {
+    /// The canonical AOR that keys it (always `sip:`).
     pub aor: String,
+    /// Its live publications, in arrival order.
     pub publications: Vec<Publication>,
     /// Incremented on every change of the composed state.
     pub version: u64,
@@ -90,6 +100,7 @@ impl Presentity {
         }
     }
 
+    /// Index of the live PUBLISHed publication whose entity-tag is `etag`.
     pub fn publication_by_etag(&self, etag: &str) -> Option<usize> {
         self.publications
             .iter()
@@ -97,10 +108,13 @@ impl Presentity {
     }
 }
 
+/// Why the store refused a change.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// The shard already holds `max_presentities` presentities.
     #[error("too many presentities on this shard")]
     TooManyPresentities,
+    /// No presentity has this id (it was released).
     #[error("unknown presentity")]
     UnknownPresentity,
 }
@@ -114,6 +128,7 @@ enum Journaled {
     Removed(PublicationKey),
 }
 
+/// One shard's presentities and their publications, with expiry timers and the change queue.
 pub struct PresenceStore {
     /// published changes not yet drained (`None`: nobody stores them)
     journal: Option<Vec<Journaled>>,
@@ -133,6 +148,7 @@ pub struct PresenceStore {
 }
 
 impl PresenceStore {
+    /// An empty store composing with `policy`, holding at most `max_presentities`.
     pub fn new(policy: ComposePolicy, max_presentities: usize) -> Self {
         PresenceStore {
             journal: Some(Vec::new()),
@@ -151,10 +167,12 @@ impl PresenceStore {
         }
     }
 
+    /// The id of the presentity whose canonical AOR is `aor`, if it exists.
     pub fn lookup(&self, aor: &str) -> Option<PresentityId> {
         self.index.get(aor).copied()
     }
 
+    /// The presentity with this id, if it exists.
     pub fn get(&self, id: PresentityId) -> Option<&Presentity> {
         self.slots.get(id as usize)?.as_ref()
     }
@@ -163,10 +181,12 @@ impl PresenceStore {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
+    /// How many presentities the store holds.
     pub fn presentity_count(&self) -> usize {
         self.index.len()
     }
 
+    /// How many live publications the store holds, across presentities.
     pub fn publication_count(&self) -> usize {
         self.publication_count
     }
@@ -179,6 +199,7 @@ impl PresenceStore {
             .filter_map(|(i, slot)| slot.as_ref().map(|p| (i as PresentityId, p)))
     }
 
+    /// The id of `aor`'s presentity, created empty if needed (`TooManyPresentities` at the limit).
     pub fn get_or_create(&mut self, aor: &str, now: Instant) -> Result<PresentityId, StoreError> {
         if let Some(id) = self.lookup(aor) {
             return Ok(id);
@@ -208,6 +229,7 @@ impl PresenceStore {
         }
     }
 
+    /// Drop one hold taken with `hold`; the presentity goes when unheld and unpublished.
     pub fn release(&mut self, id: PresentityId) {
         if let Some(p) = self.get_mut(id) {
             p.holds = p.holds.saturating_sub(1);
@@ -397,6 +419,7 @@ impl PresenceStore {
         }
     }
 
+    /// When the earliest publication expires, for the shard's wake-up.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.expiries.next_deadline()
     }

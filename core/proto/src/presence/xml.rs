@@ -207,7 +207,8 @@ fn push_escaped(out: &mut Vec<u8>, text: &str, into: Escape) {
 
 /// One attribute of a start tag, as absolute byte ranges in the document.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawAttribute {
+pub(crate) struct RawAttribute {
+    /// The attribute's qualified name.
     pub name: Range<usize>,
     /// between the quotes
     pub value: Range<usize>,
@@ -215,8 +216,10 @@ pub struct RawAttribute {
 
 /// Why a start tag's inside could not be split into name and attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TagError {
+pub(crate) enum TagError {
+    /// The tag is not well-formed XML.
     Malformed,
+    /// More attributes than the caller's limit.
     TooManyAttributes,
 }
 
@@ -224,7 +227,7 @@ pub enum TagError {
 /// or `/>`, found at absolute offset `base`) into the element name's range
 /// and its attributes (appended to `attributes`, at most `max_attributes`).
 /// Only the syntax is checked here: `Name (S Name S? = S? quoted-value)* S?`.
-pub fn split_start_tag(
+pub(crate) fn split_start_tag(
     inner: &[u8],
     base: usize,
     max_attributes: usize,
