@@ -14,7 +14,9 @@ use crate::time::Instant;
 /// values, each a list of quoted tags or `*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Precondition {
+    /// `If-Match` tags: the write goes ahead only if the current tag is listed (`*`: any document).
     pub if_match: Option<Vec<String>>,
+    /// `If-None-Match` tags: the write goes ahead only if the current tag is not listed (`*`: no document).
     pub if_none_match: Option<Vec<String>>,
 }
 
@@ -48,8 +50,10 @@ fn strip_weak(tag: &str) -> &str {
 /// Why a rules change was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {
+    /// The `If-Match`/`If-None-Match` precondition does not hold (HTTP 412).
     #[error("the entity tag precondition failed")]
     PreconditionFailed,
+    /// A delete found no rules to delete (HTTP 404).
     #[error("the presentity has no rules")]
     NotFound,
 }

@@ -13,8 +13,11 @@ use quick_xml::reader::NsReader;
 /// An attribute with its namespace ("" when unqualified) and decoded value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
+    /// The attribute's namespace URI ("" when unqualified).
     pub ns: String,
+    /// The attribute's local name.
     pub name: String,
+    /// The attribute's value, references decoded.
     pub value: String,
 }
 
@@ -22,14 +25,20 @@ pub struct Attr {
 /// concatenated character data of its own text nodes, and its children.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Node {
+    /// The element's namespace URI ("" for none).
     pub ns: String,
+    /// The element's local name.
     pub name: String,
+    /// The element's attributes, in document order.
     pub attrs: Vec<Attr>,
+    /// The concatenated character data of the element's own text nodes.
     pub text: String,
+    /// The child elements, in document order.
     pub children: Vec<Node>,
 }
 
 impl Node {
+    /// An element `{ns}name` with no attributes, text or children.
     pub fn new(ns: &str, name: &str) -> Self {
         Node {
             ns: ns.to_owned(),
@@ -51,7 +60,8 @@ impl Node {
             .map(|a| a.value.as_str())
     }
 
-    pub fn with_attr(mut self, name: &str, value: &str) -> Self {
+    /// This element with an unqualified attribute added (builder style).
+    pub(crate) fn with_attr(mut self, name: &str, value: &str) -> Self {
         self.attrs.push(Attr {
             ns: String::new(),
             name: name.to_owned(),
@@ -60,12 +70,14 @@ impl Node {
         self
     }
 
-    pub fn with_text(mut self, text: &str) -> Self {
+    /// This element with its text replaced (builder style).
+    pub(crate) fn with_text(mut self, text: &str) -> Self {
         self.text = text.to_owned();
         self
     }
 
-    pub fn with_child(mut self, child: Node) -> Self {
+    /// This element with `child` appended (builder style).
+    pub(crate) fn with_child(mut self, child: Node) -> Self {
         self.children.push(child);
         self
     }
@@ -74,9 +86,13 @@ impl Node {
 /// Bounds on a document the reader accepts.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Largest document accepted, in bytes.
     pub max_bytes: usize,
+    /// Deepest element nesting accepted.
     pub max_depth: usize,
+    /// Most elements accepted in one document.
     pub max_elements: usize,
+    /// Most attributes accepted on one element.
     pub max_attributes: usize,
 }
 
@@ -94,18 +110,25 @@ impl Default for Limits {
 /// Why a body is not an acceptable XML document (the text is the reason given to the client).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DocumentError {
+    /// The document is not valid UTF-8.
     #[error("the document is not UTF-8")]
     NotUtf8,
+    /// The document is not well-formed XML; says where or why.
     #[error("the document is not well-formed XML: {0}")]
     NotWellFormed(String),
+    /// The document has a DOCTYPE, refused so that no DTD or entity is read.
     #[error("DOCTYPE is not allowed")]
     Doctype,
+    /// The document exceeds `Limits::max_bytes` (the limit, in bytes).
     #[error("the document is larger than {0} bytes")]
     TooLarge(usize),
+    /// Elements nest deeper than `Limits::max_depth` (the limit).
     #[error("the document is nested deeper than {0} elements")]
     TooDeep(usize),
+    /// More elements than `Limits::max_elements` (the limit).
     #[error("the document has more than {0} elements")]
     TooManyElements(usize),
+    /// An element has more attributes than `Limits::max_attributes` (the limit).
     #[error("an element has more than {0} attributes")]
     TooManyAttributes(usize),
 }

@@ -66,6 +66,7 @@ pub enum DefaultPolicy {
 }
 
 impl DefaultPolicy {
+    /// The policy's configuration spelling (`allow`, `allowlist`, `confirm`, `block`).
     pub fn as_str(self) -> &'static str {
         match self {
             DefaultPolicy::Allow => "allow",
@@ -94,12 +95,15 @@ impl std::str::FromStr for DefaultPolicy {
 /// given a document, which view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// How the subscription is handled (RFC 5025 sub-handling).
     pub handling: SubHandling,
+    /// The view index of the document it gets: `VIEW_FULL`, `VIEW_NEUTRAL` or an interned transformation set.
     pub view: u32,
 }
 
 impl Decision {
-    pub const ALLOW_ALL: Decision = Decision {
+    /// Allowed, with the full composed document.
+    pub(crate) const ALLOW_ALL: Decision = Decision {
         handling: SubHandling::Allow,
         view: VIEW_FULL,
     };
@@ -120,9 +124,13 @@ pub enum AuthzError {
 /// tag, and its compiled form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresRules {
+    /// The document as stored and served (XCAP GET returns these bytes).
     pub document: Vec<u8>,
+    /// The entity tag of `document`, quoted, derived from its bytes.
     pub etag: String,
+    /// The document read as a namespace-resolved element tree.
     pub tree: Node,
+    /// The document compiled into rules for evaluation.
     pub rules: RuleSet,
 }
 
@@ -228,6 +236,7 @@ pub struct Authz {
 }
 
 impl Authz {
+    /// Authorization with no rules yet, deciding unlisted watchers by `default`.
     pub fn new(default: DefaultPolicy) -> Self {
         Authz {
             default,
@@ -235,6 +244,7 @@ impl Authz {
         }
     }
 
+    /// How watchers no rule matches are treated.
     pub fn default_policy(&self) -> DefaultPolicy {
         self.default
     }
@@ -244,6 +254,7 @@ impl Authz {
         self.unix_origin_micros = micros;
     }
 
+    /// `now` as Unix time in whole seconds, for validity conditions.
     pub fn unix_seconds(&self, now: Instant) -> i64 {
         let micros = self
             .unix_origin_micros

@@ -29,8 +29,10 @@
 use super::document::Node;
 use crate::sip::uri::{Scheme, Uri};
 
-pub const COMMON_POLICY: &str = "urn:ietf:params:xml:ns:common-policy";
-pub const PRES_RULES: &str = "urn:ietf:params:xml:ns:pres-rules";
+/// The common-policy namespace (RFC 4745).
+pub(crate) const COMMON_POLICY: &str = "urn:ietf:params:xml:ns:common-policy";
+/// The pres-rules namespace (RFC 5025).
+pub(crate) const PRES_RULES: &str = "urn:ietf:params:xml:ns:pres-rules";
 /// RPID (RFC 4480): activities, mood, class... the attribute permissions name.
 pub const RPID: &str = "urn:ietf:params:xml:ns:pidf:rpid";
 
@@ -40,31 +42,52 @@ pub const MAX_RULES: usize = 1_000;
 /// What a document that is not valid pres-rules lacks (the reason given to the client).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RulesError {
+    /// The root element is not `cr:ruleset`.
     #[error("the root element is not common-policy ruleset")]
     WrongRoot,
+    /// More than `MAX_RULES` rules.
     #[error("more than {MAX_RULES} rules")]
     TooManyRules,
+    /// A rule has no (non-empty) `id` attribute.
     #[error("a rule without id")]
     MissingRuleId,
+    /// Two rules share this `id`.
     #[error("rule id {0:?} appears twice")]
     DuplicateRuleId(String),
+    /// An element that may appear once in a rule appears again.
     #[error("rule {rule:?}: {element} appears more than once")]
-    Repeated { rule: String, element: &'static str },
+    Repeated {
+        /// The rule's `id`.
+        rule: String,
+        /// The repeated element's local name.
+        element: &'static str,
+    },
+    /// A rule's condition, action or transformation breaks the schema.
     #[error("rule {rule:?}: {reason}")]
-    Invalid { rule: String, reason: String },
+    Invalid {
+        /// The rule's `id`.
+        rule: String,
+        /// What is wrong, for the client.
+        reason: String,
+    },
 }
 
 /// RFC 5025 §3.2.1, with the values RFC 4745 combining compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SubHandling {
+    /// Refuse the subscription (403).
     Block = 0,
+    /// Hold the subscription pending until the presentity decides.
     Confirm = 10,
+    /// Accept, but send a neutral document that reveals nothing.
     PoliteBlock = 20,
+    /// Accept, with the document the transformations allow.
     Allow = 30,
 }
 
 impl SubHandling {
+    /// The value's pres-rules spelling (`block`, `confirm`, `polite-block`, `allow`).
     pub fn as_str(self) -> &'static str {
         match self {
             SubHandling::Block => "block",
@@ -74,6 +97,7 @@ impl SubHandling {
         }
     }
 
+    /// Read a pres-rules spelling (surrounding whitespace ignored); None for anything else.
     pub fn parse(text: &str) -> Option<SubHandling> {
         match text.trim() {
             "block" => Some(SubHandling::Block),
@@ -103,8 +127,10 @@ pub enum Selector {
 /// Which components of one kind (tuples, persons, devices) a watcher sees.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Selection {
+    /// No component of this kind.
     #[default]
     Nothing,
+    /// Every component of this kind (`all-services`, `all-persons`, `all-devices`).
     All,
     /// sorted, without duplicates
     Some(Vec<Selector>),
@@ -128,10 +154,14 @@ impl Selection {
 /// RFC 5025 `provide-user-input` values, ordered for combining.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum UserInput {
+    /// `false`: the `rpid:user-input` element is removed.
     #[default]
     False,
+    /// `bare`: idle/active only (RFC 5025 §3.3.9); this server passes the element as published.
     Bare,
+    /// `thresholds`: may add the idle threshold (RFC 5025 §3.3.9); passed as published.
     Thresholds,
+    /// `full`: with the last-input time too (RFC 5025 §3.3.9); passed as published.
     Full,
 }
 
@@ -152,21 +182,29 @@ pub const ATTRIBUTE_PERMISSIONS: &[(&str, &str, u32)] = &[
     ("provide-note", "note", 1 << 11),
 ];
 
-pub const NOTE: u32 = 1 << 11;
-pub const DEVICE_ID: u32 = 1 << 2;
+/// The `provide-note` bit of `ATTRIBUTE_PERMISSIONS`.
+pub(crate) const NOTE: u32 = 1 << 11;
+/// The `provide-deviceID` bit of `ATTRIBUTE_PERMISSIONS`.
+pub(crate) const DEVICE_ID: u32 = 1 << 2;
+/// The `provide-class` bit of `ATTRIBUTE_PERMISSIONS`.
 pub const CLASS: u32 = 1 << 1;
 
 /// What a watcher may see of the presence document: RFC 5025 §3.3.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Transforms {
+    /// Which tuples (`provide-services`) the watcher sees.
     pub services: Selection,
+    /// Which persons (`provide-persons`) the watcher sees.
     pub persons: Selection,
+    /// Which devices (`provide-devices`) the watcher sees.
     pub devices: Selection,
     /// `ATTRIBUTE_PERMISSIONS` bits
     pub attributes: u32,
+    /// `provide-user-input`: whether `rpid:user-input` (idle/active) is kept.
     pub user_input: UserInput,
     /// `provide-unknown-attribute` (namespace, local name), sorted
     pub unknown: Vec<(String, String)>,
+    /// `provide-all-attributes`: every element of the selected components.
     pub all_attributes: bool,
 }
 
@@ -182,6 +220,7 @@ impl Transforms {
         }
     }
 
+    /// Whether these transformations let the whole document through.
     pub fn is_full(&self) -> bool {
         self.all_attributes
             && self.services == Selection::All
@@ -189,6 +228,7 @@ impl Transforms {
             && self.devices == Selection::All
     }
 
+    /// Widen these transformations by `other` (RFC 4745 §10.2 combining).
     pub fn union(&mut self, other: &Transforms) {
         self.services.union(&other.services);
         self.persons.union(&other.persons);
@@ -207,17 +247,22 @@ impl Transforms {
 /// An `except` of a `many` identity condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Except {
+    /// Every identity in this domain.
     Domain(String),
     /// canonical AOR
     Id(String),
 }
 
+/// One identity condition of a rule (RFC 4745 §7.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     /// canonical AOR (the id as written when it is not a SIP, SIPS, TEL or PRES URI)
     One(String),
+    /// `many`: every identity (in `domain` when given) except those listed.
     Many {
+        /// Only identities in this domain (compared case-insensitively); None for any domain.
         domain: Option<String>,
+        /// Identities and domains the condition leaves out.
         except: Vec<Except>,
     },
 }
@@ -225,6 +270,7 @@ pub enum Identity {
 /// One compiled rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// The rule's `id` attribute, unique in its document.
     pub id: String,
     /// `None`: no identity condition (any watcher); else any of these
     pub identity: Option<Vec<Identity>>,
@@ -232,7 +278,9 @@ pub struct Rule {
     pub validity: Option<Vec<(i64, i64)>>,
     /// a condition the server does not evaluate: the rule never matches
     pub unsupported_condition: bool,
+    /// The rule's sub-handling action, when it has one.
     pub sub_handling: Option<SubHandling>,
+    /// What the rule lets a matched watcher see.
     pub transforms: Transforms,
 }
 
@@ -246,6 +294,7 @@ pub struct Watcher<'a> {
 }
 
 impl<'a> Watcher<'a> {
+    /// The watcher with canonical AOR `aor`; its domain is the AOR's host, port removed.
     pub fn from_aor(aor: &'a str) -> Self {
         let domain = match aor.split_once('@') {
             Some((_, host)) => host,
@@ -264,14 +313,18 @@ impl<'a> Watcher<'a> {
 /// The combination of every rule that matched.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
+    /// Whether any rule matched.
     pub matched: bool,
+    /// The highest sub-handling among the matched rules.
     pub sub_handling: Option<SubHandling>,
+    /// The union of the matched rules' transformations.
     pub transforms: Transforms,
 }
 
 /// A compiled rules document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleSet {
+    /// The rules, in document order.
     pub rules: Vec<Rule>,
 }
 
@@ -308,6 +361,7 @@ impl RuleSet {
 }
 
 impl Rule {
+    /// Whether every condition of this rule holds for `watcher` at `unix_now` (Unix seconds).
     pub fn matches(&self, watcher: &Watcher<'_>, unix_now: i64) -> bool {
         if self.unsupported_condition {
             return false;
