@@ -58,6 +58,7 @@ pub enum Termination {
 }
 
 impl Termination {
+    /// The Subscription-State `reason` parameter for this end (None for an unsubscribe).
     pub fn reason(self) -> Option<&'static str> {
         match self {
             Termination::Unsubscribed => None,
@@ -72,7 +73,9 @@ impl Termination {
 /// Subscription-State of a live subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubState {
+    /// `active`: authorized, NOTIFYs carry state.
     Active,
+    /// `pending`: awaiting authorization, NOTIFYs carry no state.
     Pending,
 }
 
@@ -86,9 +89,13 @@ pub struct DialogStrings {
 /// Indices into `DialogStrings`.
 #[derive(Clone, Copy)]
 pub enum Field {
+    /// the dialog's Call-ID
     CallId = 0,
+    /// our tag (To of the SUBSCRIBE, From of our NOTIFYs)
     LocalTag,
+    /// the watcher's tag (From of the SUBSCRIBE)
     RemoteTag,
+    /// the Event header's `id` parameter ("" when absent)
     EventId,
     /// the watcher's URI (From of the SUBSCRIBE)
     RemoteUri,
@@ -103,7 +110,8 @@ pub enum Field {
 }
 
 impl DialogStrings {
-    pub fn new(parts: [&str; 9]) -> Option<Self> {
+    /// Pack the nine fields in `Field` order; None when they total more than 64 KiB.
+    pub(crate) fn new(parts: [&str; 9]) -> Option<Self> {
         let mut buf = String::with_capacity(parts.iter().map(|p| p.len()).sum());
         let mut ends = [0u16; 9];
         for (end, part) in ends.iter_mut().zip(parts) {
@@ -113,6 +121,7 @@ impl DialogStrings {
         Some(DialogStrings { buf, ends })
     }
 
+    /// One field's text.
     pub fn get(&self, field: Field) -> &str {
         let i = field as usize;
         let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) };
@@ -147,26 +156,41 @@ const FIELDS: [Field; 9] = [
 /// One subscription and its dialog.
 #[derive(Clone, Debug)]
 pub struct Subscription {
+    /// Shard-unique id of the subscription (timers and transactions refer to it).
     pub id: u64,
+    /// The event package it subscribes to.
     pub package: PackageId,
+    /// The watched resource: the presentity's id in the presence store.
     pub resource: u32,
+    /// The dialog's identifiers, URIs, target and route set.
     pub dialog: DialogStrings,
+    /// Where NOTIFYs are sent (transport and address).
     pub dest: Dest,
+    /// CSeq of the last NOTIFY sent in this dialog.
     pub local_cseq: u32,
     /// NOTIFY CSeq values up to this one are reserved in the store
     pub cseq_reserved: u32,
+    /// CSeq of the last in-dialog request from the watcher; older ones are refused.
     pub remote_cseq: u32,
+    /// When the subscription expires without a refresh.
     pub expires_at: Instant,
+    /// Whether the watcher is authorized yet.
     pub state: SubState,
+    /// The body type NOTIFYs carry, negotiated from Accept.
     pub content_type: &'static str,
     /// state changed since the last NOTIFY
     pub dirty: bool,
+    /// When `dirty` was last set (the coalescing window runs from here).
     pub dirty_since: Instant,
+    /// A NOTIFY transaction is outstanding.
     pub in_flight: bool,
+    /// Why it is ending, once the final NOTIFY is due.
     pub terminating: Option<Termination>,
+    /// When the last NOTIFY was sent (for min-interval and heartbeats).
     pub last_notify: Option<Instant>,
     /// RFC 6446: least time between NOTIFYs (max-rate), most time (min-rate)
     pub min_interval: Duration,
+    /// RFC 6446 min-rate: a NOTIFY at least this often, even without change.
     pub max_interval: Option<Duration>,
     /// the resource changed and the change is not yet notified: since when
     pub unsent_change: Option<Instant>,
@@ -181,6 +205,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A hash of the dialog identifiers (Call-ID, tags, Event id) that keys the dialog index.
     pub fn dialog_key(call_id: &str, local_tag: &str, remote_tag: &str, event_id: &str) -> u64 {
         let mut hash = fnv1a(call_id.as_bytes());
         for part in [local_tag, remote_tag, event_id] {
@@ -263,9 +288,13 @@ enum TimerKind {
 /// Counters the subscription layer keeps; the shard copies them into its stats.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NotifyCounters {
+    /// NOTIFYs sent.
     pub sent: u64,
+    /// NOTIFYs answered with an error or timed out.
     pub failed: u64,
+    /// Changes folded into a NOTIFY already due or in flight.
     pub coalesced: u64,
+    /// NOTIFYs deferred by the minimum interval or the per-shard rate cap.
     pub throttled: u64,
 }
 
@@ -285,7 +314,9 @@ pub struct Subscriptions {
     /// stored-state changes not yet drained (`None`: nobody stores them)
     journal: Option<Vec<Journaled>>,
     next_id: u64,
+    /// Subscription limits and expiry bounds.
     pub config: SubscriptionConfig,
+    /// NOTIFY counters since start.
     pub counters: NotifyCounters,
     /// per-shard NOTIFY rate cap: tokens left in the current second
     rate_window_start: Instant,
@@ -293,6 +324,7 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// No subscriptions, one instance of every event package.
     pub fn new(config: SubscriptionConfig) -> Self {
         Subscriptions {
             subs: HashMap::new(),
@@ -313,6 +345,7 @@ impl Subscriptions {
         }
     }
 
+    /// How many subscriptions the shard holds.
     pub fn len(&self) -> usize {
         self.subs.len()
     }
@@ -391,14 +424,17 @@ impl Subscriptions {
         out.len() - before
     }
 
+    /// True when the shard holds no subscription.
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
     }
 
+    /// The subscription with this id.
     pub fn get(&self, id: u64) -> Option<&Subscription> {
         self.subs.get(&id)
     }
 
+    /// Every subscription, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
         self.subs.values()
     }
@@ -416,15 +452,18 @@ impl Subscriptions {
         same.then_some(id)
     }
 
-    pub fn watcher_count(&self, package: PackageId, resource: u32) -> usize {
+    /// How many subscriptions watch `resource` in `package`.
+    pub(crate) fn watcher_count(&self, package: PackageId, resource: u32) -> usize {
         self.watchers.get(&(package, resource)).map_or(0, Vec::len)
     }
 
-    pub fn watchers_of(&self, package: PackageId, resource: u32) -> &[u64] {
+    /// The ids of the subscriptions watching `resource` in `package`.
+    pub(crate) fn watchers_of(&self, package: PackageId, resource: u32) -> &[u64] {
         self.watchers.get(&(package, resource)).map_or(&[], Vec::as_slice)
     }
 
-    pub fn count_of_watcher(&self, watcher_aor: &str) -> usize {
+    /// How many subscriptions the watcher (canonical AOR) holds on this shard.
+    pub(crate) fn count_of_watcher(&self, watcher_aor: &str) -> usize {
         self.per_watcher.get(watcher_aor).copied().unwrap_or(0) as usize
     }
 
@@ -676,14 +715,16 @@ impl Subscriptions {
         self.mark_dirty(id, now);
     }
 
-    pub fn update_target(&mut self, id: u64, target: &str, dest: Dest) {
+    /// Point the dialog at a new remote target (a refresh's Contact) and destination.
+    pub(crate) fn update_target(&mut self, id: u64, target: &str, dest: Dest) {
         if let Some(sub) = self.subs.get_mut(&id) {
             sub.dialog.replace(Field::RemoteTarget, target);
             sub.dest = dest;
         }
     }
 
-    pub fn set_remote_cseq(&mut self, id: u64, cseq: u32) {
+    /// Note the CSeq of the watcher's latest in-dialog request.
+    pub(crate) fn set_remote_cseq(&mut self, id: u64, cseq: u32) {
         if let Some(sub) = self.subs.get_mut(&id) {
             sub.remote_cseq = cseq;
         }
@@ -747,6 +788,7 @@ impl Subscriptions {
         let _ = now;
     }
 
+    /// When the earliest expiry, deferred NOTIFY or heartbeat is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next_deadline()
     }
@@ -814,7 +856,7 @@ impl Subscriptions {
     }
 
     /// Send what is due: called at the end of every batch.
-    pub fn flush(&mut self, now: Instant, notify_config: &NotifyConfig, sink: &mut notify::NotifySink<'_>) {
+    pub(crate) fn flush(&mut self, now: Instant, notify_config: &NotifyConfig, sink: &mut notify::NotifySink<'_>) {
         sink.state.presence.take_changes(&mut self.changed);
         if !self.changed.is_empty() {
             let changed = std::mem::take(&mut self.changed);

@@ -14,7 +14,7 @@ use crate::transport::{Dest, Outbox};
 use std::net::SocketAddr;
 
 /// What sending a NOTIFY needs from the shard.
-pub struct NotifySink<'a> {
+pub(crate) struct NotifySink<'a> {
     pub shard: ShardId,
     pub local: SocketAddr,
     pub mtu_threshold: usize,

@@ -17,7 +17,8 @@ use std::io::Write as _;
 /// Contact events kept per watched presentity for partial notifications.
 pub const LOG_CAPACITY: usize = 32;
 
-pub const REGINFO: &str = "application/reginfo+xml";
+/// The reg event package body type (RFC 3680).
+pub(crate) const REGINFO: &str = "application/reginfo+xml";
 
 /// reg: the bindings of a presentity, from the registrar, and the log of
 /// their changes since its first reg subscriber came.

@@ -23,8 +23,10 @@ use crate::time::Instant;
 use std::collections::HashMap;
 use std::io::Write as _;
 
-pub const WATCHERINFO: &str = "application/watcherinfo+xml";
-pub const WATCHERINFO_NAMESPACE: &str = "urn:ietf:params:xml:ns:watcherinfo";
+/// The watcher info body type (RFC 3858).
+pub(crate) const WATCHERINFO: &str = "application/watcherinfo+xml";
+/// The watcher info XML namespace (RFC 3858).
+pub(crate) const WATCHERINFO_NAMESPACE: &str = "urn:ietf:params:xml:ns:watcherinfo";
 
 /// Ended (terminated or waiting) watchers kept per presentity.
 pub const MAX_DEPARTED: usize = 32;
@@ -35,13 +37,18 @@ pub const MAX_RESOURCES: usize = 100_000;
 /// A watcher's subscription status (RFC 3858 §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatcherStatus {
+    /// Waiting for the presentity's authorization.
     Pending,
+    /// Authorized: the watcher receives state.
     Active,
+    /// A pending subscription timed out; remembered so the presentity can still authorize it (RFC 3857 §3.3.1).
     Waiting,
+    /// The subscription has ended.
     Terminated,
 }
 
 impl WatcherStatus {
+    /// The status's watcherinfo spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             WatcherStatus::Pending => "pending",
@@ -59,17 +66,26 @@ impl WatcherStatus {
 /// What moved a watcher into its status (RFC 3857 §3.2.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatcherEvent {
+    /// A new subscription arrived.
     Subscribe,
+    /// The presentity authorized it.
     Approved,
+    /// The server ended it; the watcher may re-subscribe at once.
     Deactivated,
+    /// Ended; the watcher should retry later (RFC 3857; never produced here).
     Probation,
+    /// The presentity refused it.
     Rejected,
+    /// It expired, was unsubscribed or its NOTIFYs went unanswered.
     Timeout,
+    /// The server gave up waiting for authorization (RFC 3857; never produced here).
     Giveup,
+    /// The watched resource is gone.
     Noresource,
 }
 
 impl WatcherEvent {
+    /// The event's watcherinfo spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             WatcherEvent::Subscribe => "subscribe",
@@ -93,9 +109,13 @@ pub struct WatcherRecord {
     pub id: String,
     /// the watcher's identity (canonical AOR the rules match on)
     pub uri: String,
+    /// The subscription's status.
     pub status: WatcherStatus,
+    /// What last moved it into that status.
     pub event: WatcherEvent,
+    /// When the subscription was created (for `duration-subscribed`).
     pub subscribed_at: Instant,
+    /// When the subscription expires.
     pub expires_at: Instant,
     /// the log sequence of its last change
     pub seq: u64,
@@ -215,6 +235,7 @@ impl WatcherLog {
         std::mem::swap(into, &mut self.changed);
     }
 
+    /// Whether any presentity's watcher info changed since the last `take_changed`.
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty()
     }
