@@ -18,6 +18,7 @@ pub enum UdpIo {
     Uring,
 }
 
+/// Every tunable of the SIP engine (the `[engine]` TOML section, one subsection per sub-struct), with defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
@@ -40,21 +41,31 @@ pub struct EngineConfig {
     /// the registrar/presence service, and Route entries naming them are
     /// removed.
     pub server_names: Vec<String>,
+    /// `[engine.udp]`: the UDP socket and datagram limits.
     pub udp: UdpConfig,
+    /// `[engine.tcp]`: the TCP listener and connection limits.
     pub tcp: TcpConfig,
+    /// `[engine.transactions]`: RFC 3261 timers and the server transaction store.
     pub transactions: TransactionConfig,
+    /// `[engine.presence]`: PUBLISH intervals, body and count limits, composition.
     pub presence: PresenceConfig,
+    /// `[engine.notify]`: NOTIFY coalescing and rate limits.
     pub notify: NotifyConfig,
+    /// `[engine.subscriptions]`: SUBSCRIBE intervals and per-presentity/per-watcher limits.
     pub subscriptions: SubscriptionConfig,
+    /// `[engine.registrar]`: REGISTER intervals and binding limits.
     pub registrar: RegistrarConfig,
+    /// `[engine.authz]`: the default authorization policy and the rules directory.
     pub authz: AuthzConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
 
+/// The `[engine.udp]` section: how datagrams are received and sized.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UdpConfig {
+    /// How a shard receives datagrams (`mmsg` or `uring`).
     pub io: UdpIo,
     /// Datagrams received per batch.
     pub batch: usize,
@@ -66,9 +77,11 @@ pub struct UdpConfig {
     pub socket_buffer: usize,
 }
 
+/// The `[engine.tcp]` section: the stream listener and its limits.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TcpConfig {
+    /// Listen for TCP connections on the listen address too.
     pub enabled: bool,
     /// Largest message accepted on a stream.
     pub max_message: usize,
@@ -83,6 +96,7 @@ pub struct TcpConfig {
     pub connect_timeout_ms: u64,
 }
 
+/// The `[engine.transactions]` section: RFC 3261 §17 timers and the server transaction store.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransactionConfig {
@@ -120,6 +134,7 @@ pub enum EmptyPresence {
     None,
 }
 
+/// The `[engine.presence]` section: PUBLISH (RFC 3903) and composition.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceConfig {
@@ -193,6 +208,7 @@ impl NotifyConfig {
     }
 }
 
+/// The `[engine.subscriptions]` section: SUBSCRIBE (RFC 6665) intervals and limits.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubscriptionConfig {
@@ -225,6 +241,7 @@ impl Default for SubscriptionConfig {
     }
 }
 
+/// The `[engine.registrar]` section: REGISTER (RFC 3261 §10) intervals and limits.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrarConfig {
@@ -326,6 +343,7 @@ impl Default for TransactionConfig {
 }
 
 impl TransactionConfig {
+    /// The transaction timers: T1 and T2 from milliseconds (T1 at least 1 ms, T2 at least T1), T4 5 s.
     pub fn timers(&self) -> crate::transaction::Timers {
         crate::transaction::Timers {
             t1: Duration::from_millis(self.t1_ms.max(1)),

@@ -10,48 +10,88 @@ pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER";
 /// Option tags the server supports, for Supported.
 pub const SUPPORTED: &str = "";
 
+/// A refusal of a request: each variant is one SIP final response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SipError {
+    /// 400; the text says what is wrong and is the reason phrase.
     #[error("{0}")]
     BadRequest(Cow<'static, str>),
+    /// 403 with the standard reason phrase.
     #[error("Forbidden")]
     Forbidden,
+    /// 403 with this text as the reason phrase.
     #[error("{0}")]
     ForbiddenBecause(&'static str),
+    /// 404: the Request-URI is in no domain the server serves.
     #[error("Not Found")]
     NotFound,
+    /// 405, with Allow.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
+    /// 406: no body type the request accepts can be produced; carries Accept.
     #[error("Not Acceptable")]
-    NotAcceptable { accept: &'static str },
+    NotAcceptable {
+        /// The Accept header value: the body types the server can produce.
+        accept: &'static str,
+    },
+    /// 412: the SIP-If-Match entity tag is unknown or expired (RFC 3903 §11.2.1).
     #[error("Conditional Request Failed")]
     ConditionalRequestFailed,
+    /// 413: the body is larger than the server takes.
     #[error("Request Entity Too Large")]
     EntityTooLarge,
+    /// 415: the body type is not one the server reads; carries Accept.
     #[error("Unsupported Media Type")]
-    UnsupportedMediaType { accept: &'static str },
+    UnsupportedMediaType {
+        /// The Accept header value: the body types the server reads.
+        accept: &'static str,
+    },
+    /// 416: the Request-URI scheme is not sip, sips, tel or pres.
     #[error("Unsupported URI Scheme")]
     UnsupportedUriScheme,
+    /// 420: Proxy-Require or Require names an extension the server lacks.
     #[error("Bad Extension")]
-    BadExtension { unsupported: String },
+    BadExtension {
+        /// The Unsupported header value: the option tags not supported.
+        unsupported: String,
+    },
+    /// 423: the requested Expires is shorter than the minimum.
     #[error("Interval Too Brief")]
-    IntervalTooBrief { min_expires: u32 },
+    IntervalTooBrief {
+        /// The Min-Expires header value, in seconds.
+        min_expires: u32,
+    },
+    /// 480: the resource exists but cannot be reached now (e.g. not registered).
     #[error("Temporarily Unavailable")]
     TemporarilyUnavailable,
+    /// 481: an in-dialog request matches no dialog or subscription.
     #[error("Call/Transaction Does Not Exist")]
     CallDoesNotExist,
+    /// 482: a merged request, one that reached the server twice by different paths (RFC 3261 §8.2.2.2).
     #[error("Loop Detected")]
     LoopDetected,
+    /// 483: Max-Forwards reached 0.
     #[error("Too Many Hops")]
     TooManyHops,
+    /// 489: the Event package is not served (RFC 6665 §8.3.2); carries Allow-Events.
     #[error("Bad Event")]
-    BadEvent { allow_events: &'static str },
+    BadEvent {
+        /// The Allow-Events header value: the packages served.
+        allow_events: &'static str,
+    },
+    /// 500; the text says what failed and is the reason phrase.
     #[error("{0}")]
     ServerInternal(Cow<'static, str>),
+    /// 501, with Allow: a method the server does not implement.
     #[error("Not Implemented")]
     NotImplemented,
+    /// 503: overloaded or at a limit; try again later.
     #[error("Service Unavailable")]
-    ServiceUnavailable { retry_after: u32 },
+    ServiceUnavailable {
+        /// The Retry-After header value, in seconds.
+        retry_after: u32,
+    },
+    /// 505: the SIP version is not 2.0.
     #[error("Version Not Supported")]
     VersionNotSupported,
     /// The request exceeds what the server takes (RFC 3261 §21.5.14): more
@@ -61,6 +101,7 @@ pub enum SipError {
 }
 
 impl SipError {
+    /// The response status code for this refusal.
     pub fn status(&self) -> u16 {
         match self {
             SipError::BadRequest(_) => 400,

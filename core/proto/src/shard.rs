@@ -240,10 +240,12 @@ impl Shard {
         }
     }
 
+    /// This shard's id (its index among the shards).
     pub fn id(&self) -> ShardId {
         self.place.id
     }
 
+    /// The configuration the shard runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
@@ -314,6 +316,7 @@ impl Shard {
         &self.metrics.histograms
     }
 
+    /// Latency histograms, for the runtime to record request handling times.
     pub fn histograms_mut(&mut self) -> &mut ShardHistograms {
         &mut self.metrics.histograms
     }

@@ -17,7 +17,8 @@ pub const METHODS: [&str; 8] = [
     "OTHER",
 ];
 
-pub fn method_index(method: &Method<'_>) -> usize {
+/// The `METHODS` index a request method is counted under.
+pub(crate) fn method_index(method: &Method<'_>) -> usize {
     match method {
         Method::Options => 0,
         Method::Publish => 1,
@@ -42,10 +43,15 @@ pub const DROP_REASONS: [&str; 7] = [
     "tcp_connection_limit",
 ];
 
+/// `DROP_REASONS` index: input the parser refused that could not be answered either.
 pub const DROP_UNPARSABLE: usize = 0;
+/// `DROP_REASONS` index: a request without a usable Via, so no answer can be routed.
 pub const DROP_NO_VIA: usize = 1;
+/// `DROP_REASONS` index: a response matching no client transaction.
 pub const DROP_STRAY_RESPONSE: usize = 2;
+/// `DROP_REASONS` index: a message the framing refused (too large, bad Content-Length) that could not be answered.
 pub const DROP_OVERSIZED: usize = 3;
+/// `DROP_REASONS` index: input dropped while shutting down (today such requests are answered 503 instead).
 pub const DROP_SHUTDOWN: usize = 4;
 /// A message for a TCP peer that does not read fast enough (its connection's
 /// write queue is full).
@@ -57,14 +63,21 @@ pub const DROP_TCP_CONNECTION_LIMIT: usize = 6;
 /// Current sizes of a shard's state (gauges), read on demand.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardGauges {
+    /// Presentities in the presence store.
     pub presentities: u64,
+    /// Live publications, across presentities.
     pub publications: u64,
+    /// Live subscriptions, all packages.
     pub subscriptions: u64,
+    /// Completed server transactions kept for retransmissions.
     pub server_transactions: u64,
+    /// Client transactions (NOTIFYs) awaiting a final response.
     pub client_transactions: u64,
+    /// Open TCP connections owned by the shard.
     pub tcp_connections: u64,
 }
 
+/// A shard's counters since start (monotonic; merged across shards for metrics).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
     /// requests received, by `METHODS` index
@@ -77,12 +90,19 @@ pub struct ShardStats {
     pub dropped: [u64; DROP_REASONS.len()],
     /// messages handed to their owner shard / received from another shard
     pub handoffs_out: u64,
+    /// Messages received from another shard.
     pub handoffs_in: u64,
+    /// Retransmitted requests answered from the server transaction store.
     pub retransmissions_absorbed: u64,
+    /// Merged requests answered 482 (RFC 3261 §8.2.2.2).
     pub merged_requests: u64,
+    /// Server transactions forgotten before Timer J because the store was full.
     pub server_transactions_evicted: u64,
+    /// Client transactions (NOTIFYs) started.
     pub client_transactions_started: u64,
+    /// Client request retransmissions (Timer E).
     pub client_retransmissions: u64,
+    /// Client transactions ended by Timer F without a final response.
     pub client_timeouts: u64,
     /// responses received to the server's own requests
     pub responses_received: u64,
@@ -95,15 +115,19 @@ pub struct ShardStats {
     /// or timeout), folded into a later one (coalescing window) and held back
     /// by a rate limit (`NotifyConfig`)
     pub notifies_sent: u64,
+    /// NOTIFYs answered with an error or timed out.
     pub notifies_failed: u64,
+    /// Changes folded into a NOTIFY already due or in flight.
     pub notifies_coalesced: u64,
+    /// NOTIFYs deferred by the minimum interval or the per-shard rate cap.
     pub notifies_throttled: u64,
     /// refused input: parse errors by reason, TCP connections shed
     pub guard: crate::guard::GuardStats,
 }
 
 impl ShardStats {
-    pub fn count_response_sent(&mut self, code: u16) {
+    /// Count one response sent, by class and by code.
+    pub(crate) fn count_response_sent(&mut self, code: u16) {
         let class = usize::from(code / 100).min(6);
         self.responses_by_class[class] += 1;
         let index = usize::from(code.clamp(100, 699) - 100);
@@ -188,6 +212,7 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram covering 1 µs to 60 s at 2 significant digits.
     pub fn new() -> Self {
         // Constant bounds and precision that hdrhistogram accepts: creation
         // depends on nothing outside this file.
@@ -213,14 +238,17 @@ impl LatencyHistogram {
         self.sum_micros = self.sum_micros.saturating_add(micros.saturating_mul(count));
     }
 
+    /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.histogram.len()
     }
 
+    /// The sum of the recorded latencies, in microseconds (after clamping to 1 µs..60 s).
     pub fn sum_micros(&self) -> u64 {
         self.sum_micros
     }
 
+    /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.histogram.is_empty()
     }
@@ -267,7 +295,9 @@ impl LatencyHistogram {
 ///   `record_n` for a fan-out whose NOTIFYs left in the same batch).
 #[derive(Clone, Debug, Default)]
 pub struct ShardHistograms {
+    /// Request handling latency, by `METHODS` index.
     pub request_handling: [LatencyHistogram; 8],
+    /// Latency from a PUBLISH that changed state to the NOTIFY carrying it.
     pub publish_to_notify: LatencyHistogram,
 }
 

@@ -9,12 +9,15 @@ use std::time::Duration;
 pub struct Instant(u64);
 
 impl Instant {
+    /// The driver's time origin.
     pub const ZERO: Instant = Instant(0);
 
+    /// The instant `micros` microseconds after the origin.
     pub const fn from_micros(micros: u64) -> Self {
         Instant(micros)
     }
 
+    /// Microseconds since the origin.
     pub const fn as_micros(self) -> u64 {
         self.0
     }

@@ -6,6 +6,7 @@ use crate::time::Instant;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// A min-heap of (deadline, key); equal deadlines fire in arming order.
 #[derive(Debug)]
 pub struct TimerQueue<K: Ord> {
     heap: BinaryHeap<Reverse<(Instant, u64, K)>>,
@@ -22,6 +23,7 @@ impl<K: Ord> Default for TimerQueue<K> {
 }
 
 impl<K: Ord> TimerQueue<K> {
+    /// Fire `key` once `at` is reached.
     pub fn arm(&mut self, at: Instant, key: K) {
         // The sequence keeps firing order stable for equal deadlines.
         self.next_seq += 1;
@@ -41,10 +43,12 @@ impl<K: Ord> TimerQueue<K> {
         }
     }
 
+    /// How many timers are armed (stale ones included).
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// True when no timer is armed.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

@@ -10,25 +10,32 @@ use std::ops::Range;
 /// unique within that shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnRef {
+    /// The shard that owns the connection's socket.
     pub shard: ShardId,
+    /// The connection's id, unique within its shard.
     pub id: u32,
 }
 
 /// How a message arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// A datagram.
     Udp,
+    /// A TCP connection.
     Tcp(ConnRef),
 }
 
 /// Where a message came from: the peer address and the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// The sender's address (the socket peer).
     pub peer: SocketAddr,
+    /// The transport it arrived on.
     pub transport: Transport,
 }
 
 impl Origin {
+    /// A datagram from `peer`.
     pub fn udp(peer: SocketAddr) -> Self {
         Origin {
             peer,
@@ -36,6 +43,7 @@ impl Origin {
         }
     }
 
+    /// True for a stream transport (no retransmissions needed).
     pub fn is_reliable(&self) -> bool {
         matches!(self.transport, Transport::Tcp(_))
     }
@@ -44,11 +52,14 @@ impl Origin {
 /// Where a message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
+    /// A datagram to this address.
     Udp(SocketAddr),
     /// An existing connection (possibly owned by another shard); when it is
     /// gone the driver opens a new one to `peer`.
     Tcp {
+        /// The connection to send on.
         conn: ConnRef,
+        /// The connection's peer, to reconnect to when it is gone.
         peer: SocketAddr,
     },
     /// A new (or cached) outgoing TCP connection to this address.
@@ -68,6 +79,7 @@ impl Dest {
         }
     }
 
+    /// True for a stream transport (no retransmissions needed).
     pub fn is_reliable(&self) -> bool {
         !matches!(self, Dest::Udp(_))
     }
@@ -76,7 +88,9 @@ impl Dest {
 /// One message to send: its destination and its bytes in the outbox buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where it goes.
     pub dest: Dest,
+    /// Its bytes, as a range of `Outbox::buf`.
     pub range: Range<usize>,
     /// Must not leave before the batch's `Outbox::changes` are stored (a
     /// 2xx answering a change, a NOTIFY using a just-reserved CSeq).
@@ -93,7 +107,9 @@ pub struct Transmit {
 /// everything is sent at once.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    /// The bytes of every message, back to back.
     pub buf: Vec<u8>,
+    /// The messages to send, in order, each a range of `buf`.
     pub items: Vec<Transmit>,
     /// The durable-state changes of the batch, in the order they happened.
     pub changes: Vec<StateChange>,
@@ -128,6 +144,7 @@ impl Outbox {
         self.push_since(start, dest);
     }
 
+    /// The bytes of `t`.
     pub fn bytes(&self, t: &Transmit) -> &[u8] {
         self.buf.get(t.range.clone()).unwrap_or(&[])
     }

@@ -13,37 +13,54 @@ use crate::time::Instant;
 use crate::timer::TimerQueue;
 use std::collections::HashMap;
 
+/// One registered contact of an AOR (RFC 3261 §10).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
+    /// Shard-unique id of the binding (expiry timers refer to it).
     pub id: u64,
     /// the Contact URI
     pub contact: String,
+    /// When the binding expires without a refresh.
     pub expires_at: Instant,
     /// the `q` parameter as written
     pub q: Option<String>,
     /// RFC 5626 `+sip.instance` and `reg-id`
     pub instance: Option<String>,
+    /// RFC 5626 `reg-id` of the flow, when given.
     pub reg_id: Option<u32>,
+    /// Call-ID of the REGISTER that last wrote the binding.
     pub call_id: String,
+    /// CSeq number of that REGISTER; an older one is refused.
     pub cseq: u32,
+    /// When the binding was first created (kept across refreshes).
     pub registered_at: Instant,
 }
 
 /// A contact event (RFC 3680 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContactEvent {
+    /// A REGISTER added the contact.
     Registered,
+    /// The contact was created by other means than REGISTER (never produced here).
     Created,
+    /// A REGISTER refreshed the contact, same or later expiry.
     Refreshed,
+    /// A REGISTER refreshed the contact with an earlier expiry.
     Shortened,
+    /// The contact expired without a refresh.
     Expired,
+    /// Removed by the server; the UA may re-register at once (never produced here).
     Deactivated,
+    /// Removed by the server; the UA should re-register later (never produced here).
     Probation,
+    /// A REGISTER removed the contact (Expires 0 or `*`).
     Unregistered,
+    /// Removed by the server for good (never produced here).
     Rejected,
 }
 
 impl ContactEvent {
+    /// The event's reginfo spelling (RFC 3680).
     pub fn as_str(self) -> &'static str {
         match self {
             ContactEvent::Registered => "registered",
@@ -70,14 +87,18 @@ impl ContactEvent {
 /// One logged change of one contact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
+    /// The AOR's change sequence number after this change.
     pub seq: u64,
+    /// The binding as it was after the change.
     pub binding: Binding,
+    /// What happened to the contact.
     pub event: ContactEvent,
 }
 
 /// The registration state of one AOR.
 #[derive(Clone, Debug, Default)]
 pub struct Registration {
+    /// The AOR's live bindings, in creation order.
     pub bindings: Vec<Binding>,
     /// sequence of the latest change
     pub seq: u64,
@@ -109,18 +130,22 @@ pub struct Registrar {
 }
 
 impl Registrar {
+    /// The registration of `aor` (canonical), if known.
     pub fn get(&self, aor: &str) -> Option<&Registration> {
         self.aors.get(aor)
     }
 
-    pub fn has_bindings(&self, aor: &str) -> bool {
+    /// Whether `aor` has at least one live binding.
+    pub(crate) fn has_bindings(&self, aor: &str) -> bool {
         self.aors.get(aor).is_some_and(|r| !r.bindings.is_empty())
     }
 
+    /// Live bindings on this shard, across AORs.
     pub fn binding_count(&self) -> usize {
         self.binding_count
     }
 
+    /// AORs this shard keeps a registration for (some may have no binding left).
     pub fn aor_count(&self) -> usize {
         self.aors.len()
     }
@@ -235,6 +260,7 @@ impl Registrar {
         }
     }
 
+    /// When the earliest binding expires.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next_deadline()
     }

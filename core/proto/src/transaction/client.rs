@@ -28,13 +28,18 @@ struct Pending {
     proceeding: bool,
 }
 
+/// Client transaction counters since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ClientStats {
+    /// Transactions started.
     pub started: u64,
+    /// Request retransmissions sent (Timer E).
     pub retransmitted: u64,
+    /// Transactions ended by Timer F without a final response.
     pub timed_out: u64,
 }
 
+/// A shard's outstanding client transactions (its NOTIFYs) and their timers.
 #[derive(Debug)]
 pub struct ClientTransactions {
     pending: PrehashedMap<Pending>,
@@ -42,17 +47,31 @@ pub struct ClientTransactions {
     next_nonce: u64,
     timers_config: Timers,
     pool: Vec<Vec<u8>>,
+    /// Counters since start.
     pub stats: ClientStats,
 }
 
 /// Something the driver must do now for a client transaction.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<'a> {
-    Retransmit { request: &'a [u8], dest: Dest },
-    Done { user: u64, outcome: Outcome },
+    /// Send the request again (Timer E fired).
+    Retransmit {
+        /// The request's bytes, as first sent.
+        request: &'a [u8],
+        /// Where it goes.
+        dest: Dest,
+    },
+    /// The transaction ended: tell its owner.
+    Done {
+        /// The token the owner gave when starting it.
+        user: u64,
+        /// How it ended.
+        outcome: Outcome,
+    },
 }
 
 impl ClientTransactions {
+    /// No transactions; nonces (branch ids) continue after `first_nonce`.
     pub fn new(timers: Timers, first_nonce: u64) -> Self {
         ClientTransactions {
             pending: PrehashedMap::default(),
@@ -124,6 +143,7 @@ impl ClientTransactions {
         }
     }
 
+    /// When the earliest retransmission or timeout is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next_deadline()
     }
@@ -160,10 +180,12 @@ impl ClientTransactions {
         }
     }
 
+    /// How many transactions await a final response.
     pub fn len(&self) -> usize {
         self.pending.len()
     }
 
+    /// True when no transaction is outstanding.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }

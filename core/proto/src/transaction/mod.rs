@@ -12,8 +12,11 @@ use std::time::Duration;
 /// retransmission intervals for non-INVITE requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timers {
+    /// T1, the round-trip time estimate (RFC 3261: 500 ms).
     pub t1: Duration,
+    /// T2, the cap on non-INVITE retransmission intervals (RFC 3261: 4 s).
     pub t2: Duration,
+    /// T4, the longest a message stays in the network (RFC 3261: 5 s).
     pub t4: Duration,
 }
 

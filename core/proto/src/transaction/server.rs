@@ -20,7 +20,12 @@ pub enum Lookup<'s> {
     /// A new transaction: handle the request.
     New,
     /// A retransmission: resend this response.
-    Retransmission { response: &'s [u8], dest: Dest },
+    Retransmission {
+        /// The stored final response.
+        response: &'s [u8],
+        /// Where the original request's answer went.
+        dest: Dest,
+    },
     /// Same From tag, Call-ID and CSeq as a live transaction but another
     /// branch: the request was merged (RFC 3261 §8.2.2.2), answer 482.
     Merged,
@@ -38,13 +43,18 @@ struct Entry {
     dest: Dest,
 }
 
+/// Server transaction counters since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServerStats {
+    /// Retransmitted requests answered with the stored response.
     pub retransmissions_absorbed: u64,
+    /// Merged requests detected (answered 482).
     pub merged: u64,
+    /// Transactions forgotten before Timer J because the store was at capacity.
     pub evicted_early: u64,
 }
 
+/// A shard's completed server transactions, kept for `retention` to absorb retransmissions.
 #[derive(Debug)]
 pub struct ServerTransactions {
     entries: VecDeque<Entry>,
@@ -54,10 +64,12 @@ pub struct ServerTransactions {
     pool: Vec<Vec<u8>>,
     retention: Duration,
     capacity: usize,
+    /// Counters since start.
     pub stats: ServerStats,
 }
 
 impl ServerTransactions {
+    /// An empty store keeping each transaction `retention` long, at most `capacity` at once.
     pub fn new(retention: Duration, capacity: usize) -> Self {
         ServerTransactions {
             entries: VecDeque::new(),
@@ -167,10 +179,12 @@ impl ServerTransactions {
         self.entries.front().map(|e| e.expires)
     }
 
+    /// How many transactions are kept.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when no transaction is kept.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
