@@ -4,6 +4,8 @@
 //! (`fuzz/corpus/<target>/`) through them on the stable toolchain, so a
 //! crash once found stays fixed in `cargo test`. Any panic is a bug.
 
+#![warn(missing_docs)]
+
 use presence_proto::authz::document::{self, Limits};
 use presence_proto::authz::rules::Watcher;
 use presence_proto::authz::{with_watcher_rule, PresRules};
