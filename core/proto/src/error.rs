@@ -73,7 +73,7 @@ pub enum SipError {
     /// 483: Max-Forwards reached 0.
     #[error("Too Many Hops")]
     TooManyHops,
-    /// 489: the Event package is not served (RFC 6665 §8.3.2); carries Allow-Events.
+    /// 489: the Event package is not served (RFC 6665); carries Allow-Events.
     #[error("Bad Event")]
     BadEvent {
         /// The Allow-Events header value: the packages served.

@@ -157,11 +157,11 @@ pub enum UserInput {
     /// `false`: the `rpid:user-input` element is removed.
     #[default]
     False,
-    /// `bare`: idle/active only (RFC 5025 §3.3.9); this server passes the element as published.
+    /// `bare`: idle/active only (RFC 5025); this server passes the element as published.
     Bare,
-    /// `thresholds`: may add the idle threshold (RFC 5025 §3.3.9); passed as published.
+    /// `thresholds`: may add the idle threshold (RFC 5025); passed as published.
     Thresholds,
-    /// `full`: with the last-input time too (RFC 5025 §3.3.9); passed as published.
+    /// `full`: with the last-input time too (RFC 5025); passed as published.
     Full,
 }
 

@@ -30,7 +30,7 @@ pub struct Binding {
     pub reg_id: Option<u32>,
     /// Call-ID of the REGISTER that last wrote the binding.
     pub call_id: String,
-    /// CSeq number of that REGISTER; an older one is refused.
+    /// CSeq number of that REGISTER; one with the same Call-ID and a CSeq not above it is refused.
     pub cseq: u32,
     /// When the binding was first created (kept across refreshes).
     pub registered_at: Instant,

@@ -131,7 +131,7 @@ pub enum ParseError {
     /// No blank line ends the header section.
     #[error("Missing end of headers")]
     Truncated,
-    /// Content-Length promises more bytes than the datagram carries.
+    /// Content-Length promises more bytes than the message carries.
     #[error("Content-Length larger than body")]
     ContentLengthTooLarge,
     /// Content-Length is not a number or appears with different values.

@@ -407,7 +407,7 @@ impl<'a> NameAddr<'a> {
 /// `Event: presence;id=abc;max-rate=...`
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event<'a> {
-    /// The event package name, e.g. `presence` (RFC 6665 §8.2.1).
+    /// The event package name, e.g. `presence` (RFC 6665).
     pub package: &'a str,
     /// The event parameters (`id`, ...).
     pub params: Params<'a>,
@@ -491,7 +491,7 @@ impl<'a> Message<'a> {
         self.header_values(HeaderName::Via)
             .map(|value| Via::parse(value).map_err(|_| HeaderError::Malformed("Via")))
     }
-    /// Call-ID: required, single-valued, non-empty visible characters only.
+    /// Call-ID: required, single-valued, non-empty, without whitespace or control characters.
     pub fn call_id(&self) -> Result<&'a str, HeaderError> {
         let value = self.required_value(HeaderName::CallId, "Call-ID")?;
         let well_formed = !value.is_empty() && value.bytes().all(|b| b > b' ' && b != 0x7f);
@@ -585,7 +585,7 @@ impl<'a> Message<'a> {
     pub fn record_route(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.header_values(HeaderName::RecordRoute)
     }
-    /// The SIP-If-Match entity tag of a PUBLISH refresh (RFC 3903 §4.1).
+    /// The SIP-If-Match entity tag of a PUBLISH refresh, modify or remove (RFC 3903).
     pub fn sip_if_match(&self) -> Option<&'a str> {
         self.header(HeaderName::SipIfMatch)
     }

@@ -91,7 +91,7 @@ pub struct DialogStrings {
 pub enum Field {
     /// the dialog's Call-ID
     CallId = 0,
-    /// our tag (To of the SUBSCRIBE, From of our NOTIFYs)
+    /// our tag (the To tag of our answer to the SUBSCRIBE, From tag of our NOTIFYs)
     LocalTag,
     /// the watcher's tag (From of the SUBSCRIBE)
     RemoteTag,
@@ -110,7 +110,7 @@ pub enum Field {
 }
 
 impl DialogStrings {
-    /// Pack the nine fields in `Field` order; None when they total more than 64 KiB.
+    /// Pack the nine fields in `Field` order; None when they total more than 65,535 bytes.
     pub(crate) fn new(parts: [&str; 9]) -> Option<Self> {
         let mut buf = String::with_capacity(parts.iter().map(|p| p.len()).sum());
         let mut ends = [0u16; 9];
@@ -170,7 +170,7 @@ pub struct Subscription {
     pub local_cseq: u32,
     /// NOTIFY CSeq values up to this one are reserved in the store
     pub cseq_reserved: u32,
-    /// CSeq of the last in-dialog request from the watcher; older ones are refused.
+    /// CSeq of the watcher's latest in-dialog request; one not above it is refused.
     pub remote_cseq: u32,
     /// When the subscription expires without a refresh.
     pub expires_at: Instant,
