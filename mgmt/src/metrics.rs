@@ -239,6 +239,13 @@ struct DropLabels {
     reason: &'static str,
 }
 
+/// Labels of requests refused by overload control.
+#[derive(Clone, Debug, EncodeLabelSet)]
+struct OverloadLabels {
+    shard: usize,
+    class: &'static str,
+}
+
 /// Labels of hand-offs between shards.
 #[derive(Clone, Debug, EncodeLabelSet)]
 struct HandoffLabels {
@@ -275,7 +282,7 @@ impl EncodeLabelValue for Direction {
 /// below have no final period: the registry adds one.
 type PerShardValue = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
 
-const PER_SHARD_COUNTERS: [PerShardValue; 12] = [
+const PER_SHARD_COUNTERS: [PerShardValue; 13] = [
     (
         "sip_retransmissions_absorbed",
         "Request retransmissions answered from the transaction layer",
@@ -328,6 +335,11 @@ const PER_SHARD_COUNTERS: [PerShardValue; 12] = [
     ("notify_throttled", "NOTIFYs delayed by a rate limit", |s| {
         s.stats.notifies_throttled
     }),
+    (
+        "udp_receive_queue_drops",
+        "Datagrams the kernel dropped because the shard's UDP receive queue was full",
+        |s| s.stats.udp_kernel_drops,
+    ),
 ];
 
 const PER_SHARD_GAUGES: [PerShardValue; 6] = [
@@ -452,6 +464,17 @@ impl Scrape {
             "sip_messages_dropped",
             "Inputs dropped without an answer, by reason",
             dropped,
+        );
+        let overload = self.per_shard(|shard, s| {
+            stats::OVERLOAD_CLASSES
+                .iter()
+                .zip(s.stats.overload_rejected)
+                .map(move |(&class, n)| (OverloadLabels { shard, class }, ConstCounter::new(n)))
+        });
+        registry.register(
+            "overload_rejected",
+            "Requests answered 503 with Retry-After by overload control, by priority class",
+            overload,
         );
         for (name, help, value) in PER_SHARD_COUNTERS {
             let family = self.per_shard(|shard, s| [(ShardLabels { shard }, ConstCounter::new(value(s)))]);

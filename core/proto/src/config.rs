@@ -57,6 +57,7 @@ pub struct EngineConfig {
     pub registrar: RegistrarConfig,
     /// `[engine.authz]`: the default authorization policy and the rules directory.
     pub authz: AuthzConfig,
+    pub overload: crate::overload::OverloadConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -302,6 +303,7 @@ impl Default for EngineConfig {
             subscriptions: SubscriptionConfig::default(),
             registrar: RegistrarConfig::default(),
             authz: AuthzConfig::default(),
+            overload: crate::overload::OverloadConfig::default(),
             shutdown_grace_secs: 5,
         }
     }

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod handler;
 pub mod identity;
 pub mod inspect;
+pub mod overload;
 pub mod presence;
 pub mod registrar;
 pub mod routing;

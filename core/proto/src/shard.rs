@@ -15,6 +15,7 @@ use crate::guard::{self, GuardStats};
 use crate::handler::{self, Context, Replied, Request, Responder};
 use crate::identity::OwnIdentity;
 use crate::inspect::{self, PresentityView, SubscriptionView};
+use crate::overload::{OverloadControl, QueueSample};
 use crate::presence::compose::{ComposePolicy, EmptyDocument};
 use crate::presence::pidf;
 use crate::presence::publish::{self, Publisher, SourceRanker};
@@ -194,6 +195,7 @@ pub struct Shard {
     metrics: Metrics,
     rng: u64,
     shutting_down: bool,
+    overload: OverloadControl,
 }
 
 impl Shard {
@@ -227,6 +229,7 @@ impl Shard {
                 authz: Authz::new(config.authz.default_policy),
                 buffers: HandlerBuffers::default(),
             },
+            overload: OverloadControl::new(config.overload.clone()),
             transactions: Transactions {
                 server,
                 client: ClientTransactions::new(timers, seed.rotate_left(17)),
@@ -286,6 +289,9 @@ impl Shard {
         stats.client_transactions_started = client.stats.started;
         stats.client_retransmissions = client.stats.retransmitted;
         stats.client_timeouts = client.stats.timed_out;
+        let overload = self.overload.stats;
+        stats.overload_rejected = [overload.rejected_new, overload.rejected_refresh];
+        stats.udp_kernel_drops = overload.kernel_dropped;
         let counters = self.services.subscriptions.counters;
         stats.notifies_sent = counters.sent;
         stats.notifies_failed = counters.failed;
@@ -381,6 +387,10 @@ impl Shard {
                 return Dispatch::Handled;
             }
         };
+        if self.overload.should_reject(&msg) {
+            self.reject_overloaded(&origin, &msg);
+            return Dispatch::Handled;
+        }
         match self.owner(&msg) {
             Some(owner) if owner != self.place.id => {
                 self.metrics.stats.handoffs_out += 1;
@@ -391,6 +401,25 @@ impl Shard {
                 Dispatch::Handled
             }
         }
+    }
+
+    /// A receive-queue measurement of this shard's UDP socket, taken by the
+    /// runtime once per received batch: overload control sets its level
+    /// from it (see `overload`).
+    pub fn observe_receive_queue(&mut self, now: Instant, sample: QueueSample) {
+        self.overload.observe(now, sample);
+    }
+
+    /// Answer a request overload control refused: 503 with Retry-After
+    /// (RFC 3261 §21.5.4), before its body is parsed or it is handed off.
+    fn reject_overloaded(&mut self, origin: &Origin, msg: &Message<'_>) {
+        let Ok(via) = msg.via() else {
+            self.metrics.stats.dropped[stats::DROP_NO_VIA] += 1;
+            return;
+        };
+        let (peer, dest) = Self::response_dest(origin, &via);
+        let retry_after = self.overload.retry_after();
+        self.respond_error(msg, peer, dest, &SipError::ServiceUnavailable { retry_after });
     }
 
     /// Input another shard handed over because this shard owns it.

@@ -123,7 +123,15 @@ pub struct ShardStats {
     pub notifies_throttled: u64,
     /// refused input: parse errors by reason, TCP connections shed
     pub guard: crate::guard::GuardStats,
+    /// requests answered 503 by overload control, by `OVERLOAD_CLASSES` index
+    pub overload_rejected: [u64; OVERLOAD_CLASSES.len()],
+    /// datagrams the kernel dropped on the shard's UDP socket (receive queue
+    /// full), as last sampled
+    pub udp_kernel_drops: u64,
 }
+
+/// Priority classes overload control refuses, as metric label values.
+pub const OVERLOAD_CLASSES: [&str; 2] = ["new", "refresh"];
 
 impl ShardStats {
     /// Count one response sent, by class and by code.
@@ -189,6 +197,8 @@ impl ShardStats {
         self.notifies_coalesced += other.notifies_coalesced;
         self.notifies_throttled += other.notifies_throttled;
         self.guard.merge(&other.guard);
+        add(&mut self.overload_rejected, &other.overload_rejected);
+        self.udp_kernel_drops += other.udp_kernel_drops;
     }
 }
 

@@ -521,6 +521,11 @@ async fn udp_mmsg_loop(ctx: Rc<ShardCtx>) {
         let now = ctx.clock.now();
         {
             let mut shard = ctx.shard.borrow_mut();
+            // What is still queued behind this batch decides whether its new
+            // work is served or answered 503 (overload control).
+            if let Ok(sample) = udp::receive_queue(ctx.udp_fd) {
+                shard.observe_receive_queue(now, sample);
+            }
             for datagram in receiver.datagrams() {
                 if datagram.truncated {
                     // Answered 513 from its first bytes when they hold the

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::RawFd;
 
+use presence_proto::overload::QueueSample;
+
 /// Convert a socket address to its C form.
 fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     // SAFETY: sockaddr_storage is large and aligned enough for both forms.
@@ -157,6 +159,44 @@ impl BatchReceiver {
     }
 }
 
+/// `SO_MEMINFO` (Linux 3.6+; the same value on every architecture this
+/// server builds for), not exported by the libc crate for all of them.
+const SO_MEMINFO: libc::c_int = 55;
+
+/// What the kernel holds in a socket's receive queue: `SO_MEMINFO`'s queued
+/// bytes (`SK_MEMINFO_RMEM_ALLOC`, counting each datagram's buffer overhead),
+/// the receive buffer's size in the same unit, and its drop counter. One
+/// system call; the overload control's input (`presence_proto::overload`).
+pub fn receive_queue(fd: RawFd) -> io::Result<QueueSample> {
+    let mut info = [0u32; 9];
+    let mut len = size_of::<[u32; 9]>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes for the call; the kernel
+    // writes at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let field = |index: libc::c_int| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| info.get(i))
+            .map_or(0, |&v| u64::from(v))
+    };
+    Ok(QueueSample {
+        queued_bytes: field(libc::SK_MEMINFO_RMEM_ALLOC),
+        capacity_bytes: field(libc::SK_MEMINFO_RCVBUF),
+        dropped_total: field(libc::SK_MEMINFO_DROPS),
+    })
+}
+
 /// Sends many datagrams per system call.
 #[derive(Default)]
 pub struct BatchSender {
@@ -257,5 +297,24 @@ mod tests {
                 (b"thre".to_vec(), true, from)
             ]
         );
+    }
+
+    #[test]
+    fn receive_queue_sees_waiting_datagrams() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let empty = receive_queue(b.as_raw_fd()).unwrap();
+        assert_eq!(empty.queued_bytes, 0);
+        assert!(empty.capacity_bytes > 0);
+        a.send_to(&[7u8; 200], b.local_addr().unwrap()).unwrap();
+        let mut waiting = empty;
+        for _ in 0..100 {
+            waiting = receive_queue(b.as_raw_fd()).unwrap();
+            if waiting.queued_bytes > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(waiting.queued_bytes >= 200, "{waiting:?}");
     }
 }
