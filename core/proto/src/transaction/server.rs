@@ -4,14 +4,16 @@
 //! reliable transport Timer J is zero and nothing is kept).
 //!
 //! Every transaction lives for the same time, so they expire in arrival
-//! order: a FIFO replaces a timer heap. Response buffers are recycled through
-//! a pool, and the store is capped (`capacity`): under overload the oldest
+//! order: a FIFO replaces a timer heap. Each transaction is one fixed 80-byte
+//! record (hashes, deadline, peer) plus one exact-size block holding its key
+//! and response; the store is capped (`capacity`): under overload the oldest
 //! transactions are forgotten early (counted), never grown without bound.
 
 use super::{fnv1a, PrehashedMap};
 use crate::time::Instant;
 use crate::transport::Dest;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// What the transaction layer says about an incoming request.
@@ -31,17 +33,25 @@ pub enum Lookup<'s> {
     Merged,
 }
 
+/// One completed transaction: 80 bytes plus one exact-size heap block.
 #[derive(Debug)]
 struct Entry {
-    seq: u64,
     expires: Instant,
     key_hash: u64,
-    merge_hash: Option<u64>,
-    /// `key | response`; the key is kept to rule out hash collisions.
-    data: Vec<u8>,
-    key_len: usize,
-    dest: Dest,
+    /// Hash of the merge key; `NO_MERGE_KEY` when the request had none.
+    merge_hash: u64,
+    /// `key | response` in one block of exactly their size: the key is kept
+    /// to rule out hash collisions.
+    data: Box<[u8]>,
+    /// Where the response went (only UDP transactions are kept).
+    peer: SocketAddr,
+    key_len: u16,
 }
+
+/// `Entry::merge_hash` of a request without a merge key (a hash that is
+/// this value is stored as `NO_MERGE_KEY ^ 1`: a merge then needs both keys
+/// to collide, as before).
+const NO_MERGE_KEY: u64 = 0;
 
 /// Server transaction counters since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +68,10 @@ pub struct ServerStats {
 #[derive(Debug)]
 pub struct ServerTransactions {
     entries: VecDeque<Entry>,
-    next_seq: u64,
+    /// Sequence number of `entries[0]`: entry `i` has `front_seq + i`.
+    front_seq: u64,
     by_key: PrehashedMap<u64>,
     by_merge: PrehashedMap<u64>,
-    pool: Vec<Vec<u8>>,
     retention: Duration,
     capacity: usize,
     /// Counters since start.
@@ -73,10 +83,9 @@ impl ServerTransactions {
     pub fn new(retention: Duration, capacity: usize) -> Self {
         ServerTransactions {
             entries: VecDeque::new(),
-            next_seq: 0,
+            front_seq: 0,
             by_key: PrehashedMap::default(),
             by_merge: PrehashedMap::default(),
-            pool: Vec::new(),
             retention,
             capacity: capacity.max(1),
             stats: ServerStats::default(),
@@ -84,9 +93,15 @@ impl ServerTransactions {
     }
 
     fn entry(&self, seq: u64) -> Option<&Entry> {
-        let front = self.entries.front()?.seq;
-        let index = usize::try_from(seq.checked_sub(front)?).ok()?;
+        let index = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
         self.entries.get(index)
+    }
+
+    fn merge_hash(merge_key: &[u8]) -> u64 {
+        match fnv1a(merge_key) {
+            NO_MERGE_KEY => NO_MERGE_KEY ^ 1,
+            hash => hash,
+        }
     }
 
     /// Classify a request by its transaction key and (for requests without a
@@ -94,76 +109,79 @@ impl ServerTransactions {
     pub fn lookup(&mut self, now: Instant, key: &[u8], merge_key: Option<&[u8]>) -> Lookup<'_> {
         self.expire(now);
         let key_hash = fnv1a(key);
-        if let Some(&seq) = self.by_key.get(&key_hash) {
-            if let Some(entry) = self.entry(seq) {
-                if entry.data.get(..entry.key_len) == Some(key) {
-                    self.stats.retransmissions_absorbed += 1;
-                    let entry = self.entry(seq).expect("checked above");
-                    return Lookup::Retransmission {
-                        response: &entry.data[entry.key_len..],
-                        dest: entry.dest,
-                    };
-                }
-            }
+        let stored = self.by_key.get(&key_hash).copied().filter(|&seq| {
+            self.entry(seq)
+                .is_some_and(|entry| entry.data.get(..usize::from(entry.key_len)) == Some(key))
+        });
+        if let Some(seq) = stored {
+            self.stats.retransmissions_absorbed += 1;
+            // `stored` found the entry: it is there.
+            return self.entry(seq).map_or(Lookup::New, |entry| Lookup::Retransmission {
+                response: entry.data.get(usize::from(entry.key_len)..).unwrap_or(&[]),
+                dest: Dest::Udp(entry.peer),
+            });
         }
         if let Some(merge_key) = merge_key {
-            if let Some(&seq) = self.by_merge.get(&fnv1a(merge_key)) {
-                if self.entry(seq).is_some() {
-                    self.stats.merged += 1;
-                    return Lookup::Merged;
-                }
+            let live = self
+                .by_merge
+                .get(&Self::merge_hash(merge_key))
+                .is_some_and(|&seq| self.entry(seq).is_some());
+            if live {
+                self.stats.merged += 1;
+                return Lookup::Merged;
             }
         }
         Lookup::New
     }
 
     /// Remember the final response of a new transaction. Over a reliable
-    /// transport nothing is kept (Timer J = 0).
+    /// transport nothing is kept (Timer J = 0), nor is a key too long to be
+    /// one a peer could reasonably send (it would only waste memory).
     pub fn complete(&mut self, now: Instant, key: &[u8], merge_key: Option<&[u8]>, response: &[u8], dest: Dest) {
-        if dest.is_reliable() {
+        let Dest::Udp(peer) = dest else { return };
+        let Ok(key_len) = u16::try_from(key.len()) else {
             return;
-        }
+        };
         if self.entries.len() >= self.capacity {
             self.pop_front();
             self.stats.evicted_early += 1;
         }
-        let mut data = self.pool.pop().unwrap_or_default();
-        data.clear();
+        let mut data = Vec::with_capacity(key.len() + response.len());
         data.extend_from_slice(key);
         data.extend_from_slice(response);
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.front_seq + self.entries.len() as u64;
         let key_hash = fnv1a(key);
-        let merge_hash = merge_key.map(fnv1a);
+        let merge_hash = merge_key.map_or(NO_MERGE_KEY, Self::merge_hash);
         self.by_key.insert(key_hash, seq);
-        if let Some(hash) = merge_hash {
-            self.by_merge.insert(hash, seq);
+        if merge_hash != NO_MERGE_KEY {
+            self.by_merge.insert(merge_hash, seq);
         }
         self.entries.push_back(Entry {
-            seq,
             expires: now + self.retention,
             key_hash,
             merge_hash,
-            data,
-            key_len: key.len(),
-            dest,
+            data: data.into_boxed_slice(),
+            peer,
+            key_len,
         });
     }
 
     fn pop_front(&mut self) {
         if let Some(entry) = self.entries.pop_front() {
-            if self.by_key.get(&entry.key_hash) == Some(&entry.seq) {
+            let seq = self.front_seq;
+            self.front_seq += 1;
+            if self.by_key.get(&entry.key_hash) == Some(&seq) {
                 self.by_key.remove(&entry.key_hash);
             }
-            if let Some(hash) = entry.merge_hash {
-                if self.by_merge.get(&hash) == Some(&entry.seq) {
-                    self.by_merge.remove(&hash);
-                }
+            if entry.merge_hash != NO_MERGE_KEY && self.by_merge.get(&entry.merge_hash) == Some(&seq) {
+                self.by_merge.remove(&entry.merge_hash);
             }
-            // Keep the pool bounded: a burst must not pin its peak memory.
-            if self.pool.len() < 4096 {
-                self.pool.push(entry.data);
-            }
+        }
+        if self.entries.is_empty() {
+            // A burst must not pin its peak memory in the index and queue.
+            self.entries.shrink_to(64);
+            self.by_key.shrink_to(64);
+            self.by_merge.shrink_to(64);
         }
     }
 
@@ -235,6 +253,11 @@ mod tests {
         let tcp = Dest::TcpConnect("127.0.0.1:1".parse().unwrap());
         st.complete(at(0), b"k1", None, b"resp", tcp);
         assert_eq!(st.lookup(at(1), b"k1", None), Lookup::New);
+    }
+
+    #[test]
+    fn a_record_is_small() {
+        assert!(std::mem::size_of::<Entry>() <= 80, "{}", std::mem::size_of::<Entry>());
     }
 
     #[test]
