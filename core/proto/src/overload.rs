@@ -113,6 +113,8 @@ pub struct OverloadControl {
     /// Accumulates `reject_share` per sheddable request: refuse on overflow
     /// (spreads refusals evenly, no random numbers).
     credit: u32,
+    /// Queue fill (percent) of the previous sample.
+    last_percent: u64,
     last_dropped: Option<u64>,
     /// Until when drops seen by the kernel keep the level up.
     hold_until: Option<Instant>,
@@ -128,6 +130,7 @@ impl OverloadControl {
             level: Level::Normal,
             reject_share: 0,
             credit: 0,
+            last_percent: 0,
             last_dropped: None,
             hold_until: None,
             stats: OverloadStats::default(),
@@ -180,12 +183,16 @@ impl OverloadControl {
             None => Level::Normal,
         };
         let level = from_fill.max(held);
-        // Raise the refused share while over the mark, more so when
-        // the kernel is dropping; keep it while only the drop hold applies;
-        // halve it each sample under the mark.
+        // Raise the refused share while over the mark and still filling,
+        // more so when the kernel is dropping; keep it while over the mark
+        // but draining (a 503 costs about as much socket work as an answer:
+        // refusing more than needed only loses goodput), or while only the
+        // drop hold applies; halve it each sample under the mark.
+        let filling = percent >= self.last_percent;
+        self.last_percent = percent;
         self.reject_share = if dropped_now {
             (self.reject_share + SHARE_STEP * 4).min(SHARE_ALL)
-        } else if from_fill > Level::Normal {
+        } else if from_fill > Level::Normal && filling {
             (self.reject_share + SHARE_STEP).min(SHARE_ALL)
         } else if level > Level::Normal {
             self.reject_share
@@ -351,9 +358,12 @@ mod tests {
         assert_eq!(refused, 10);
         assert!(!oc.should_reject(&parse(&refresh)));
         assert!(!oc.should_reject(&parse(&in_dialog)));
-        // Staying over the mark raises the share to everything.
-        for t in 1..=16 {
-            oc.observe(at(t), sample(900, 0));
+        // Over the mark but draining: the share holds.
+        oc.observe(at(1), sample(450, 0));
+        assert_eq!(oc.reject_share(), SHARE_STEP);
+        // Filling on over the mark raises the share to everything.
+        for t in 2..=17 {
+            oc.observe(at(t), sample(850 + t, 0));
         }
         assert_eq!(oc.reject_share(), SHARE_ALL);
         assert!(oc.should_reject(&parse(&new_publish)));
