@@ -57,6 +57,7 @@ pub struct EngineConfig {
     pub registrar: RegistrarConfig,
     /// `[engine.authz]`: the default authorization policy and the rules directory.
     pub authz: AuthzConfig,
+    /// Overload control: when to answer 503 instead of serving.
     pub overload: crate::overload::OverloadConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
