@@ -18,6 +18,43 @@ pub enum UdpIo {
     Uring,
 }
 
+/// When the storage engine forces a shard's log to stable storage (written
+/// to the operating system it always is before a 2xx): the trade-off of
+/// Redis' appendfsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync every batch before it is acknowledged: a power loss loses
+    /// nothing acknowledged; each batch waits for the disk.
+    Always,
+    /// fsync each shard's log every `fsync_interval_ms`: a power loss loses
+    /// at most that much acknowledged work; a killed process loses nothing.
+    #[default]
+    Interval,
+    /// Leave flushing to the operating system (about 30 s on Linux): a
+    /// killed process loses nothing, a power loss may lose more.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "always" => Ok(FsyncPolicy::Always),
+            "interval" => Ok(FsyncPolicy::Interval),
+            "never" => Ok(FsyncPolicy::Never),
+            other => Err(format!("unknown fsync policy {other:?} (always, interval or never)")),
+        }
+    }
+}
+
+/// The `data_dir` value that means "no durable state".
+pub const EPHEMERAL_DATA_DIR: &str = "none";
+
+/// Where rules live inside the data directory (when `authz.rules_dir` is unset).
+pub const RULES_SUBDIR: &str = "pres-rules";
+
 /// Every tunable of the SIP engine (the `[engine]` TOML section, one subsection per sub-struct), with defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +98,13 @@ pub struct EngineConfig {
     pub overload: crate::overload::OverloadConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Directory of the durable state (one process per directory);
+    /// `"none"` runs without durability.
+    pub data_dir: std::path::PathBuf,
+    /// When each shard's log is forced to stable storage.
+    pub fsync: FsyncPolicy,
+    /// Period of the `interval` fsync policy, per shard, in milliseconds.
+    pub fsync_interval_ms: u64,
 }
 
 /// The `[engine.udp]` section: how datagrams are received and sized.
@@ -282,7 +326,8 @@ pub struct AuthzConfig {
     /// decides) or "block" (403).
     pub default_policy: crate::authz::DefaultPolicy,
     /// Directory holding each presentity's rules document, written on every
-    /// change and loaded at start; none = rules are lost on restart.
+    /// change and loaded at start; unset = `pres-rules` in the data
+    /// directory (see `EngineConfig::rules_dir`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules_dir: Option<std::path::PathBuf>,
 }
@@ -306,6 +351,9 @@ impl Default for EngineConfig {
             authz: AuthzConfig::default(),
             overload: crate::overload::OverloadConfig::default(),
             shutdown_grace_secs: 5,
+            data_dir: std::path::PathBuf::from("presenced-data"),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 100,
         }
     }
 }
@@ -357,6 +405,21 @@ impl TransactionConfig {
 }
 
 impl EngineConfig {
+    /// The data directory, or None when durability is off (`"none"`).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        (self.data_dir.as_os_str() != EPHEMERAL_DATA_DIR).then_some(self.data_dir.as_path())
+    }
+
+    /// Where presentities' rules are stored: `authz.rules_dir` when set (the
+    /// older flag, kept as an override), else `pres-rules` in the data
+    /// directory, else nowhere (rules live in memory only).
+    pub fn rules_dir(&self) -> Option<std::path::PathBuf> {
+        self.authz
+            .rules_dir
+            .clone()
+            .or_else(|| self.data_dir().map(|dir| dir.join(RULES_SUBDIR)))
+    }
+
     /// Whether the server answers for this host (case-insensitive).
     pub fn is_local_domain(&self, host: &str) -> bool {
         self.domains.is_empty() || self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
