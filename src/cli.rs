@@ -44,9 +44,25 @@ pub struct Cli {
     pub default_policy: Option<presence_proto::authz::DefaultPolicy>,
 
     /// Directory where presentities' authorization rules are stored and loaded
-    /// from at start [default: none, rules are not durable].
+    /// from at start [default: pres-rules in the data directory].
     #[arg(long = "rules-dir", value_name = "DIR")]
     pub rules_dir: Option<PathBuf>,
+
+    /// Directory of the durable state (publications, subscriptions,
+    /// registrations, rules); one process per directory. `none` runs without
+    /// durability [default: presenced-data].
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Run without durable state (same as `--data-dir none`).
+    #[arg(long = "ephemeral", conflicts_with = "data_dir")]
+    pub ephemeral: bool,
+
+    /// When each shard's log is forced to disk: always (every batch),
+    /// interval (every fsync_interval_ms) or never (left to the OS)
+    /// [default: interval].
+    #[arg(long = "fsync", value_name = "POLICY")]
+    pub fsync: Option<presence_proto::config::FsyncPolicy>,
 
     /// Print the effective configuration (TOML) and exit.
     #[arg(long = "print-config")]

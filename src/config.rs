@@ -101,6 +101,15 @@ impl Config {
         if let Some(dir) = &cli.rules_dir {
             config.engine.authz.rules_dir = Some(dir.clone());
         }
+        if let Some(dir) = &cli.data_dir {
+            config.engine.data_dir = dir.clone();
+        }
+        if cli.ephemeral {
+            config.engine.data_dir = PathBuf::from(presence_proto::config::EPHEMERAL_DATA_DIR);
+        }
+        if let Some(policy) = cli.fsync {
+            config.engine.fsync = policy;
+        }
         if !cli.domains.is_empty() {
             config.engine.domains = cli.domains.clone();
         }
@@ -118,6 +127,16 @@ impl Config {
         let e = &self.engine;
         if e.shards > 256 {
             return Err(ConfigError::Invalid("shards must be at most 256".into()));
+        }
+        if e.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "data_dir must be a directory, or \"none\" for no durable state".into(),
+            ));
+        }
+        if e.fsync_interval_ms == 0 || e.fsync_interval_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "fsync_interval_ms must be between 1 and 60000".into(),
+            ));
         }
         if e.udp.batch == 0 || e.udp.batch > 1024 {
             return Err(ConfigError::Invalid("udp.batch must be between 1 and 1024".into()));
@@ -198,6 +217,57 @@ mod tests {
             parsed.engine.authz.default_policy,
             presence_proto::authz::DefaultPolicy::Allowlist
         );
+    }
+
+    #[test]
+    fn durable_state_defaults_to_presenced_data_and_the_flags_change_it() {
+        use presence_proto::config::FsyncPolicy;
+        let config = Config::from_cli(&Cli::parse_from(["presenced"])).unwrap();
+        assert_eq!(config.engine.data_dir(), Some(Path::new("presenced-data")));
+        assert_eq!(config.engine.fsync, FsyncPolicy::Interval);
+        assert_eq!(config.engine.fsync_interval_ms, 100);
+        assert_eq!(
+            config.engine.rules_dir().as_deref(),
+            Some(Path::new("presenced-data/pres-rules")),
+            "rules live in the data directory"
+        );
+
+        let cli = Cli::parse_from(["presenced", "--data-dir", "/var/lib/p", "--fsync", "always"]);
+        let config = Config::from_cli(&cli).unwrap();
+        assert_eq!(config.engine.data_dir(), Some(Path::new("/var/lib/p")));
+        assert_eq!(config.engine.fsync, FsyncPolicy::Always);
+        assert_eq!(
+            config.engine.rules_dir().as_deref(),
+            Some(Path::new("/var/lib/p/pres-rules"))
+        );
+
+        let cli = Cli::parse_from(["presenced", "--data-dir", "/var/lib/p", "--rules-dir", "/etc/rules"]);
+        let config = Config::from_cli(&cli).unwrap();
+        assert_eq!(
+            config.engine.rules_dir().as_deref(),
+            Some(Path::new("/etc/rules")),
+            "--rules-dir still wins"
+        );
+
+        for args in [
+            &["presenced", "--data-dir", "none"][..],
+            &["presenced", "--ephemeral"][..],
+        ] {
+            let config = Config::from_cli(&Cli::parse_from(args)).unwrap();
+            assert_eq!(config.engine.data_dir(), None, "{args:?}");
+            assert_eq!(config.engine.rules_dir(), None, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["presenced", "--ephemeral", "--data-dir", "x"]).is_err());
+        assert!(Cli::try_parse_from(["presenced", "--fsync", "sometimes"]).is_err());
+        let parsed: Config =
+            toml::from_str("[engine]\ndata_dir = \"/srv/p\"\nfsync = \"never\"\nfsync_interval_ms = 250\n").unwrap();
+        assert_eq!(parsed.engine.data_dir(), Some(Path::new("/srv/p")));
+        assert_eq!(parsed.engine.fsync, FsyncPolicy::Never);
+        assert_eq!(parsed.engine.fsync_interval_ms, 250);
+        let cli = Cli::parse_from(["presenced"]);
+        let mut config = Config::from_cli(&cli).unwrap();
+        config.engine.fsync_interval_ms = 0;
+        assert!(config.validate().is_err());
     }
 
     #[test]

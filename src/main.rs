@@ -28,7 +28,9 @@ fn main() -> ExitCode {
     let initial_filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|f| tracing_subscriber::EnvFilter::try_new(f).is_ok())
-        .unwrap_or_else(|| "info".into());
+        // The storage engine's own lines (databases created, tables
+        // written) are routine: its warnings and errors are what matter.
+        .unwrap_or_else(|| "info,fjall=warn,lsm_tree=warn".into());
     let (filter, filter_handle) =
         tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&initial_filter));
     tracing_subscriber::registry()
@@ -71,7 +73,7 @@ fn main() -> ExitCode {
     );
     let mut mgmt_options = presence_mgmt::MgmtOptions::new(config.mgmt.listen);
     mgmt_options.token = mgmt_token;
-    mgmt_options.rules_dir = config.engine.authz.rules_dir.clone();
+    mgmt_options.rules_dir = config.engine.rules_dir();
     mgmt_options.limits = config.mgmt.limits();
     mgmt_options.log = Some(presence_mgmt::LogControl {
         initial: initial_filter,

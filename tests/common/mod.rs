@@ -17,6 +17,9 @@ pub struct Server {
     child: Option<Child>,
     pub sip: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    /// The data directory the harness made for this server (removed on
+    /// drop); None when the test chose `--data-dir` or `--ephemeral` itself.
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -38,9 +41,24 @@ impl Server {
         Self::start_with_args(&args)
     }
 
+    /// Start with exactly `args`, plus a fresh data directory of its own
+    /// unless they choose one (`--data-dir`, `--ephemeral`): servers of
+    /// tests running at once must never share one (the second would refuse
+    /// to start).
     pub fn start_with_args(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
-            .args(args)
+        let chooses_data_dir = args.iter().any(|a| *a == "--data-dir" || *a == "--ephemeral");
+        let data_dir = (!chooses_data_dir).then(|| {
+            tempfile::Builder::new()
+                .prefix("presenced-test-data-")
+                .tempdir()
+                .expect("temporary data directory")
+        });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_presenced"));
+        command.args(args);
+        if let Some(dir) = &data_dir {
+            command.arg("--data-dir").arg(dir.path());
+        }
+        let mut child = command
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,6 +88,7 @@ impl Server {
                             child: Some(child),
                             sip,
                             log: rx,
+                            data_dir,
                         };
                     }
                     seen.push(line);
@@ -90,6 +109,18 @@ impl Server {
     /// The server's process id (to read its memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The data directory the harness made for this server, if it made one.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_ref().map(|dir| dir.path())
+    }
+
+    /// Kill with SIGKILL (no cleanup, like a crash) and wait for the exit.
+    pub fn kill9(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        child.wait().expect("wait")
     }
 
     /// Send SIGTERM without waiting.

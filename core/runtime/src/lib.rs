@@ -89,6 +89,9 @@ pub enum StartError {
     /// Another process already serves the listen address.
     #[error("{0}")]
     AddressTaken(#[from] exclusive::ClaimError),
+    /// The data directory could not be opened (in use, foreign, unreadable).
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
 }
 
 /// A running server.
@@ -99,9 +102,17 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     /// Keeps other processes off the listen address while the shards serve.
     _claim: exclusive::Claim,
+    /// The open, locked data directory (None without durability); dropped
+    /// after the shards stop, which syncs every log and releases the lock.
+    store: Option<Arc<store::Store>>,
 }
 
 impl ServerHandle {
+    /// The durable-state store, when the server has a data directory.
+    pub fn store(&self) -> Option<Arc<store::Store>> {
+        self.store.clone()
+    }
+
     /// The bound UDP/TCP address (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -151,6 +162,8 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
     let mesh: MeshBuilder<Vec<MeshMsg>, _> = MeshBuilder::full(shards, 1024);
     let peer_ids: Arc<Vec<AtomicUsize>> = Arc::new((0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect());
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<SocketAddr, String>>();
+    // Opened (and locked) first: the data directory also holds the rules.
+    let store = open_store(&config, shards)?;
     let mut rules_per_shard = load_rules(&config, shards)?;
     let tcp_sources = Arc::new(tcp::SourceCounts::default());
     let mut listen = config.listen;
@@ -206,7 +219,31 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
         controls,
         local_addr: listen,
         _claim: claim,
+        store,
     })
+}
+
+/// Open and lock the data directory, when there is one.
+fn open_store(config: &EngineConfig, shards: usize) -> Result<Option<Arc<store::Store>>, StartError> {
+    let Some(dir) = config.data_dir() else {
+        tracing::warn!("no data directory (--data-dir none): state is lost on restart");
+        return Ok(None);
+    };
+    let options = store::StoreOptions {
+        fsync: config.fsync,
+        fsync_interval: Duration::from_millis(config.fsync_interval_ms.max(1)),
+        ..store::StoreOptions::default()
+    };
+    let opened = store::Store::open(dir, shards, options)?;
+    let metrics = opened.metrics();
+    tracing::info!(
+        dir = %dir.display(),
+        fsync = ?config.fsync,
+        recovery_ms = metrics.recovery_micros.load(Ordering::Relaxed) / 1000,
+        corrupt_tails_cut = metrics.corrupt_tails_cut.load(Ordering::Relaxed),
+        "data directory open"
+    );
+    Ok(Some(Arc::new(opened)))
 }
 
 struct StartContext {
@@ -229,10 +266,10 @@ struct StartContext {
 /// start (the operator asked for durable rules).
 fn load_rules(config: &EngineConfig, shards: usize) -> Result<Vec<rules_store::StoredRules>, StartError> {
     let mut per_shard: Vec<rules_store::StoredRules> = (0..shards).map(|_| Vec::new()).collect();
-    let Some(dir) = &config.authz.rules_dir else {
+    let Some(dir) = config.rules_dir() else {
         return Ok(per_shard);
     };
-    let store = rules_store::RulesStore::open(dir)?;
+    let store = rules_store::RulesStore::open(&dir)?;
     let (loaded, skipped) = store.load_all()?;
     for skip in skipped {
         tracing::error!(path = %skip.path.display(), reason = %skip.reason, "authorization rules not loaded");

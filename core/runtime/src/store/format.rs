@@ -109,9 +109,8 @@ impl Format {
                     source,
                 })?;
                 // The lock file is ours and may already be there.
-                let foreign = entries.any(|entry| {
-                    entry.map_or(true, |entry| entry.file_name() != super::lock::LOCK_FILE)
-                });
+                let foreign =
+                    entries.any(|entry| entry.map_or(true, |entry| entry.file_name() != super::lock::LOCK_FILE));
                 if foreign {
                     return Err(FormatError::Foreign { dir: dir.to_owned() });
                 }
@@ -155,8 +154,15 @@ mod tests {
         assert_eq!(Format::read(dir.path()).unwrap(), None, "an empty directory is new");
         format.write(dir.path()).unwrap();
         assert_eq!(Format::read(dir.path()).unwrap(), Some(format));
-        std::fs::write(dir.path().join(FORMAT_FILE), "presenced-data\nformat = 99\nshards = 1\n").unwrap();
-        assert!(matches!(Format::read(dir.path()), Err(FormatError::TooNew { found: 99, .. })));
+        std::fs::write(
+            dir.path().join(FORMAT_FILE),
+            "presenced-data\nformat = 99\nshards = 1\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Format::read(dir.path()),
+            Err(FormatError::TooNew { found: 99, .. })
+        ));
 
         let foreign = tempfile::tempdir().unwrap();
         std::fs::write(foreign.path().join("notes.txt"), "mine").unwrap();

@@ -251,10 +251,7 @@ impl Store {
             check_key(key.as_ref())?;
         }
         let started = Instant::now();
-        let mut batch = store
-            .db
-            .batch()
-            .durability(Some(fjall::PersistMode::Buffer));
+        let mut batch = store.db.batch().durability(Some(fjall::PersistMode::Buffer));
         let mut seen: HashSet<&[u8]> = HashSet::with_capacity(puts.len() + deletes.len());
         let mut bytes = 0u64;
         let mut records = 0u64;
@@ -412,7 +409,11 @@ impl Store {
         self.distributed_for = count;
         self.metrics.records_redistributed.fetch_add(moved, Ordering::Relaxed);
         if moved > 0 {
-            tracing::info!(moved, shards = count, "stored records redistributed to their new shards");
+            tracing::info!(
+                moved,
+                shards = count,
+                "stored records redistributed to their new shards"
+            );
         }
         Ok(moved)
     }
@@ -423,8 +424,7 @@ impl Store {
         for store in &self.shards {
             stats.disk_bytes += store.db.disk_space().unwrap_or(0);
             stats.compactions_completed += store.db.compactions_completed() as u64;
-            stats.compaction_micros +=
-                u64::try_from(store.db.time_compacting().as_micros()).unwrap_or(u64::MAX);
+            stats.compaction_micros += u64::try_from(store.db.time_compacting().as_micros()).unwrap_or(u64::MAX);
             stats.flushes_pending += store.db.outstanding_flushes() as u64;
             stats.journals += store.db.journal_count() as u64;
         }
@@ -592,12 +592,7 @@ fn open_database(path: &Path, options: &StoreOptions) -> fjall::Result<(fjall::D
 /// journal whose last batch is incomplete; one whose last batch fails its
 /// checksum stops fjall's recovery, so that journal is set aside (renamed
 /// `*.jnl.corrupt`, kept for inspection) and the rest is opened.
-fn open_shard(
-    dir: &Path,
-    id: usize,
-    options: &StoreOptions,
-    metrics: &StoreMetrics,
-) -> Result<ShardStore, StoreError> {
+fn open_shard(dir: &Path, id: usize, options: &StoreOptions, metrics: &StoreMetrics) -> Result<ShardStore, StoreError> {
     let path = dir.join(format!("{SHARD_PREFIX}{id}"));
     let before = active_journal(&path);
     let opened = match open_database(&path, options) {
@@ -669,10 +664,8 @@ struct Syncer {
 impl Syncer {
     fn start(shards: &[ShardStore], period: Duration, metrics: Arc<StoreMetrics>) -> std::io::Result<Syncer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let targets: Vec<(usize, fjall::Database, Arc<AtomicBool>)> = shards
-            .iter()
-            .map(|s| (s.id, s.db.clone(), s.dirty.clone()))
-            .collect();
+        let targets: Vec<(usize, fjall::Database, Arc<AtomicBool>)> =
+            shards.iter().map(|s| (s.id, s.db.clone(), s.dirty.clone())).collect();
         let period = period.max(Duration::from_millis(1));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()

@@ -58,7 +58,10 @@ fn batches_survive_a_reopen_and_deletes_and_overwrites_apply() {
             .unwrap();
         let metrics = store.metrics();
         assert_eq!(metrics.shards[0].batches.load(Ordering::Relaxed), 2);
-        assert!(metrics.shards[0].fsync_latency.snapshot().count >= 2, "always fsyncs every batch");
+        assert!(
+            metrics.shards[0].fsync_latency.snapshot().count >= 2,
+            "always fsyncs every batch"
+        );
         assert!(metrics.log_bytes_written() > 20 * 600);
     }
     let store = Store::open(dir.path(), 2, options(FsyncPolicy::Always)).unwrap();
@@ -87,13 +90,19 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(StoreError::BadKey(0))
     ));
     let long_key = vec![b'k'; MAX_KEY + 1];
-    assert!(matches!(store.write_batch(0, &[] as &[(&[u8], &[u8])], &[long_key]), Err(StoreError::BadKey(_))));
+    assert!(matches!(
+        store.write_batch(0, &[] as &[(&[u8], &[u8])], &[long_key]),
+        Err(StoreError::BadKey(_))
+    ));
     let huge = vec![0u8; MAX_VALUE + 1];
     assert!(matches!(
         store.write_batch(0, &[(b"k".as_slice(), huge.as_slice())], none),
         Err(StoreError::ValueTooLarge(_))
     ));
-    assert!(store.load_shard(0).unwrap().is_empty(), "nothing of a refused batch is stored");
+    assert!(
+        store.load_shard(0).unwrap().is_empty(),
+        "nothing of a refused batch is stored"
+    );
 }
 
 #[test]
@@ -112,7 +121,10 @@ fn a_directory_that_is_not_ours_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("important.txt"), "not presenced's").unwrap();
     let error = Store::open(dir.path(), 1, options(FsyncPolicy::Never)).unwrap_err();
-    assert!(matches!(error, StoreError::Format(FormatError::Foreign { .. })), "{error}");
+    assert!(
+        matches!(error, StoreError::Format(FormatError::Foreign { .. })),
+        "{error}"
+    );
 
     let fresh = tempfile::tempdir().unwrap();
     drop(Store::open(fresh.path(), 3, options(FsyncPolicy::Never)).unwrap());
@@ -145,11 +157,19 @@ fn garbage_appended_to_the_journal_is_cut_and_everything_before_it_loads() {
     let metrics = store.metrics();
     assert_eq!(metrics.corrupt_tails_cut.load(Ordering::Relaxed), 1);
     assert_eq!(metrics.corrupt_bytes_dropped.load(Ordering::Relaxed), 333);
-    assert_eq!(std::fs::metadata(&journal).unwrap().len(), end, "cut back to the last whole batch");
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        end,
+        "cut back to the last whole batch"
+    );
     put(&store, 0, 10..11);
     drop(store);
     let store = Store::open(dir.path(), 1, options(FsyncPolicy::Never)).unwrap();
-    assert_eq!(keys_of(&store.load_shard(0).unwrap()), sorted_keys(0..11), "the log goes on after the cut");
+    assert_eq!(
+        keys_of(&store.load_shard(0).unwrap()),
+        sorted_keys(0..11),
+        "the log goes on after the cut"
+    );
 }
 
 #[test]
@@ -225,7 +245,9 @@ fn load_all_returns_every_stored_shard_and_redistribution_moves_records_to_their
         let store = Store::open(dir.path(), 2, options(FsyncPolicy::Never)).unwrap();
         for i in 0..60 {
             let shard = owner(2)(&key(i));
-            store.write_batch(shard, &[(key(i), value(i))], &[] as &[&[u8]]).unwrap();
+            store
+                .write_batch(shard, &[(key(i), value(i))], &[] as &[&[u8]])
+                .unwrap();
         }
     }
     // More shards: the stored layout is for 2.
@@ -267,7 +289,12 @@ const CHILD_ENV: &str = "PRESENCED_STORE_TEST_CHILD";
 /// Run `test` of this binary in a child process with `mode` and `dir`.
 fn run_child(mode: &str, dir: &Path) -> std::process::Output {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "store::tests::child_process_body", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "store::tests::child_process_body",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
         .output()
         .unwrap()
@@ -334,7 +361,12 @@ fn acknowledged(output: &std::process::Output) -> usize {
         .filter_map(|line| line.split("acknowledged ").nth(1))
         .filter_map(|n| n.trim().parse().ok())
         .max()
-        .unwrap_or_else(|| panic!("child acknowledged nothing: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "child acknowledged nothing: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
 }
 
 #[test]
@@ -354,11 +386,22 @@ fn a_failing_disk_is_an_error_and_what_was_acknowledged_stays() {
     let dir = tempfile::tempdir().unwrap();
     let output = run_child("full", dir.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("outcome error:"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("after refused"), "a shard whose log failed refuses writes: {stdout}");
+    assert!(
+        stdout.contains("outcome error:"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("after refused"),
+        "a shard whose log failed refuses writes: {stdout}"
+    );
     let written = acknowledged(&output);
     assert!(written > 0, "{stdout}");
     let store = Store::open(dir.path(), 1, options(FsyncPolicy::Never)).unwrap();
     let loaded = store.load_shard(0).unwrap();
-    assert_eq!(keys_of(&loaded), sorted_keys(0..written), "exactly the acknowledged records");
+    assert_eq!(
+        keys_of(&loaded),
+        sorted_keys(0..written),
+        "exactly the acknowledged records"
+    );
 }
