@@ -3,7 +3,8 @@
 //! `write_batch` for batches of 1, 8 and 64 publication-sized records
 //! (600-byte values) under each fsync policy, next to a raw `write(2)` /
 //! `fdatasync` append of the same bytes (the floor a hand-written journal
-//! could reach); then the restart time for 1,000,000 records (open with
+//! could reach); the same at a steady 20,000 records/s (10,000 for
+//! `always`); then the restart time for 1,000,000 records (open with
 //! journal replay, then load every record) and the disk they take, also
 //! after the same keys were overwritten ten times (compaction keeps disk use
 //! to the live records).
@@ -14,7 +15,7 @@
 
 use hdrhistogram::Histogram;
 use presence_proto::config::FsyncPolicy;
-use presence_runtime::store::{Store, StoreOptions};
+use presence_runtime::store::embedded::{Store, StoreOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,12 +51,28 @@ fn options(fsync: FsyncPolicy) -> StoreOptions {
 struct Cell {
     records_per_sec: f64,
     latency: Histogram<u64>,
+    /// CPU of the writing thread (the shard's, in the server) and of the
+    /// whole process (adds fjall's flush/compaction and fsync threads), µs
+    /// per record; measured in paced cells only.
+    cpu: Option<(f64, f64)>,
+}
+
+/// CPU time consumed so far by `clock` (a CLOCK_*_CPUTIME_ID).
+fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn report(label: &str, batch: usize, cell: &Cell) {
     let h = &cell.latency;
+    let cpu = match cell.cpu {
+        Some((thread, process)) => format!("  CPU µs/record: writer {thread:.2}, process {process:.2}"),
+        None => String::new(),
+    };
     println!(
-        "{label:<18} batch {batch:>2}: {:>9.0} records/s  {:>7.0} batches/s  latency µs p50 {:>6} p99 {:>6} p99.9 {:>6} max {:>7}",
+        "{label:<18} batch {batch:>2}: {:>9.0} records/s  {:>7.0} batches/s  latency µs p50 {:>6} p99 {:>6} p99.9 {:>6} max {:>7}{cpu}",
         cell.records_per_sec,
         cell.records_per_sec / batch as f64,
         h.value_at_quantile(0.50),
@@ -83,6 +100,74 @@ fn engine_cell(root: &Path, fsync: FsyncPolicy, batch: usize) -> Cell {
     let cell = Cell {
         records_per_sec: next as f64 / started.elapsed().as_secs_f64(),
         latency,
+        cpu: None,
+    };
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    cell
+}
+
+/// Write `rate` records/s in batches of `batch` for CELL_TIME: the latency
+/// a shard sees at a steady load rather than flat out (where the LSM's
+/// background flushes and compactions fall behind and stall writers).
+fn paced_cell(root: &Path, fsync: Option<FsyncPolicy>, batch: usize, rate: u64) -> Cell {
+    let dir = scratch(root, "paced");
+    // None: the raw append (one write(2) per batch) for comparison.
+    let store = fsync.map(|fsync| Store::open(&dir, SHARDS, options(fsync)).expect("open store"));
+    let mut raw = match store {
+        Some(_) => None,
+        None => {
+            std::fs::create_dir_all(&dir).expect("dir");
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("journal"))
+                    .expect("journal"),
+            )
+        }
+    };
+    let mut buffer = Vec::new();
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut next = 0u64;
+    let period = Duration::from_secs_f64(batch as f64 / rate as f64);
+    let thread_start = cpu_time(libc::CLOCK_THREAD_CPUTIME_ID);
+    let process_start = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
+    let started = Instant::now();
+    let mut due = started;
+    let none: &[&[u8]] = &[];
+    while started.elapsed() < CELL_TIME {
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        due += period;
+        let puts: Vec<(Vec<u8>, Vec<u8>)> = (next..next + batch as u64).map(|i| (key(i), value(i))).collect();
+        next += batch as u64;
+        let t = Instant::now();
+        match (&store, &mut raw) {
+            (Some(store), _) => store.write_batch(0, &puts, none).expect("write"),
+            (None, Some(file)) => {
+                buffer.clear();
+                for (k, v) in &puts {
+                    buffer.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                    buffer.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    buffer.extend_from_slice(k);
+                    buffer.extend_from_slice(v);
+                }
+                file.write_all(&buffer).expect("write");
+            }
+            (None, None) => {} // not reached: one of the two is open
+        }
+        let _ = latency.record(t.elapsed().as_micros() as u64);
+    }
+    let thread_cpu = cpu_time(libc::CLOCK_THREAD_CPUTIME_ID) - thread_start;
+    let process_cpu = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID) - process_start;
+    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / next as f64;
+    let cell = Cell {
+        records_per_sec: next as f64 / started.elapsed().as_secs_f64(),
+        latency,
+        cpu: Some((per_record(thread_cpu), per_record(process_cpu))),
     };
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -123,6 +208,7 @@ fn raw_cell(root: &Path, sync_each: bool, batch: usize) -> Cell {
     let cell = Cell {
         records_per_sec: next as f64 / started.elapsed().as_secs_f64(),
         latency,
+        cpu: None,
     };
     let _ = std::fs::remove_dir_all(&dir);
     cell
@@ -237,6 +323,20 @@ fn main() {
         report("raw write", batch, &raw_cell(&root, false, batch));
         report("raw write+fdsync", batch, &raw_cell(&root, true, batch));
     }
+    for (label, policy) in [
+        ("paced raw write", None),
+        ("paced never", Some(FsyncPolicy::Never)),
+        ("paced interval", Some(FsyncPolicy::Interval)),
+    ] {
+        for batch in [1usize, 16] {
+            report(label, batch, &paced_cell(&root, policy, batch, 20_000));
+        }
+    }
+    report(
+        "paced always",
+        64,
+        &paced_cell(&root, Some(FsyncPolicy::Always), 64, 10_000),
+    );
     restart(&root, records, 1);
     restart(&root, records / 10, 10);
     let _ = std::fs::remove_dir_all(&root);

@@ -91,7 +91,7 @@ pub enum StartError {
     AddressTaken(#[from] exclusive::ClaimError),
     /// The data directory could not be opened (in use, foreign, unreadable).
     #[error("{0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] store::embedded::StoreError),
 }
 
 /// A running server.
@@ -104,12 +104,12 @@ pub struct ServerHandle {
     _claim: exclusive::Claim,
     /// The open, locked data directory (None without durability); dropped
     /// after the shards stop, which syncs every log and releases the lock.
-    store: Option<Arc<store::Store>>,
+    store: Option<Arc<store::embedded::Store>>,
 }
 
 impl ServerHandle {
     /// The durable-state store, when the server has a data directory.
-    pub fn store(&self) -> Option<Arc<store::Store>> {
+    pub fn store(&self) -> Option<Arc<store::embedded::Store>> {
         self.store.clone()
     }
 
@@ -224,17 +224,17 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
 }
 
 /// Open and lock the data directory, when there is one.
-fn open_store(config: &EngineConfig, shards: usize) -> Result<Option<Arc<store::Store>>, StartError> {
+fn open_store(config: &EngineConfig, shards: usize) -> Result<Option<Arc<store::embedded::Store>>, StartError> {
     let Some(dir) = config.data_dir() else {
         tracing::warn!("no data directory (--data-dir none): state is lost on restart");
         return Ok(None);
     };
-    let options = store::StoreOptions {
+    let options = store::embedded::StoreOptions {
         fsync: config.fsync,
         fsync_interval: Duration::from_millis(config.fsync_interval_ms.max(1)),
-        ..store::StoreOptions::default()
+        ..store::embedded::StoreOptions::default()
     };
-    let opened = store::Store::open(dir, shards, options)?;
+    let opened = store::embedded::Store::open(dir, shards, options)?;
     let metrics = opened.metrics();
     tracing::info!(
         dir = %dir.display(),

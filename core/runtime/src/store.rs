@@ -7,7 +7,10 @@
 //! `NoStore` (the default: state lives in memory only, as before durable
 //! state) discards changes and lets the shard skip making them;
 //! `MemoryStore` keeps the records in memory (tests, and the reference a
-//! durable engine must behave like).
+//! durable engine must behave like). `embedded` is the durable engine of a
+//! data directory (one log per shard).
+
+pub mod embedded;
 
 use presence_proto::state::{Record, RecordSet, StateChange};
 

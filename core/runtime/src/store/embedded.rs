@@ -338,13 +338,13 @@ impl Store {
         Ok(all)
     }
 
-    /// Move every record that `owner` (key → shard id, below the shard
-    /// count) places elsewhere into its owner's store, then remove the
+    /// Move every record that `owner` ((key, value) → shard id, below the
+    /// shard count) places elsewhere into its owner's store, then remove the
     /// stores of shards beyond the count and record the new count in
     /// `FORMAT`. Crash-safe: a record is written to its owner before it is
     /// deleted where it was, and the count is recorded last, so an
     /// interrupted run is redone at the next start. Returns the records moved.
-    pub fn redistribute(&mut self, owner: impl Fn(&[u8]) -> usize) -> Result<u64, StoreError> {
+    pub fn redistribute(&mut self, owner: impl Fn(&[u8], &[u8]) -> usize) -> Result<u64, StoreError> {
         let count = self.shards.len();
         let mut moved = 0u64;
         let sources: Vec<usize> = (0..count).chain(self.retired.iter().map(|s| s.id)).collect();
@@ -359,7 +359,7 @@ impl Store {
             let mut outgoing: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); count];
             let mut leaving = Vec::new();
             for record in records {
-                let to = owner(&record.key).min(count.saturating_sub(1));
+                let to = owner(&record.key, &record.value).min(count.saturating_sub(1));
                 if to == source {
                     continue;
                 }

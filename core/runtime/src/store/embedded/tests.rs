@@ -240,11 +240,12 @@ fn the_interval_policy_fsyncs_in_the_background() {
 #[test]
 fn load_all_returns_every_stored_shard_and_redistribution_moves_records_to_their_owners() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = |count: usize| move |key: &[u8]| key.iter().map(|&b| usize::from(b)).sum::<usize>() % count;
+    let owner =
+        |count: usize| move |key: &[u8], _value: &[u8]| key.iter().map(|&b| usize::from(b)).sum::<usize>() % count;
     {
         let store = Store::open(dir.path(), 2, options(FsyncPolicy::Never)).unwrap();
         for i in 0..60 {
-            let shard = owner(2)(&key(i));
+            let shard = owner(2)(&key(i), &[]);
             store
                 .write_batch(shard, &[(key(i), value(i))], &[] as &[&[u8]])
                 .unwrap();
@@ -264,7 +265,7 @@ fn load_all_returns_every_stored_shard_and_redistribution_moves_records_to_their
         assert!(!store.needs_redistribution());
         for shard in 0..3 {
             for record in store.load_shard(shard).unwrap() {
-                assert_eq!(owner(3)(&record.key), shard);
+                assert_eq!(owner(3)(&record.key, &record.value), shard);
             }
         }
     }
@@ -291,7 +292,7 @@ fn run_child(mode: &str, dir: &Path) -> std::process::Output {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::tests::child_process_body",
+            "store::embedded::tests::child_process_body",
             "--nocapture",
             "--test-threads=1",
         ])
