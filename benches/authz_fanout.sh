@@ -39,7 +39,7 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
 "$BIN/presenced" --listen "127.0.0.1:$SIP_PORT" --mgmt-listen "127.0.0.1:$MGMT_PORT" --shards "$SHARDS" \
-  --default-policy allow --mgmt-token-file "$TMP/token" 2> "$TMP/server.log" &
+  --default-policy allow --mgmt-token-file "$TMP/token" --data-dir "$TMP/data" 2> "$TMP/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 50); do
   curl -sf "http://127.0.0.1:$MGMT_PORT/readyz" > /dev/null && break

@@ -125,8 +125,13 @@ class Presenced:
     def start(self):
         args = [self.binary, "--listen", f"{IP}:{self.port}", "--shards", str(self.shards),
                 "--mgmt-listen", f"{IP}:0"]
-        if "--default-policy" in sh([self.binary, "--help"]).stdout:
+        help_text = sh([self.binary, "--help"]).stdout
+        if "--default-policy" in help_text:
             args += ["--default-policy", "allow"]
+        # Kamailio runs without a database here: compare like with like, and
+        # never share (or reload) a data directory between runs.
+        if "--ephemeral" in help_text and "--data-dir" not in self.extra:
+            args += ["--ephemeral"]
         args += self.extra
         self.cmdline = " ".join(args)
         self.logpath = os.path.join(self.outdir, f"presenced-{self.port}-{int(time.time() * 1000)}.log")
