@@ -74,18 +74,31 @@ pub enum StoreError {
     Format(#[from] FormatError),
     /// A file-system operation on the directory failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// The engine failed on one shard (a poisoned shard refuses writes until
     /// restart: its log may not be consistent past the failure).
     #[error("storage of shard {shard} ({path}): {source}")]
     Engine {
+        /// The shard.
         shard: usize,
+        /// Its directory.
         path: PathBuf,
+        /// fjall's error.
         source: fjall::Error,
     },
     /// The shard is not one this store has.
     #[error("no shard {shard} in the store (it has {shards})")]
-    NoSuchShard { shard: usize, shards: usize },
+    NoSuchShard {
+        /// The shard asked for.
+        shard: usize,
+        /// How many the store has.
+        shards: usize,
+    },
     /// A record's key is empty or longer than [`MAX_KEY`].
     #[error("a record key of {0} bytes (1 to {MAX_KEY} allowed)")]
     BadKey(usize),

@@ -33,18 +33,36 @@ pub enum FormatError {
     #[error(
         "{dir} is not empty and has no {FORMAT_FILE} file: not a presenced data directory (refusing to write into it)"
     )]
-    Foreign { dir: PathBuf },
+    Foreign {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The file is not one this build understands.
     #[error("{path}: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        /// The `FORMAT` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Written by a newer build.
     #[error(
         "{path}: on-disk format version {found}, this presenced reads version {FORMAT_VERSION}; run a newer presenced"
     )]
-    TooNew { path: PathBuf, found: u32 },
+    TooNew {
+        /// The `FORMAT` file.
+        path: PathBuf,
+        /// The version it names.
+        found: u32,
+    },
     /// Reading or writing failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 impl Format {

@@ -19,10 +19,20 @@ pub enum LockError {
         "the data directory {dir} is in use by another process{holder}; one data directory belongs to one presenced \
          (give each its own --data-dir)"
     )]
-    Held { dir: PathBuf, holder: String },
+    Held {
+        /// The directory.
+        dir: PathBuf,
+        /// " (pid N)" when the holder wrote its pid, else empty.
+        holder: String,
+    },
     /// The lock file could not be opened or locked.
     #[error("cannot lock the data directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// The held lock; dropping it releases the directory.
