@@ -1,10 +1,11 @@
 //! End-to-end tests of the data directory with the real binary: one process
 //! per directory (a second refuses to start with a clear error, and the
-//! lock dies with a killed process), the versioned FORMAT file, and runs
-//! without durability.
+//! lock dies with a killed process), the versioned FORMAT file, rules kept
+//! in the data directory across a restart, and runs without durability.
 
 mod common;
 
+use common::http::Mgmt;
 use common::Server;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,4 +94,41 @@ fn ephemeral_servers_run_side_by_side_without_a_data_directory() {
     let b = Server::start(&["--data-dir", "none"]);
     assert!(a.data_dir().is_none() && b.data_dir().is_none());
     drop(b);
+}
+
+#[test]
+fn rules_live_in_the_data_directory_and_survive_a_restart() {
+    const TOKEN: &str = "storage-e2e-token";
+    const RULES_PATH: &str = "/xcap-root/pres-rules/users/sip:alice@example.com/index";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
+    let (data, token) = (data.to_str().expect("UTF-8"), token.to_str().expect("UTF-8"));
+    let rules = r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:pr="urn:ietf:params:xml:ns:pres-rules">
+ <cr:rule id="r1"><cr:conditions><cr:identity><cr:one id="sip:bob@example.com"/></cr:identity></cr:conditions>
+  <cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions></cr:rule>
+</cr:ruleset>
+"#;
+    let server = Server::start(&["--data-dir", data, "--mgmt-token-file", token]);
+    let put = Mgmt::of(&server).with_token(TOKEN).send(
+        "PUT",
+        RULES_PATH,
+        &[("Content-Type", "application/auth-policy+xml")],
+        Some(rules),
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert!(
+        std::path::Path::new(data)
+            .join("pres-rules/sip%3Aalice@example.com.xml")
+            .exists(),
+        "the document is stored in pres-rules/ of the data directory"
+    );
+    assert!(server.terminate().success());
+
+    let server = Server::start(&["--data-dir", data, "--mgmt-token-file", token]);
+    let got = Mgmt::of(&server).with_token(TOKEN).get(RULES_PATH);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(got.body.contains("sip:bob@example.com"), "{}", got.body);
 }
