@@ -16,6 +16,8 @@ pub const FORMAT_FILE: &str = "FORMAT";
 pub const FORMAT_VERSION: u32 = 1;
 
 const MAGIC: &str = "presenced-data";
+/// The file a new `FORMAT` is written to before it is renamed into place.
+const TEMPORARY: &str = ".FORMAT.tmp";
 
 /// What a `FORMAT` file says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +128,14 @@ impl Format {
                     path: dir.to_owned(),
                     source,
                 })?;
-                // The lock file is ours and may already be there.
-                let foreign =
-                    entries.any(|entry| entry.map_or(true, |entry| entry.file_name() != super::lock::LOCK_FILE));
+                // The lock file is ours and may already be there, and so may
+                // the temporary file of a first FORMAT write cut short.
+                let foreign = entries.any(|entry| {
+                    entry.map_or(true, |entry| {
+                        let name = entry.file_name();
+                        name != super::lock::LOCK_FILE && name.to_str() != Some(TEMPORARY)
+                    })
+                });
                 if foreign {
                     return Err(FormatError::Foreign { dir: dir.to_owned() });
                 }
@@ -141,7 +148,7 @@ impl Format {
     /// Replace `dir`'s format file atomically.
     pub fn write(&self, dir: &Path) -> Result<(), FormatError> {
         let path = dir.join(FORMAT_FILE);
-        let temporary = dir.join(format!(".{FORMAT_FILE}.tmp"));
+        let temporary = dir.join(TEMPORARY);
         let written = (|| {
             let mut file = std::fs::File::create(&temporary)?;
             file.write_all(self.render().as_bytes())?;
@@ -170,6 +177,13 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Format::read(dir.path()).unwrap(), None, "an empty directory is new");
+        std::fs::write(dir.path().join(TEMPORARY), "presenced-da").unwrap();
+        std::fs::write(dir.path().join(super::super::lock::LOCK_FILE), "1").unwrap();
+        assert_eq!(
+            Format::read(dir.path()).unwrap(),
+            None,
+            "still new after a first start cut short"
+        );
         format.write(dir.path()).unwrap();
         assert_eq!(Format::read(dir.path()).unwrap(), Some(format));
         std::fs::write(
