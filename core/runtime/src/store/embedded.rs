@@ -326,10 +326,9 @@ impl Store {
             shard,
             shards: self.shards.len(),
         })?;
+        let started = Instant::now();
         let records = read_records(store)?;
-        self.metrics
-            .records_recovered
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.count_loaded(records.len(), started);
         Ok(records)
     }
 
@@ -339,10 +338,9 @@ impl Store {
     pub fn load_all(&self) -> Result<Vec<StoredShard>, StoreError> {
         let mut all = Vec::with_capacity(self.shards.len() + self.retired.len());
         for store in self.shards.iter().chain(&self.retired) {
+            let started = Instant::now();
             let records = read_records(store)?;
-            self.metrics
-                .records_recovered
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.count_loaded(records.len(), started);
             all.push(StoredShard {
                 shard: store.id,
                 records,
@@ -442,6 +440,16 @@ impl Store {
             stats.journals += store.db.journal_count() as u64;
         }
         stats
+    }
+
+    fn count_loaded(&self, records: usize, started: Instant) {
+        self.metrics
+            .records_recovered
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.metrics.load_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn shard_metrics(&self, shard: usize) -> Option<&metrics::ShardMetrics> {

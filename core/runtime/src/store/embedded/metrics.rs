@@ -114,6 +114,8 @@ pub struct StoreMetrics {
     pub recovery_micros: AtomicU64,
     /// Records read back by `load_all` / `load_shard` since start.
     pub records_recovered: AtomicU64,
+    /// Time spent reading records back (`load_all` / `load_shard`), µs.
+    pub load_micros: AtomicU64,
     /// Torn or corrupt log tails cut at start.
     pub corrupt_tails_cut: AtomicU64,
     /// Bytes cut off logs at start (torn or corrupt tails, quarantined logs).
