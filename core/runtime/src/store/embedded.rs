@@ -91,6 +91,15 @@ pub enum StoreError {
         /// fjall's error.
         source: fjall::Error,
     },
+    /// A background fsync of the shard's journal failed earlier: its writes
+    /// are refused until restart.
+    #[error("storage of shard {shard} ({path}): an fsync of its journal failed; writes refused until restart")]
+    SyncFailed {
+        /// The shard.
+        shard: usize,
+        /// Its directory.
+        path: PathBuf,
+    },
     /// The shard is not one this store has.
     #[error("no shard {shard} in the store (it has {shards})")]
     NoSuchShard {
@@ -133,6 +142,8 @@ struct ShardStore {
     records: fjall::Keyspace,
     /// Written since the last interval fsync.
     dirty: Arc<AtomicBool>,
+    /// An interval fsync failed: writes are refused (see `Syncer`).
+    sync_failed: Arc<AtomicBool>,
 }
 
 /// The data directory, open and locked.
@@ -253,6 +264,12 @@ impl Store {
         })?;
         if puts.is_empty() && deletes.is_empty() {
             return Ok(());
+        }
+        if store.sync_failed.load(Ordering::Relaxed) {
+            return Err(StoreError::SyncFailed {
+                shard,
+                path: store.path.clone(),
+            });
         }
         for (key, value) in puts {
             check_key(key.as_ref())?;
@@ -525,6 +542,14 @@ fn stored_shard_ids(dir: &Path) -> Result<Vec<usize>, StoreError> {
 /// The journal fjall appends to (the highest-numbered `<n>.jnl`) and where
 /// its written bytes end.
 fn active_journal(dir: &Path) -> Option<(PathBuf, u64)> {
+    let path = newest_journal(dir)?;
+    let end = written_end(&path).ok()?;
+    Some((path, end))
+}
+
+/// The highest-numbered `<n>.jnl` in a shard's directory: the one fjall
+/// appends to.
+fn newest_journal(dir: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
     let (_, path) = entries
         .flatten()
@@ -534,8 +559,7 @@ fn active_journal(dir: &Path) -> Option<(PathBuf, u64)> {
             Some((number, entry.path()))
         })
         .max_by_key(|(number, _)| *number)?;
-    let end = written_end(&path).ok()?;
-    Some((path, end))
+    Some(path)
 }
 
 /// Where the written bytes of a journal end. fjall preallocates journals
@@ -671,22 +695,64 @@ fn open_shard(dir: &Path, id: usize, options: &StoreOptions, metrics: &StoreMetr
         db,
         records,
         dirty: Arc::new(AtomicBool::new(false)),
+        sync_failed: Arc::new(AtomicBool::new(false)),
     })
 }
 
-/// The `interval` policy's thread: every period, fsyncs the log of each
-/// shard written since the last round. A shard's writes only wait for it
-/// while it syncs that shard's journal.
+/// The `interval` policy's thread: every period, fsyncs the journal of each
+/// shard written since the last round. It syncs the journal file through a
+/// descriptor of its own rather than through fjall, whose persist holds the
+/// journal's writer lock for the whole fsync: so a shard's writes never wait
+/// for this thread. (fdatasync covers every page of the file whichever
+/// descriptor wrote it; each batch is already in the OS when `write_batch`
+/// returns; and fjall itself syncs a journal before it rotates to the next
+/// one, so only the newest needs this.) A failed fsync marks the shard: the
+/// kernel may have dropped the pages it could not write, so the shard's
+/// writes are refused from then on, as fjall does after a failed write.
 struct Syncer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the fsync thread keeps per shard.
+struct SyncTarget {
+    id: usize,
+    path: PathBuf,
+    dirty: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
+    /// The journal last synced, kept open.
+    journal: Option<(PathBuf, std::fs::File)>,
+}
+
+impl SyncTarget {
+    fn sync(&mut self) -> std::io::Result<()> {
+        let Some(newest) = newest_journal(&self.path) else {
+            return Ok(()); // fjall always has one; nothing written otherwise
+        };
+        if self.journal.as_ref().map(|(path, _)| path) != Some(&newest) {
+            let file = std::fs::File::open(&newest)?;
+            self.journal = Some((newest, file));
+        }
+        match &self.journal {
+            Some((_, file)) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Syncer {
     fn start(shards: &[ShardStore], period: Duration, metrics: Arc<StoreMetrics>) -> std::io::Result<Syncer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let targets: Vec<(usize, fjall::Database, Arc<AtomicBool>)> =
-            shards.iter().map(|s| (s.id, s.db.clone(), s.dirty.clone())).collect();
+        let mut targets: Vec<SyncTarget> = shards
+            .iter()
+            .map(|s| SyncTarget {
+                id: s.id,
+                path: s.path.clone(),
+                dirty: s.dirty.clone(),
+                failed: s.sync_failed.clone(),
+                journal: None,
+            })
+            .collect();
         let period = period.max(Duration::from_millis(1));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
@@ -694,12 +760,25 @@ impl Syncer {
             .spawn(move || {
                 while !thread_stop.load(Ordering::Relaxed) {
                     std::thread::park_timeout(period);
-                    for (id, db, dirty) in &targets {
-                        if dirty.swap(false, Ordering::Relaxed) {
-                            let shard_metrics = metrics.shards.get(*id).map(|m| &**m);
-                            if let Err(e) = timed_fsync(db, shard_metrics) {
-                                tracing::error!(shard = id, error = %e, "fsync of a shard's journal failed");
-                                dirty.store(true, Ordering::Relaxed);
+                    for target in &mut targets {
+                        if !target.dirty.swap(false, Ordering::Relaxed) || target.failed.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let started = Instant::now();
+                        let synced = target.sync();
+                        let Some(shard_metrics) = metrics.shards.get(target.id) else {
+                            continue;
+                        };
+                        match synced {
+                            Ok(()) => shard_metrics.fsync_latency.record(started.elapsed()),
+                            Err(e) => {
+                                shard_metrics.fsync_errors.fetch_add(1, Ordering::Relaxed);
+                                target.failed.store(true, Ordering::Relaxed);
+                                tracing::error!(
+                                    shard = target.id,
+                                    error = %e,
+                                    "fsync of a shard's journal failed: its writes are refused until restart"
+                                );
                             }
                         }
                     }

@@ -235,6 +235,16 @@ fn the_interval_policy_fsyncs_in_the_background() {
         "a shard that wrote nothing is not synced"
     );
     assert_eq!(metrics.batch_latency().count, 1);
+
+    // A failed background fsync (the kernel may have dropped the pages it
+    // could not write) makes the shard refuse writes, like a failed write.
+    store.shards[0].sync_failed.store(true, Ordering::Relaxed);
+    let refused = store.write_batch(0, &[(key(9), value(9))], &[] as &[&[u8]]);
+    assert!(
+        matches!(refused, Err(StoreError::SyncFailed { shard: 0, .. })),
+        "{refused:?}"
+    );
+    put(&store, 1, 3..4);
 }
 
 #[test]
