@@ -196,13 +196,48 @@ impl Store {
         let metrics = Arc::new(StoreMetrics::new(shards));
         let started = Instant::now();
         let stored = stored_shard_ids(dir)?;
+        let ids: Vec<usize> = (0..shards)
+            .chain(stored.into_iter().filter(|&id| id >= shards))
+            .collect();
+        // Each shard replays its own journal: in parallel, so the restart
+        // takes as long as the largest shard, not the sum.
+        let results: Vec<Result<ShardStore, StoreError>> = std::thread::scope(|scope| {
+            let (options, metrics) = (&options, &*metrics);
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|&id| {
+                    let handle = std::thread::Builder::new()
+                        .name(format!("presenced-open-{id}"))
+                        .spawn_scoped(scope, move || open_shard(dir, id, options, metrics));
+                    (id, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(id, handle)| {
+                    let path = dir.join(format!("{SHARD_PREFIX}{id}"));
+                    match handle {
+                        // A thread that could not start: open it here instead.
+                        Err(_) => open_shard(dir, id, options, metrics),
+                        Ok(handle) => handle.join().unwrap_or_else(|_| {
+                            Err(StoreError::Io {
+                                path,
+                                source: std::io::Error::other("opening the shard's database panicked"),
+                            })
+                        }),
+                    }
+                })
+                .collect()
+        });
         let mut opened = Vec::with_capacity(shards);
-        for id in 0..shards {
-            opened.push(open_shard(dir, id, &options, &metrics)?);
-        }
         let mut retired = Vec::new();
-        for id in stored.into_iter().filter(|&id| id >= shards) {
-            retired.push(open_shard(dir, id, &options, &metrics)?);
+        for result in results {
+            let store = result?;
+            if store.id < shards {
+                opened.push(store);
+            } else {
+                retired.push(store);
+            }
         }
         metrics.recovery_micros.store(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
