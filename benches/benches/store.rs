@@ -29,9 +29,23 @@ fn key(i: u64) -> Vec<u8> {
     format!("p/sip:user{i}@example.com/{i:016x}").into_bytes()
 }
 
+/// A publication-sized PIDF document (about 600 bytes, compressible like
+/// real ones: XML whose text varies per record).
 fn value(i: u64) -> Vec<u8> {
-    let mut v = format!("<presence entity=\"sip:user{i}@example.com\"><tuple id=\"t{i}\">").into_bytes();
-    v.resize(VALUE_BYTES, b'x');
+    let mut v = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+         xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" \
+         entity=\"sip:user{i}@example.com\"><tuple id=\"t{i:x}\"><status><basic>open</basic></status>\
+         <contact>sip:user{i}@192.0.2.{}:5060</contact><note>phone {}</note></tuple><dm:person id=\"p{i:x}\">\
+         <rpid:activities><rpid:busy/></rpid:activities><dm:note>meeting {}</dm:note></dm:person>\
+         <dm:device id=\"d{i:x}\"><dm:deviceID>urn:uuid:{:016x}</dm:deviceID></dm:device></presence>",
+        i % 250,
+        i.wrapping_mul(2_654_435_761) % 100_000,
+        i.wrapping_mul(40_503) % 10_000,
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
+    .into_bytes();
+    v.resize(VALUE_BYTES, b' ');
     v
 }
 
@@ -245,7 +259,9 @@ fn restart(root: &Path, records: u64, rounds: u64) {
                 let puts: Vec<(Vec<u8>, Vec<u8>)> = (i..end)
                     .map(|n| {
                         let mut v = value(n);
-                        v[0] = b'0' + (round % 10) as u8;
+                        if let Some(last) = v.last_mut() {
+                            *last = b'0' + (round % 10) as u8; // each round a new version
+                        }
                         (key(n), v)
                     })
                     .collect();
