@@ -15,7 +15,7 @@ rounds=${1:-3}
 sip=127.0.0.1:15060
 mgmt=127.0.0.1:19090
 ulimit -n 20000
-target/release/presenced --listen "$sip" --shards 2 --mgmt-listen "$mgmt" --default-policy allow \
+target/release/presenced --listen "$sip" --shards 2 --mgmt-listen "$mgmt" --default-policy allow --ephemeral \
     2>/tmp/presenced-hostile-bench.log &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
