@@ -8,8 +8,11 @@
 //! state) discards changes and lets the shard skip making them;
 //! `MemoryStore` keeps the records in memory (tests, and the reference a
 //! durable engine must behave like). `embedded` is the durable engine of a
-//! data directory (one log per shard).
+//! data directory (one log per shard), `codec` the records' encoding in it,
+//! `durable` the `StateStore` over it.
 
+pub mod codec;
+pub mod durable;
 pub mod embedded;
 
 use presence_proto::state::{Record, RecordSet, StateChange};

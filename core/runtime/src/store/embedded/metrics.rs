@@ -122,6 +122,8 @@ pub struct StoreMetrics {
     pub corrupt_bytes_dropped: AtomicU64,
     /// Records moved to another shard because the shard count changed.
     pub records_redistributed: AtomicU64,
+    /// Stored records that did not decode at load (dropped with a warning).
+    pub records_dropped_corrupt: AtomicU64,
 }
 
 impl StoreMetrics {
