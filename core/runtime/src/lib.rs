@@ -9,6 +9,7 @@
 
 mod clock;
 pub mod exclusive;
+mod persist;
 pub mod rules_store;
 pub mod store;
 mod tcp;
@@ -92,6 +93,9 @@ pub enum StartError {
     /// The data directory could not be opened (in use, foreign, unreadable).
     #[error("{0}")]
     Store(#[from] store::embedded::StoreError),
+    /// A shard's stored state could not be read back.
+    #[error("{0}")]
+    StateStore(#[from] store::StoreError),
 }
 
 /// A running server.
@@ -164,6 +168,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
     let (ready_tx, ready_rx) = crossbeam::channel::unbounded::<Result<SocketAddr, String>>();
     // Opened (and locked) first: the data directory also holds the rules.
     let store = open_store(&config, shards)?;
+    let mut states = open_states(store.as_ref(), shards, &clock)?;
     let mut rules_per_shard = load_rules(&config, shards)?;
     let tcp_sources = Arc::new(tcp::SourceCounts::default());
     let mut listen = config.listen;
@@ -191,6 +196,7 @@ pub fn start(config: EngineConfig) -> Result<ServerHandle, StartError> {
             controls: control_rx,
             rules: rules_per_shard.get_mut(id).map(std::mem::take).unwrap_or_default(),
             tcp_sources: tcp_sources.clone(),
+            state: states.get_mut(id).and_then(Option::take),
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
@@ -234,7 +240,12 @@ fn open_store(config: &EngineConfig, shards: usize) -> Result<Option<Arc<store::
         fsync_interval: Duration::from_millis(config.fsync_interval_ms.max(1)),
         ..store::embedded::StoreOptions::default()
     };
-    let opened = store::embedded::Store::open(dir, shards, options)?;
+    let mut opened = store::embedded::Store::open(dir, shards, options)?;
+    if opened.needs_redistribution() {
+        // Records go to the shard owning their presentity under the new count.
+        let moved = opened.redistribute(|key, _| store::codec::owner_of_key(key, shards))?;
+        tracing::info!(shards, moved, "stored state re-distributed to a new shard count");
+    }
     let metrics = opened.metrics();
     tracing::info!(
         dir = %dir.display(),
@@ -244,6 +255,35 @@ fn open_store(config: &EngineConfig, shards: usize) -> Result<Option<Arc<store::
         "data directory open"
     );
     Ok(Some(Arc::new(opened)))
+}
+
+/// Each shard's durable state, read back (none without a data directory).
+fn open_states(
+    store: Option<&Arc<store::embedded::Store>>,
+    shards: usize,
+    clock: &Clock,
+) -> Result<Vec<Option<store::durable::EmbeddedStateStore>>, StartError> {
+    let Some(store) = store else {
+        return Ok((0..shards).map(|_| None).collect());
+    };
+    let time = store::codec::TimeBase {
+        unix_origin_micros: clock.unix_origin_micros(),
+    };
+    let started = std::time::Instant::now();
+    let states = (0..shards)
+        .map(|id| store::durable::EmbeddedStateStore::open(store.clone(), id, time).map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = store.metrics();
+    metrics
+        .recovery_micros
+        .fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    tracing::info!(
+        records = metrics.records_recovered.load(Ordering::Relaxed),
+        dropped_corrupt = metrics.records_dropped_corrupt.load(Ordering::Relaxed),
+        ms = started.elapsed().as_millis() as u64,
+        "stored state read"
+    );
+    Ok(states)
 }
 
 struct StartContext {
@@ -259,6 +299,8 @@ struct StartContext {
     /// the stored rules of the presentities this shard owns
     rules: rules_store::StoredRules,
     tcp_sources: Arc<tcp::SourceCounts>,
+    /// the shard's durable state, when there is a data directory
+    state: Option<store::durable::EmbeddedStateStore>,
 }
 
 /// The stored authorization rules, grouped by owner shard. Files that
@@ -307,6 +349,9 @@ pub(crate) struct ShardCtx {
     timer_wake: LocalSender<()>,
     /// Where the shard's durable-state changes go.
     store: RefCell<Box<dyn store::StateStore>>,
+    /// The durable write path, when there is a data directory (then `store`
+    /// is unused).
+    persist: Option<persist::Persist>,
     /// When the first input not yet flushed arrived (request-handling latency).
     batch_started: Cell<Option<Instant>>,
     /// The shard's request counters at the last flush, to attribute a flush's
@@ -382,10 +427,19 @@ async fn run_shard(start: StartContext) {
     for (aor, rules) in start.rules {
         shard.install_pres_rules(&aor, rules);
     }
-    // No durable engine yet: state lives in memory, as it always has.
+    // Without a data directory state lives in memory only, as it always has.
     let state_store: Box<dyn store::StateStore> = Box::new(store::NoStore);
-    shard.set_journaling(state_store.wants_changes());
-    let records = state_store.records();
+    let persist = start.state.map(persist::Persist::new);
+    let records = match &persist {
+        Some(persist) => {
+            shard.set_journaling(persist.wants_changes());
+            persist.records()
+        }
+        None => {
+            shard.set_journaling(state_store.wants_changes());
+            state_store.records()
+        }
+    };
     if !records.is_empty() {
         let recovered = shard.recover(records, start.clock.now());
         tracing::info!(shard = id, ?recovered, "state recovered");
@@ -408,6 +462,7 @@ async fn run_shard(start: StartContext) {
         timer_wake,
         config: start.config.clone(),
         store: RefCell::new(state_store),
+        persist,
         batch_started: Cell::new(None),
         requests_seen: Cell::new([0; 8]),
     });
@@ -433,6 +488,7 @@ async fn run_shard(start: StartContext) {
         });
     }
     tasks.push(glommio::spawn_local(timer_loop(ctx.clone(), timer_wake_rx)));
+    tasks.push(glommio::spawn_local(persist::Persist::run(ctx.clone())));
     if let Some(listener) = listener {
         tasks.push(glommio::spawn_local(tcp::accept_loop(ctx.clone(), listener)));
     }
@@ -642,6 +698,7 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
     let mut leftovers: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let batch_started = ctx.batch_started.take();
     let mut handled = [0u64; 8];
+    let mut committed = None;
     {
         let mut shard = ctx.shard.borrow_mut();
         shard.end_of_batch(now);
@@ -654,11 +711,19 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
         }
         let next_deadline = shard.poll_timeout();
         let out = shard.outbox();
-        if out.needs_store() {
-            // Messages marked `after_store` wait for this write; the store
-            // is synchronous, so every message below leaves after it.
-            if let Err(error) = ctx.store.borrow_mut().store(&out.changes) {
-                tracing::error!(shard = ctx.id, %error, "state changes not stored");
+        // A held retransmission may wait for an earlier batch's changes.
+        if out.needs_store() || (ctx.persist.is_some() && out.items.iter().any(|item| item.after_store)) {
+            match &ctx.persist {
+                // The held messages leave the outbox with the changes; the
+                // writer task sends them once the changes are stored.
+                Some(persist) => committed = Some(persist.queue(out)),
+                // Messages marked `after_store` wait for this write; the
+                // store is synchronous, so every message below leaves after it.
+                None => {
+                    if let Err(error) = ctx.store.borrow_mut().store(&out.changes) {
+                        tracing::error!(shard = ctx.id, %error, "state changes not stored");
+                    }
+                }
             }
         }
         if !out.is_empty() {
@@ -705,6 +770,9 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
         let _ = ctx.udp.send_to(&bytes, addr).await;
     }
     send_handoffs(ctx).await;
+    if let Some(committed) = committed {
+        committed.wait().await;
+    }
     if let Some(started) = batch_started {
         let micros = (ctx.clock.now() - started).as_micros() as u64;
         ctx.shard

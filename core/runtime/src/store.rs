@@ -9,11 +9,13 @@
 //! `MemoryStore` keeps the records in memory (tests, and the reference a
 //! durable engine must behave like). `embedded` is the durable engine of a
 //! data directory (one log per shard), `codec` the records' encoding in it,
-//! `durable` the `StateStore` over it.
+//! `durable` the `StateStore` over it, `refusal` the 500 sent when a write
+//! fails.
 
 pub mod codec;
 pub mod durable;
 pub mod embedded;
+pub mod refusal;
 
 use presence_proto::state::{Record, RecordSet, StateChange};
 
