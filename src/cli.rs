@@ -64,6 +64,12 @@ pub struct Cli {
     #[arg(long = "fsync", value_name = "POLICY")]
     pub fsync: Option<presence_proto::config::FsyncPolicy>,
 
+    /// On SIGINT/SIGTERM, end every subscription (watchers get NOTIFY
+    /// terminated;reason=deactivated). With durable state they are otherwise
+    /// kept for the next start; without, they are always ended.
+    #[arg(long = "terminate-subscriptions-on-stop")]
+    pub terminate_subscriptions_on_stop: bool,
+
     /// Print the effective configuration (TOML) and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,

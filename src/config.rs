@@ -110,6 +110,9 @@ impl Config {
         if let Some(policy) = cli.fsync {
             config.engine.fsync = policy;
         }
+        if cli.terminate_subscriptions_on_stop {
+            config.engine.terminate_subscriptions_on_stop = true;
+        }
         if !cli.domains.is_empty() {
             config.engine.domains = cli.domains.clone();
         }
@@ -264,6 +267,9 @@ mod tests {
         assert_eq!(parsed.engine.data_dir(), Some(Path::new("/srv/p")));
         assert_eq!(parsed.engine.fsync, FsyncPolicy::Never);
         assert_eq!(parsed.engine.fsync_interval_ms, 250);
+        assert!(!parsed.engine.terminate_subscriptions_on_stop);
+        let cli = Cli::parse_from(["presenced", "--terminate-subscriptions-on-stop"]);
+        assert!(Config::from_cli(&cli).unwrap().engine.terminate_subscriptions_on_stop);
         let cli = Cli::parse_from(["presenced"]);
         let mut config = Config::from_cli(&cli).unwrap();
         config.engine.fsync_interval_ms = 0;

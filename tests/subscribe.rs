@@ -154,7 +154,15 @@ fn sipp_watcher_scenario() {
 
 #[test]
 fn sigterm_deactivates_every_watcher_then_exits_0() {
-    let server = Server::start(&[]);
+    // Without durable state (and, with it, when the operator asks) every
+    // watcher is told its subscription ends.
+    for args in [&["--ephemeral"][..], &["--terminate-subscriptions-on-stop"][..]] {
+        sigterm_deactivates_every_watcher(args);
+    }
+}
+
+fn sigterm_deactivates_every_watcher(args: &[&str]) {
+    let server = Server::start(args);
     let watchers: Vec<UdpClient> = (0..3).map(|_| UdpClient::new(server.sip)).collect();
     for (i, w) in watchers.iter().enumerate() {
         let mut d = Dialog::new(&format!("sip:shut{i}@example.com"), "UDP");
@@ -172,6 +180,22 @@ fn sigterm_deactivates_every_watcher_then_exits_0() {
     }
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sigterm_with_durable_state_keeps_every_watcher_then_exits_0() {
+    let server = Server::start(&[]);
+    let watcher = UdpClient::new(server.sip);
+    let mut d = Dialog::new("sip:keep@example.com", "UDP");
+    watcher.send(&d.subscribe(watcher.local(), ""));
+    response_and_notify(&watcher);
+    server.signal_term();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // Nothing reached the watcher: no terminated NOTIFY.
+    if let Some(message) = watcher.recv_within(Duration::from_millis(200)) {
+        panic!("unexpected message after SIGTERM: {}", String::from_utf8_lossy(&message));
+    }
 }
 
 #[test]

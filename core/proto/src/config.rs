@@ -105,6 +105,11 @@ pub struct EngineConfig {
     pub fsync: FsyncPolicy,
     /// Period of the `interval` fsync policy, per shard, in milliseconds.
     pub fsync_interval_ms: u64,
+    /// On SIGINT/SIGTERM, end every subscription (NOTIFY
+    /// `terminated;reason=deactivated`) even with durable state, which
+    /// otherwise keeps them for the next start. Without a data directory
+    /// they are always ended.
+    pub terminate_subscriptions_on_stop: bool,
 }
 
 /// The `[engine.udp]` section: how datagrams are received and sized.
@@ -354,6 +359,7 @@ impl Default for EngineConfig {
             data_dir: std::path::PathBuf::from("presenced-data"),
             fsync: FsyncPolicy::Interval,
             fsync_interval_ms: 100,
+            terminate_subscriptions_on_stop: false,
         }
     }
 }

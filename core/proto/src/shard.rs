@@ -364,6 +364,18 @@ impl Shard {
         self.end_of_batch(now);
     }
 
+    /// Stop taking new work but keep every subscription (durable state: the
+    /// next start serves the same dialogs, so watchers are not told).
+    pub fn begin_shutdown_keeping_subscriptions(&mut self, now: Instant) {
+        self.shutting_down = true;
+        self.end_of_batch(now);
+    }
+
+    /// Whether no client transaction (a NOTIFY awaiting its answer) is left.
+    pub fn transactions_idle(&self) -> bool {
+        self.transactions.client.is_empty()
+    }
+
     /// Whether nothing is left in flight: no client transaction, no
     /// subscription waiting for its final NOTIFY.
     pub fn is_idle(&self) -> bool {

@@ -501,10 +501,26 @@ async fn run_shard(start: StartContext) {
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    ctx.shard.borrow_mut().begin_shutdown(ctx.clock.now());
+    // With durable state the subscriptions outlive the process (unless the
+    // operator asks otherwise); without, every watcher is told they end.
+    let keep_subscriptions = ctx.persist.is_some() && !ctx.config.terminate_subscriptions_on_stop;
+    if keep_subscriptions {
+        ctx.shard
+            .borrow_mut()
+            .begin_shutdown_keeping_subscriptions(ctx.clock.now());
+    } else {
+        ctx.shard.borrow_mut().begin_shutdown(ctx.clock.now());
+    }
     flush(&ctx).await;
     let grace = ctx.clock.now() + Duration::from_secs(ctx.config.shutdown_grace_secs);
-    while !ctx.shard.borrow().is_idle() && ctx.clock.now() < grace {
+    let idle = |shard: &Shard| {
+        if keep_subscriptions {
+            shard.transactions_idle()
+        } else {
+            shard.is_idle()
+        }
+    };
+    while !idle(&ctx.shard.borrow()) && ctx.clock.now() < grace {
         let _ = run_controls(&ctx, &start.controls);
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
