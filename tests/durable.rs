@@ -13,7 +13,18 @@ use std::time::{Duration, Instant};
 
 /// A server on `dir` with `shards` shards.
 fn start_on(dir: &Path, shards: &str) -> Server {
-    Server::start(&["--data-dir", dir.to_str().expect("UTF-8 path"), "--shards", shards])
+    Server::start_with_args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--mgmt-listen",
+        "127.0.0.1:0",
+        "--default-policy",
+        "allow",
+        "--shards",
+        shards,
+        "--data-dir",
+        dir.to_str().expect("UTF-8 path"),
+    ])
 }
 
 /// A PUBLISH for a fresh presentity; returns (Call-ID, aor, text).
@@ -40,13 +51,17 @@ fn note_acks(answer: &[u8], sent: &HashMap<String, String>, acked: &mut Vec<(Str
 
 /// Refresh a publication by its ETag; the status answered.
 fn refresh(client: &UdpClient, aor: &str, etag: &str) -> u16 {
-    let r = client.request(&publish(
+    status_of(&refresh_answer(client, aor, etag))
+}
+
+/// Refresh a publication by its ETag; the answer (a new ETag on 200).
+fn refresh_answer(client: &UdpClient, aor: &str, etag: &str) -> String {
+    client.request(&publish(
         aor,
         client.local(),
         &format!("SIP-If-Match: {etag}\r\nExpires: 3600\r\n"),
         "",
-    ));
-    status_of(&r)
+    ))
 }
 
 /// Publish `count` presentities (waiting for each answer); their (aor, ETag).
@@ -138,24 +153,43 @@ fn subscriptions_survive_a_kill_9_and_notify_above_their_old_cseq() {
         last_cseq = cseq_of(&notify);
     }
     let _ = server.kill9();
+    let last_before_kill = last_cseq;
 
     let server = start_on(dir.path(), "2");
     let publisher = UdpClient::new(server.sip);
+    // The watcher keeps its address (its dialog's target) and follows the
+    // server to its new port.
+    let watcher = UdpClient {
+        socket: watcher.socket,
+        server: server.sip,
+    };
     let refreshed = watcher.request(&dialog.subscribe(watcher.local(), "Expires: 3600\r\n"));
     assert_eq!(status_of(&refreshed), 200, "{refreshed}");
     let r = publisher.request(&publish(&aor, publisher.local(), "", &pidf(&aor, "t", "open", "after")));
     assert_eq!(status_of(&r), 200, "{r}");
-    let got = watcher.collect_until(|g| {
-        g.iter()
-            .any(|m| m.starts_with("NOTIFY ") && body_of(m).contains("after"))
-    });
-    for notify in got.iter().filter(|m| m.starts_with("NOTIFY ")) {
-        watcher.send(&answer(notify, 200));
-        let state = header(notify, "Subscription-State").unwrap_or("");
+    // NOTIFYs in the old dialog (the refresh's, then the new document's),
+    // each answered as it comes, none terminated, CSeq rising above the mark.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen_after = false;
+    while !seen_after {
+        assert!(Instant::now() < deadline, "no NOTIFY of the new document");
+        let Some(bytes) = watcher.recv_within(Duration::from_millis(500)) else {
+            continue;
+        };
+        let notify = String::from_utf8_lossy(&bytes).into_owned();
+        if !notify.starts_with("NOTIFY ") {
+            continue;
+        }
+        watcher.send(&answer(&notify, 200));
+        let state = header(&notify, "Subscription-State").unwrap_or("");
         assert!(state.starts_with("active"), "{notify}");
-        assert_eq!(header(notify, "Call-ID"), Some(dialog.call_id.as_str()), "{notify}");
-        assert!(cseq_of(notify) > last_cseq, "CSeq {} not above {last_cseq}", cseq_of(notify));
-        last_cseq = cseq_of(notify);
+        assert_eq!(header(&notify, "Call-ID"), Some(dialog.call_id.as_str()), "{notify}");
+        let cseq = cseq_of(&notify);
+        // A retransmission repeats its CSeq; a new NOTIFY is above the last.
+        assert!(cseq >= last_cseq, "CSeq {cseq} below {last_cseq}");
+        assert!(cseq > last_before_kill, "CSeq {cseq} not above {last_before_kill}");
+        last_cseq = cseq;
+        seen_after = body_of(&notify).contains("after");
     }
 }
 
@@ -194,14 +228,17 @@ fn a_restart_with_another_shard_count_keeps_every_publication() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_on(dir.path(), "2");
     let client = UdpClient::new(server.sip);
-    let published = publish_some(&client, 24);
+    let mut published = publish_some(&client, 24);
     assert!(server.terminate().success());
 
     for shards in ["3", "1"] {
         let server = start_on(dir.path(), shards);
         let client = UdpClient::new(server.sip);
-        for (aor, etag) in &published {
-            assert_eq!(refresh(&client, aor, etag), 200, "{aor} lost with {shards} shards");
+        for (aor, etag) in &mut published {
+            let r = refresh_answer(&client, aor, etag);
+            assert_eq!(status_of(&r), 200, "{aor} lost with {shards} shards: {r}");
+            // A refresh issues a new entity-tag (RFC 3903 §4.1).
+            *etag = header(&r, "SIP-ETag").expect("SIP-ETag").to_owned();
         }
         assert!(server.terminate().success());
     }

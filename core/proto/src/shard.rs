@@ -947,6 +947,8 @@ impl Shard {
     pub fn recover(&mut self, records: impl IntoIterator<Item = Record>, now: Instant) -> Recovered {
         let mut recovered = Recovered::default();
         let mut subscriptions = Vec::new();
+        // Publications that got another id than the one stored.
+        let mut rekeyed = Vec::new();
         for record in records {
             match record {
                 Record::Rules { presentity, document } => match PresRules::parse(&document) {
@@ -974,7 +976,12 @@ impl Shard {
                                 .map_err(|e| e.to_string())
                         });
                     match restored {
-                        Ok(()) => recovered.publications += 1,
+                        Ok(id) => {
+                            recovered.publications += 1;
+                            if id != publication.key.id {
+                                rekeyed.push((publication, id));
+                            }
+                        }
                         Err(error) => {
                             tracing::warn!(presentity = %aor, %error, "stored publication not recovered");
                             recovered.skipped += 1;
@@ -1001,6 +1008,17 @@ impl Shard {
         self.services.presence.take_changes(&mut loaded);
         self.collect_changes();
         self.out.changes.clear();
+        // The store must name a re-keyed publication by its new id (its
+        // later refreshes and removal do).
+        for (mut publication, id) in rekeyed {
+            self.out
+                .changes
+                .push(StateChange::PublicationRemoved(publication.key.clone()));
+            publication.key.id = id;
+            self.out
+                .changes
+                .push(StateChange::PublicationStored(Box::new(publication)));
+        }
         self.handle_timeout(now);
         recovered
     }

@@ -267,3 +267,43 @@ fn recovered_watcher_info_and_reg_subscriptions_keep_following_their_presentity(
     assert!(cseq_of(reg[0]) > CSEQ_BLOCK, "{}", reg[0]);
     assert!(body(reg[0]).contains("sip:alice@192.0.2.9"), "{}", reg[0]);
 }
+
+#[test]
+fn publications_of_merged_shards_sharing_an_id_are_re_keyed_in_the_store() {
+    // Two former shards each numbered their first publication alike; a new
+    // shard count puts both presentities on one shard.
+    let mut a = Harness::default();
+    assert_eq!(status(&a.publish(ALICE, "Expires: 3600\r\n", &pidf(ALICE, "t", "open", "a"))), 200);
+    let mut b = Harness::default();
+    assert_eq!(status(&b.publish(BOB, "Expires: 3600\r\n", &pidf(BOB, "t", "open", "b"))), 200);
+    let mut merged = records(&a);
+    for change in &b.changes {
+        merged.apply(change);
+    }
+    let mut r = restarted(&a, Duration::from_secs(1));
+    r.shard = Shard::new(0, 1, EngineConfig::default(), 7);
+    let recovered = r.shard.recover(merged.records(), r.now);
+    assert_eq!((recovered.publications, recovered.skipped), (2, 0));
+    r.end_batch();
+    // The store learns the new key of the re-keyed one: folding what recovery
+    // emitted leaves one record per publication, each under its live id.
+    for change in &r.changes {
+        merged.apply(change);
+    }
+    let stored: Vec<_> = merged
+        .records()
+        .filter_map(|record| match record {
+            presence_proto::state::Record::Publication(p) => Some(p.key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_ne!(stored[0].id, stored[1].id, "{stored:?}");
+    assert!(
+        r.changes
+            .iter()
+            .any(|c| matches!(c, StateChange::PublicationRemoved(key) if key.id == stored[0].id.min(stored[1].id))),
+        "{:?}",
+        r.changes
+    );
+}

@@ -501,7 +501,9 @@ impl PresenceStore {
     /// Put back a stored publication (recovery): its id, entity-tag,
     /// document, rank, source and expiry, even a past one (the next timer
     /// run removes it, and its watchers are told). Nothing is journaled.
-    pub fn restore(&mut self, record: &PublicationRecord, parsed: ParsedPidf, now: Instant) -> Result<(), StoreError> {
+    /// Returns the id it got: a new one when its stored id is taken (records
+    /// of several former shards merged into this one).
+    pub fn restore(&mut self, record: &PublicationRecord, parsed: ParsedPidf, now: Instant) -> Result<u64, StoreError> {
         let id = self.get_or_create(&record.key.presentity, now)?;
         let mut publication_id = record.key.id;
         if publication_id == 0 || self.owners.contains_key(&publication_id) {
@@ -525,7 +527,7 @@ impl PresenceStore {
         self.publication_count += 1;
         self.owners.insert(publication_id, id);
         self.expiries.arm(record.expires_at, publication_id);
-        Ok(())
+        Ok(publication_id)
     }
 
     /// Remove publications whose interval ran out.
