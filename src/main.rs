@@ -75,6 +75,7 @@ fn main() -> ExitCode {
     mgmt_options.token = mgmt_token;
     mgmt_options.rules_dir = config.engine.rules_dir();
     mgmt_options.limits = config.mgmt.limits();
+    mgmt_options.store = server.store();
     mgmt_options.log = Some(presence_mgmt::LogControl {
         initial: initial_filter,
         set: set_log_filter,

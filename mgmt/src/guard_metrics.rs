@@ -172,6 +172,7 @@ mod tests {
                 shards: shards.clone(),
                 control_queue: vec![0],
                 guard: guard.clone(),
+                store: None,
             };
             let text = scrape.encode(format).unwrap();
             for sample in [

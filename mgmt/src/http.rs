@@ -36,6 +36,8 @@ pub struct State {
     pub started: std::time::Instant,
     /// Where authorization rules changes are stored (and their order).
     pub rules: crate::rules_writer::RulesWriter,
+    /// The data directory's store (its metrics), when there is one.
+    pub store: Option<std::sync::Arc<presence_runtime::store::embedded::Store>>,
 }
 
 /// An answer other than success, as a JSON `{"error": reason}` body.

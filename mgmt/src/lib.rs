@@ -13,6 +13,7 @@ pub mod conn_guard;
 pub mod guard_metrics;
 pub mod http;
 pub mod metrics;
+pub mod store_metrics;
 pub mod routes;
 pub mod rules_writer;
 pub mod shards;
@@ -65,6 +66,8 @@ pub struct MgmtOptions {
     pub limits: conn_guard::ConnLimits,
     /// Directory where authorization rules changes are stored (`None`: in memory only).
     pub rules_dir: Option<std::path::PathBuf>,
+    /// The data directory's store, for its metrics (`None`: no durable state).
+    pub store: Option<std::sync::Arc<presence_runtime::store::embedded::Store>>,
 }
 
 impl MgmtOptions {
@@ -77,6 +80,7 @@ impl MgmtOptions {
             log: None,
             limits: conn_guard::ConnLimits::default(),
             rules_dir: None,
+            store: None,
         }
     }
 }
@@ -161,6 +165,7 @@ pub fn start(
         log: options.log,
         started: std::time::Instant::now(),
         rules: rules_writer::RulesWriter::new(options.rules_dir.clone()),
+        store: options.store.clone(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -43,6 +43,8 @@ pub struct Scrape {
     pub control_queue: Vec<usize>,
     /// Refused input and shed connections (`guard_metrics`), encoded beside.
     pub guard: crate::guard_metrics::GuardMetrics,
+    /// Durable state (`store_metrics`), when the server has a data directory.
+    pub store: Option<crate::store_metrics::StoreScrape>,
 }
 
 /// Output format of the exposition.
@@ -390,6 +392,9 @@ impl Scrape {
         }
         self.register_latency(&mut registry);
         self.guard.register(&mut registry);
+        if let Some(store) = &self.store {
+            store.register(&mut registry);
+        }
         registry
     }
 
@@ -569,6 +574,10 @@ mod tests {
             guard: crate::guard_metrics::GuardMetrics::new(&shards, Default::default()),
             shards,
             control_queue: vec![0, 1, 7],
+            store: Some(crate::store_metrics::StoreScrape {
+                shards: vec![Default::default(); 3],
+                ..Default::default()
+            }),
         }
     }
 
