@@ -142,7 +142,12 @@ fn subscriptions_survive_a_kill_9_and_notify_above_their_old_cseq() {
     let publisher = UdpClient::new(server.sip);
     let watcher = UdpClient::new(server.sip);
     let aor = format!("sip:{}@example.com", unique("kw"));
-    let r = publisher.request(&publish(&aor, publisher.local(), "", &pidf(&aor, "t", "open", "before")));
+    let r = publisher.request(&publish(
+        &aor,
+        publisher.local(),
+        "",
+        &pidf(&aor, "t", "open", "before"),
+    ));
     assert_eq!(status_of(&r), 200, "{r}");
     let (mut dialog, mut last_cseq) = subscribe(&watcher, &aor);
     for n in 0..3 {

@@ -194,7 +194,10 @@ fn sigterm_with_durable_state_keeps_every_watcher_then_exits_0() {
     assert!(status.success(), "{status:?}");
     // Nothing reached the watcher: no terminated NOTIFY.
     if let Some(message) = watcher.recv_within(Duration::from_millis(200)) {
-        panic!("unexpected message after SIGTERM: {}", String::from_utf8_lossy(&message));
+        panic!(
+            "unexpected message after SIGTERM: {}",
+            String::from_utf8_lossy(&message)
+        );
     }
 }
 

@@ -150,9 +150,10 @@ async fn metrics(state: &State, request: &Request<Incoming>) -> Result<HttpRespo
         .collect();
     let shards = snapshots(state).await;
     let guard = crate::guard_metrics::GuardMetrics::new(&shards, state.connections.counts());
-    let store = state.store.as_ref().map(|store| {
-        crate::store_metrics::StoreScrape::of(&store.metrics(), store.engine_stats())
-    });
+    let store = state
+        .store
+        .as_ref()
+        .map(|store| crate::store_metrics::StoreScrape::of(&store.metrics(), store.engine_stats()));
     let scrape = Scrape {
         shards,
         control_queue,

@@ -13,11 +13,11 @@ pub mod conn_guard;
 pub mod guard_metrics;
 pub mod http;
 pub mod metrics;
-pub mod store_metrics;
 pub mod routes;
 pub mod rules_writer;
 pub mod shards;
 pub mod snapshot;
+pub mod store_metrics;
 pub mod summary;
 pub mod xcap;
 

@@ -273,9 +273,15 @@ fn publications_of_merged_shards_sharing_an_id_are_re_keyed_in_the_store() {
     // Two former shards each numbered their first publication alike; a new
     // shard count puts both presentities on one shard.
     let mut a = Harness::default();
-    assert_eq!(status(&a.publish(ALICE, "Expires: 3600\r\n", &pidf(ALICE, "t", "open", "a"))), 200);
+    assert_eq!(
+        status(&a.publish(ALICE, "Expires: 3600\r\n", &pidf(ALICE, "t", "open", "a"))),
+        200
+    );
     let mut b = Harness::default();
-    assert_eq!(status(&b.publish(BOB, "Expires: 3600\r\n", &pidf(BOB, "t", "open", "b"))), 200);
+    assert_eq!(
+        status(&b.publish(BOB, "Expires: 3600\r\n", &pidf(BOB, "t", "open", "b"))),
+        200
+    );
     let mut merged = records(&a);
     for change in &b.changes {
         merged.apply(change);

@@ -274,9 +274,10 @@ fn open_states(
         .map(|id| store::durable::EmbeddedStateStore::open(store.clone(), id, time).map(Some))
         .collect::<Result<Vec<_>, _>>()?;
     let metrics = store.metrics();
-    metrics
-        .recovery_micros
-        .fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    metrics.recovery_micros.fetch_add(
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     tracing::info!(
         records = metrics.records_recovered.load(Ordering::Relaxed),
         dropped_corrupt = metrics.records_dropped_corrupt.load(Ordering::Relaxed),

@@ -198,7 +198,10 @@ mod tests {
         };
         let mut merged = merge(vec![first, second]);
         merged.puts.sort();
-        assert_eq!(merged.puts, vec![(b"b".to_vec(), b"1".to_vec()), (b"c".to_vec(), b"2".to_vec())]);
+        assert_eq!(
+            merged.puts,
+            vec![(b"b".to_vec(), b"1".to_vec()), (b"c".to_vec(), b"2".to_vec())]
+        );
         assert_eq!(merged.deletes, vec![b"a".to_vec()]);
     }
 }

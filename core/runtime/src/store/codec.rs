@@ -66,7 +66,7 @@ impl TimeBase {
 
     /// Times before this process's origin (created or expiring while the
     /// server was down) become `Instant::ZERO`: already past.
-    fn from_unix(self, unix: i64) -> Instant {
+    fn to_instant(self, unix: i64) -> Instant {
         Instant::from_micros(u64::try_from(unix.saturating_sub(self.unix_origin_micros)).unwrap_or(0))
     }
 }
@@ -168,7 +168,10 @@ impl Encoder {
             StateChange::SubscriptionCreated(record) | StateChange::SubscriptionRefreshed(record) => {
                 let hash = presentity_hash(&record.presentity);
                 self.dialog_hash.insert(record.dialog.clone(), hash);
-                batch.put(dialog_key(SUBSCRIPTION, hash, &record.dialog), self.subscription_value(record));
+                batch.put(
+                    dialog_key(SUBSCRIPTION, hash, &record.dialog),
+                    self.subscription_value(record),
+                );
                 if record.notify_cseq_reserved > 0 {
                     // Never below a mark written before: the mark key keeps
                     // the highest, and load takes the larger of the two.
@@ -285,8 +288,7 @@ impl Encoder {
         let mut dropped = 0u64;
         let mut rules = Vec::new();
         let mut bindings = Vec::new();
-        let mut publications: BTreeMap<PublicationKey, (Option<PublicationRecord>, Option<(String, Instant)>)> =
-            BTreeMap::new();
+        let mut publications: BTreeMap<PublicationKey, StoredPublication> = BTreeMap::new();
         let mut subscriptions: BTreeMap<DialogId, (Option<SubscriptionRecord>, u32)> = BTreeMap::new();
         for record in stored {
             let decoded = self.decode_one(&record.key, &record.value);
@@ -295,14 +297,14 @@ impl Encoder {
                 Ok(Decoded::Bindings(b)) => bindings.push(b),
                 Ok(Decoded::Publication(p)) => {
                     let key = p.key.clone();
-                    publications.entry(key).or_default().0 = Some(p);
+                    publications.entry(key).or_default().0 = Some(*p);
                 }
                 Ok(Decoded::Refresh(key, etag, expires_at)) => {
                     publications.entry(key).or_default().1 = Some((etag, expires_at));
                 }
                 Ok(Decoded::Subscription(s)) => {
                     let dialog = s.dialog.clone();
-                    subscriptions.entry(dialog).or_default().0 = Some(s);
+                    subscriptions.entry(dialog).or_default().0 = Some(*s);
                 }
                 Ok(Decoded::CseqMark(dialog, mark)) => {
                     let entry = subscriptions.entry(dialog).or_default();
@@ -357,17 +359,17 @@ impl Encoder {
                     let body = v.bytes()?.to_vec();
                     let rank = v.u8()?;
                     let source = v.addr()?;
-                    Decoded::Publication(PublicationRecord {
+                    Decoded::Publication(Box::new(PublicationRecord {
                         key,
                         etag: String::new(),
                         expires_at: Instant::ZERO,
                         body,
                         rank,
                         source,
-                    })
+                    }))
                 } else {
                     let etag = v.string()?;
-                    let expires_at = self.time.from_unix(v.i64()?);
+                    let expires_at = self.time.to_instant(v.i64()?);
                     Decoded::Refresh(key, etag, expires_at)
                 }
             }
@@ -381,7 +383,7 @@ impl Encoder {
                 if kind == CSEQ_MARK {
                     Decoded::CseqMark(dialog, v.u32()?)
                 } else {
-                    Decoded::Subscription(self.decode_subscription(dialog, &mut v)?)
+                    Decoded::Subscription(Box::new(self.decode_subscription(dialog, &mut v)?))
                 }
             }
             BINDINGS => Decoded::Bindings(Record::Bindings {
@@ -416,11 +418,11 @@ impl Encoder {
             } else {
                 None
             },
-            expires_at: self.time.from_unix(v.i64()?),
+            expires_at: self.time.to_instant(v.i64()?),
             remote_cseq: v.u32()?,
             notify_cseq_reserved: v.u32()?,
             pending: v.bool()?,
-            created_at: self.time.from_unix(v.i64()?),
+            created_at: self.time.to_instant(v.i64()?),
         })
     }
 
@@ -432,23 +434,26 @@ impl Encoder {
             bindings.push(Binding {
                 id: v.u64()?,
                 contact: v.string()?,
-                expires_at: self.time.from_unix(v.i64()?),
+                expires_at: self.time.to_instant(v.i64()?),
                 q: v.opt_string()?,
                 instance: v.opt_string()?,
                 reg_id: if v.bool()? { Some(v.u32()?) } else { None },
                 call_id: v.string()?,
                 cseq: v.u32()?,
-                registered_at: self.time.from_unix(v.i64()?),
+                registered_at: self.time.to_instant(v.i64()?),
             });
         }
         Ok(bindings)
     }
 }
 
+/// A publication's record and its refresh key, as found (either may be missing).
+type StoredPublication = (Option<PublicationRecord>, Option<(String, Instant)>);
+
 enum Decoded {
-    Publication(PublicationRecord),
+    Publication(Box<PublicationRecord>),
     Refresh(PublicationKey, String, Instant),
-    Subscription(SubscriptionRecord),
+    Subscription(Box<SubscriptionRecord>),
     CseqMark(DialogId, u32),
     Bindings(Record),
     Rules(Record),

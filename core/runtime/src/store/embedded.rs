@@ -293,6 +293,22 @@ impl Store {
         V: AsRef<[u8]>,
         D: AsRef<[u8]>,
     {
+        let written = self.commit_batch(shard, puts, deletes);
+        if written.is_err() {
+            // Every refused batch is counted, whatever refused it.
+            if let Some(metrics) = self.shard_metrics(shard) {
+                metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        written
+    }
+
+    fn commit_batch<K, V, D>(&self, shard: usize, puts: &[(K, V)], deletes: &[D]) -> Result<(), StoreError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+        D: AsRef<[u8]>,
+    {
         let store = self.shards.get(shard).ok_or(StoreError::NoSuchShard {
             shard,
             shards: self.shards.len(),
@@ -346,18 +362,11 @@ impl Store {
             }
             FsyncPolicy::Never => Ok(()),
         });
-        if let Some(metrics) = metrics {
-            match &committed {
-                Ok(()) => {
-                    metrics.batches.fetch_add(1, Ordering::Relaxed);
-                    metrics.records_written.fetch_add(records, Ordering::Relaxed);
-                    metrics.log_bytes_written.fetch_add(bytes, Ordering::Relaxed);
-                    metrics.batch_latency.record(started.elapsed());
-                }
-                Err(_) => {
-                    metrics.write_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if let (Some(metrics), Ok(())) = (metrics, &committed) {
+            metrics.batches.fetch_add(1, Ordering::Relaxed);
+            metrics.records_written.fetch_add(records, Ordering::Relaxed);
+            metrics.log_bytes_written.fetch_add(bytes, Ordering::Relaxed);
+            metrics.batch_latency.record(started.elapsed());
         }
         committed.map_err(|source| store.error(source))
     }
