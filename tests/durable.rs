@@ -13,9 +13,14 @@ use std::time::{Duration, Instant};
 
 /// A server on `dir` with `shards` shards.
 fn start_on(dir: &Path, shards: &str) -> Server {
+    start_at(dir, shards, "127.0.0.1:0")
+}
+
+/// A server on `dir` with `shards` shards listening on `listen`.
+fn start_at(dir: &Path, shards: &str, listen: &str) -> Server {
     Server::start_with_args(&[
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--mgmt-listen",
         "127.0.0.1:0",
         "--default-policy",
@@ -116,6 +121,13 @@ fn every_publish_acknowledged_before_a_kill_9_is_there_after_restart() {
 
 /// Subscribe to `aor`; the dialog and the CSeq of its first NOTIFY.
 fn subscribe(watcher: &UdpClient, aor: &str) -> (Dialog, u32) {
+    let (dialog, cseq, _) = subscribe_with_target(watcher, aor);
+    (dialog, cseq)
+}
+
+/// Subscribe to `aor`; the dialog, the CSeq of its first NOTIFY and the
+/// server's Contact URI (the dialog's remote target).
+fn subscribe_with_target(watcher: &UdpClient, aor: &str) -> (Dialog, u32, String) {
     let mut d = Dialog::new(aor, "UDP");
     watcher.send(&d.subscribe(watcher.local(), "Expires: 3600\r\n"));
     let got = watcher
@@ -125,7 +137,12 @@ fn subscribe(watcher: &UdpClient, aor: &str) -> (Dialog, u32) {
     d.learn_tag(ok);
     let notify = got.iter().find(|m| m.starts_with("NOTIFY ")).expect("NOTIFY");
     watcher.send(&answer(notify, 200));
-    (d, cseq_of(notify))
+    let target = header(ok, "Contact")
+        .and_then(|c| c.split('<').nth(1))
+        .and_then(|c| c.split('>').next())
+        .expect("Contact URI")
+        .to_owned();
+    (d, cseq_of(notify), target)
 }
 
 fn cseq_of(message: &str) -> u32 {
@@ -229,15 +246,19 @@ fn registrations_survive_a_kill_9() {
 }
 
 #[test]
-fn a_restart_with_another_shard_count_keeps_every_publication() {
+fn a_restart_with_another_shard_count_keeps_publications_and_dialogs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_on(dir.path(), "2");
     let client = UdpClient::new(server.sip);
     let mut published = publish_some(&client, 24);
-    assert!(server.terminate().success());
+    let watcher = UdpClient::new(server.sip);
+    let (mut dialog, _, target) = subscribe_with_target(&watcher, &published[0].0);
 
+    // Same address: the dialog's remote target (the server's Contact) names it.
+    let listen = server.sip.to_string();
+    assert!(server.terminate().success());
     for shards in ["3", "1"] {
-        let server = start_on(dir.path(), shards);
+        let server = start_at(dir.path(), shards, &listen);
         let client = UdpClient::new(server.sip);
         for (aor, etag) in &mut published {
             let r = refresh_answer(&client, aor, etag);
@@ -245,6 +266,19 @@ fn a_restart_with_another_shard_count_keeps_every_publication() {
             // A refresh issues a new entity-tag (RFC 3903 §4.1).
             *etag = header(&r, "SIP-ETag").expect("SIP-ETag").to_owned();
         }
+        // The dialog lives on its presentity's new owner: a refresh is 200.
+        let watcher = UdpClient {
+            socket: watcher.socket.try_clone().expect("clone socket"),
+            server: server.sip,
+        };
+        // In the dialog, the Request-URI is the server's Contact (RFC 3261 §12.2.1.1).
+        let refresh = dialog.subscribe(watcher.local(), "Expires: 3600\r\n").replacen(
+            &format!("SUBSCRIBE {} ", dialog.aor),
+            &format!("SUBSCRIBE {target} "),
+            1,
+        );
+        let r = watcher.request(&refresh);
+        assert_eq!(status_of(&r), 200, "dialog lost with {shards} shards: {r}");
         assert!(server.terminate().success());
     }
 }

@@ -456,17 +456,19 @@ impl Shard {
                 }
                 let own = OwnIdentity::new(&self.config, self.place.local);
                 if let Some(tag) = msg.to_header().ok().and_then(|to| to.tag()) {
-                    if let Some(owner) = routing::owner_of_id(tag, self.place.shards) {
-                        return Some(owner);
-                    }
-                    // A tag naming no shard here (the shards were re-distributed):
-                    // the bucket in the Contact the server gave the dialog.
+                    // The bucket in the Contact the server gave the dialog
+                    // names its owner under any shard count (durable dialogs
+                    // outlive a restart with another `--shards`); the tag
+                    // names it only under the count it was made with.
                     let bucket = msg
                         .request_target()
                         .and_then(Result::ok)
                         .and_then(|uri| own.contact_bucket(&uri));
                     if let Some(bucket) = bucket {
                         return Some(routing::shard_for_bucket(bucket, self.place.shards));
+                    }
+                    if let Some(owner) = routing::owner_of_id(tag, self.place.shards) {
+                        return Some(owner);
                     }
                 }
                 let aor_uri = handler::target_aor(&own, msg, method).ok()?;
