@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 /// A server on `dir` with `shards` shards.
 fn start_on(dir: &Path, shards: &str) -> Server {
-    start_at(dir, shards, "127.0.0.1:0")
+    start_with(dir, shards, &[])
 }
 
-/// A server on `dir` with `shards` shards listening on `listen`.
-fn start_at(dir: &Path, shards: &str, listen: &str) -> Server {
-    Server::start_with_args(&[
+/// A server on `dir` with `shards` shards and `extra` flags.
+fn start_with(dir: &Path, shards: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
         "--listen",
-        listen,
+        "127.0.0.1:0",
         "--mgmt-listen",
         "127.0.0.1:0",
         "--default-policy",
@@ -29,7 +29,9 @@ fn start_at(dir: &Path, shards: &str, listen: &str) -> Server {
         shards,
         "--data-dir",
         dir.to_str().expect("UTF-8 path"),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with_args(&args)
 }
 
 /// A PUBLISH for a fresh presentity; returns (Call-ID, aor, text).
@@ -254,11 +256,15 @@ fn a_restart_with_another_shard_count_keeps_publications_and_dialogs() {
     let watcher = UdpClient::new(server.sip);
     let (mut dialog, _, target) = subscribe_with_target(&watcher, &published[0].0);
 
-    // Same address: the dialog's remote target (the server's Contact) names it.
-    let listen = server.sip.to_string();
+    // The dialog's remote target (the server's Contact) names the first
+    // server's address: the next ones (on other ports) advertise it.
+    let config_dir = tempfile::tempdir().expect("temp dir");
+    let config = config_dir.path().join("advertise.toml");
+    std::fs::write(&config, format!("[engine]\nadvertise = \"{}\"\n", server.sip)).expect("config");
+    let config = config.to_str().expect("UTF-8 path").to_owned();
     assert!(server.terminate().success());
     for shards in ["3", "1"] {
-        let server = start_at(dir.path(), shards, &listen);
+        let server = start_with(dir.path(), shards, &["--config", &config]);
         let client = UdpClient::new(server.sip);
         for (aor, etag) in &mut published {
             let r = refresh_answer(&client, aor, etag);
