@@ -3,13 +3,11 @@
 //! applied to live subscriptions, and watcher info (RFC 3857/3858) with its
 //! versions.
 
-mod support;
-
 use presence_proto::authz::control::{ChangeError, Precondition};
 use presence_proto::authz::{DefaultPolicy, PresRules};
 use presence_proto::config::EngineConfig;
 use std::time::Duration;
-use support::*;
+use presence_sim::harness::*;
 
 const ALICE: &str = "sip:alice@example.com";
 
@@ -88,8 +86,8 @@ fn notifies_of(h: &mut Harness, w: &Watch, msgs: &[String]) -> Vec<String> {
 
 fn set_rules(h: &mut Harness, document: &str) {
     let rules = PresRules::parse(document.as_bytes()).expect("valid rules");
-    let now = h.now;
-    h.shard
+    let now = h.now();
+    h.shard()
         .change_pres_rules(ALICE, Some(rules), &Precondition::default(), now)
         .expect("applied");
 }
@@ -272,7 +270,7 @@ fn three_outcomes_share_three_views_and_revocation_rejects() {
         h.answer(n, 200);
     }
     // Full is the composed document itself; services-only and neutral are cached once each.
-    assert_eq!(h.shard.cached_views(), 2);
+    assert_eq!(h.shard().cached_views(), 2);
     // Revocation: the a-group is now blocked.
     let mut revoked = String::new();
     for i in 0..10 {
@@ -402,18 +400,18 @@ fn conditional_changes_and_deletion() {
     let doc = rules(&rule("bob", "sip:bob@example.com", "allow", ALL));
     let parsed = PresRules::parse(doc.as_bytes()).unwrap();
     let etag = parsed.etag.clone();
-    let now = h.now;
+    let now = h.now();
     let create_only = Precondition {
         if_none_match: Some(vec!["*".into()]),
         ..Precondition::default()
     };
     assert_eq!(
-        h.shard
+        h.shard()
             .change_pres_rules(ALICE, Some(parsed.clone()), &create_only, now),
         Ok(None)
     );
     assert_eq!(
-        h.shard
+        h.shard()
             .change_pres_rules(ALICE, Some(parsed.clone()), &create_only, now),
         Err(ChangeError::PreconditionFailed)
     );
@@ -422,17 +420,17 @@ fn conditional_changes_and_deletion() {
         ..Precondition::default()
     };
     assert_eq!(
-        h.shard.change_pres_rules(ALICE, None, &wrong, now),
+        h.shard().change_pres_rules(ALICE, None, &wrong, now),
         Err(ChangeError::PreconditionFailed)
     );
     let right = Precondition {
         if_match: Some(vec![etag]),
         ..Precondition::default()
     };
-    assert!(h.shard.change_pres_rules(ALICE, None, &right, now).unwrap().is_some());
-    assert!(h.shard.pres_rules(ALICE).is_none());
+    assert!(h.shard().change_pres_rules(ALICE, None, &right, now).unwrap().is_some());
+    assert!(h.shard().pres_rules(ALICE).is_none());
     assert_eq!(
-        h.shard.change_pres_rules(ALICE, None, &Precondition::default(), now),
+        h.shard().change_pres_rules(ALICE, None, &Precondition::default(), now),
         Err(ChangeError::NotFound)
     );
 }
@@ -441,8 +439,8 @@ fn conditional_changes_and_deletion() {
 fn a_validity_period_is_checked_again_on_refresh() {
     let mut h = harness(DefaultPolicy::Confirm);
     // The virtual clock's now is 2023-11-14T22:13:20Z.
-    let origin = 1_700_000_000_000_000 - i64::try_from(h.now.as_micros()).unwrap();
-    h.shard.set_unix_origin_micros(origin);
+    let origin = 1_700_000_000_000_000 - i64::try_from(h.now().as_micros()).unwrap();
+    h.shard().set_unix_origin_micros(origin);
     let doc = rules(
         r#"<cr:rule id="tonight"><cr:conditions><cr:identity><cr:one id="sip:bob@example.com"/></cr:identity>
 <cr:validity><cr:from>2023-11-14T22:00:00Z</cr:from><cr:until>2023-11-14T22:30:00Z</cr:until></cr:validity></cr:conditions>

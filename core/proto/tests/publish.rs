@@ -1,16 +1,14 @@
 //! PUBLISH (RFC 3903) on the sans-IO shard with a virtual clock: lifecycle,
 //! expiry, every refusal, and that a refused request changes nothing.
 
-mod support;
-
 use presence_proto::config::EngineConfig;
 use std::time::Duration;
-use support::*;
+use presence_sim::harness::*;
 
 const AOR: &str = "sip:alice@example.com";
 
 fn composed(h: &mut Harness) -> Option<String> {
-    let store = h.shard.presence();
+    let store = h.shard().presence();
     let id = store.lookup(AOR)?;
     store.composed(id).map(|d| String::from_utf8_lossy(d).into_owned())
 }
@@ -45,8 +43,8 @@ fn initial_refresh_modify_remove() {
     let r = h.publish(AOR, &format!("SIP-If-Match: {etag3}\r\nExpires: 0\r\n"), "");
     assert_eq!(status(&r), 200, "remove: {r}");
     assert_eq!(header(&r, "Expires"), Some("0"));
-    assert_eq!(h.shard.presence().publication_count(), 0);
-    assert_eq!(h.shard.presence().presentity_count(), 0);
+    assert_eq!(h.shard().presence().publication_count(), 0);
+    assert_eq!(h.shard().presence().presentity_count(), 0);
 }
 
 #[test]
@@ -60,12 +58,12 @@ fn publication_expires_and_then_its_tag_is_unknown() {
     let etag = header(&r, "SIP-ETag").unwrap().to_owned();
     // The refresh moved the expiry to 30 + 60 s: still alive at 61 s.
     h.advance(Duration::from_secs(31));
-    assert_eq!(h.shard.presence().publication_count(), 1);
+    assert_eq!(h.shard().presence().publication_count(), 1);
     h.advance(Duration::from_secs(30));
-    assert_eq!(h.shard.presence().publication_count(), 0, "expired at 90 s");
+    assert_eq!(h.shard().presence().publication_count(), 0, "expired at 90 s");
     let r = h.publish(AOR, &format!("SIP-If-Match: {etag}\r\n"), "");
     assert_eq!(status(&r), 412, "{r}");
-    assert_eq!(h.shard.presence().presentity_count(), 0, "412 created nothing");
+    assert_eq!(h.shard().presence().presentity_count(), 0, "412 created nothing");
 }
 
 #[test]
@@ -74,7 +72,7 @@ fn expires_bounds() {
     let r = h.publish(AOR, "Expires: 59\r\n", &pidf(AOR, "t1", "open", "x"));
     assert_eq!(status(&r), 423);
     assert_eq!(header(&r, "Min-Expires"), Some("60"));
-    assert_eq!(h.shard.presence().presentity_count(), 0);
+    assert_eq!(h.shard().presence().presentity_count(), 0);
     let r = h.publish(AOR, "Expires: 99999\r\n", &pidf(AOR, "t1", "open", "x"));
     assert_eq!(status(&r), 200);
     assert_eq!(header(&r, "Expires"), Some("3600"), "capped at the maximum");
@@ -128,7 +126,7 @@ fn refusals_change_nothing() {
         assert!(reason.to_lowercase().contains(&why.to_lowercase()), "reason names the problem ({why}): {reason}");
     }
     assert_eq!(composed(&mut h).unwrap(), before, "nothing changed");
-    assert_eq!(h.shard.presence().publication_count(), 1);
+    assert_eq!(h.shard().presence().publication_count(), 1);
     // The entity-tag is still valid after all those refusals.
     let r = h.publish(AOR, &format!("SIP-If-Match: {etag}\r\n"), "");
     assert_eq!(status(&r), 200);
@@ -142,7 +140,7 @@ fn body_over_the_limit_is_413() {
     let big = pidf(AOR, "t1", "open", &"x".repeat(300));
     let r = h.publish(AOR, "", &big);
     assert_eq!(status(&r), 413, "{r}");
-    assert_eq!(h.shard.presence().presentity_count(), 0);
+    assert_eq!(h.shard().presence().presentity_count(), 0);
 }
 
 #[test]
@@ -169,7 +167,7 @@ fn two_sources_are_composed_and_expiry_recomposes() {
     let doc = composed(&mut h).unwrap();
     assert!(!doc.contains("id=\"phone\"") && doc.contains("id=\"pc\""), "{doc}");
     h.advance(Duration::from_secs(600));
-    assert_eq!(h.shard.presence().presentity_count(), 0);
+    assert_eq!(h.shard().presence().presentity_count(), 0);
 }
 
 #[test]
@@ -179,5 +177,5 @@ fn retransmitted_initial_publish_creates_one_publication() {
     let a = h.request(&text);
     let b = h.request(&text);
     assert_eq!(a, b);
-    assert_eq!(h.shard.presence().publication_count(), 1);
+    assert_eq!(h.shard().presence().publication_count(), 1);
 }

@@ -2,16 +2,14 @@
 //! and the reg event package (RFC 3680), on the sans-IO shard with a
 //! virtual clock.
 
-mod support;
-
 use presence_proto::config::EngineConfig;
 use std::time::Duration;
-use support::*;
+use presence_sim::harness::*;
 
 const AOR: &str = "sip:hank@example.com";
 
 fn composed(h: &mut Harness) -> Option<String> {
-    let store = h.shard.presence();
+    let store = h.shard().presence();
     let id = store.lookup(AOR)?;
     store.composed(id).map(|d| String::from_utf8_lossy(d).into_owned())
 }
