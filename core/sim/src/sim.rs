@@ -188,7 +188,10 @@ pub struct Sim {
     mesh_last: BTreeMap<(ShardId, ShardId), Instant>,
     store: Box<dyn SimStore>,
     crashes: u64,
+    /// Crashes plus restarts: a transaction that saw it change saw a disturbance.
+    epoch: u64,
     stats: NetStats,
+    trace: bool,
 }
 
 /// When simulated time starts (an arbitrary non-zero origin).
@@ -225,7 +228,9 @@ impl Sim {
             mesh_last: BTreeMap::new(),
             store: Box::new(NoStore),
             crashes: 0,
+            epoch: 0,
             stats: NetStats::default(),
+            trace: false,
         }
     }
 
@@ -233,6 +238,46 @@ impl Sim {
     pub fn with_store(mut self, store: Box<dyn SimStore>) -> Self {
         self.store = store;
         self
+    }
+
+    /// Print every event as it runs (for replaying a failing seed).
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on;
+    }
+
+    fn trace_event(&self, event: &Event) {
+        let first_line = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes);
+            let line = text.lines().next().unwrap_or("").to_owned();
+            let cseq = text
+                .lines()
+                .find(|l| l.starts_with("CSeq:"))
+                .unwrap_or("")
+                .to_owned();
+            let branch = text
+                .lines()
+                .find(|l| l.starts_with("Via:"))
+                .and_then(|l| l.split("branch=").nth(1))
+                .and_then(|b| b.split(';').next())
+                .unwrap_or("")
+                .to_owned();
+            format!("{line} | {cseq} | {branch}")
+        };
+        let t = self.now.as_micros();
+        match event {
+            Event::ToShard { shard, origin, bytes } => {
+                eprintln!("{t:>12} shard {shard} <- {} {:?}: {}", origin.peer, origin.transport, first_line(bytes))
+            }
+            Event::Mesh { to, batch } => eprintln!("{t:>12} shard {to} <- mesh batch of {}", batch.len()),
+            Event::Timer { shard } => eprintln!("{t:>12} shard {shard} timer"),
+            Event::Restart { shard } => eprintln!("{t:>12} shard {shard} restarts"),
+            Event::Client(ClientEvent::Message(d)) => {
+                eprintln!("{t:>12} client {} <- {:?}: {}", d.to, d.link, first_line(&d.bytes))
+            }
+            Event::Client(ClientEvent::Timer { owner, token }) => {
+                eprintln!("{t:>12} client #{owner} timer {token:#x}")
+            }
+        }
     }
 
     /// The current virtual time.
@@ -284,6 +329,17 @@ impl Sim {
     /// How many shard crashes happened so far.
     pub fn crashes(&self) -> u64 {
         self.crashes
+    }
+
+    /// Crashes plus restarts so far: when it changed during a client's
+    /// transaction, that transaction may fairly have gone unanswered.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether some shard is down now.
+    pub fn any_down(&self) -> bool {
+        self.slots.iter().any(|s| s.down)
     }
 
     /// What the network did so far.
@@ -340,9 +396,16 @@ impl Sim {
     }
 
     /// A client opens a stream connection to the server; the kernel gives
-    /// it to the shard [`Sim::reuseport_shard`] names.
+    /// it to the shard [`Sim::reuseport_shard`] names (the next one up when
+    /// that one is down).
     pub fn connect_tcp(&mut self, from: SocketAddr) -> ConnRef {
-        let shard = self.reuseport_shard(from);
+        // A crashed shard's listener is closed: the kernel picks among the others.
+        let first = self.reuseport_shard(from);
+        let n = self.shard_count();
+        let shard = (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&s| !self.is_down(s))
+            .unwrap_or(first);
         self.open_conn(shard, from)
     }
 
@@ -423,6 +486,9 @@ impl Sim {
     pub fn step(&mut self) -> Option<Option<ClientEvent>> {
         let Scheduled { at, event, .. } = self.queue.pop()?;
         self.now = self.now.max(at);
+        if self.trace {
+            self.trace_event(&event);
+        }
         Some(match event {
             Event::Client(client) => Some(client),
             Event::ToShard { shard, origin, bytes } => {
@@ -673,6 +739,10 @@ impl Sim {
             return;
         };
         self.crashes += 1;
+        self.epoch += 1;
+        if self.trace {
+            eprintln!("{:>12} shard {id} crashes", self.now.as_micros());
+        }
         slot.down = true;
         slot.timer_at = None;
         for queue in &mut slot.handoffs {
@@ -696,6 +766,7 @@ impl Sim {
         };
         slot.shard = new_shard(id, shards, &self.config.engine, self.server, seed);
         slot.down = false;
+        self.epoch += 1;
         self.store.recover(id, &mut slot.shard, now);
         self.flush(id);
     }
