@@ -47,8 +47,8 @@ impl Default for Shape {
         Shape {
             max_shards: 4,
             max_presentities: 3,
-            max_clients: 4,
-            max_actions: 5,
+            max_clients: 6,
+            max_actions: 8,
             active_for: Duration::from_secs(20),
             crash_ppm: 200_000,
         }
@@ -72,6 +72,10 @@ pub struct RunReport {
     pub net: NetStats,
     /// Everything the clients observed.
     pub observations: Observations,
+    /// Watchers whose last NOTIFY was compared with the composed state.
+    pub checked_watchers: usize,
+    /// Publishers whose acknowledged state was looked for in the composed state.
+    pub checked_publishers: usize,
     /// Broken invariants (empty: the run is correct).
     pub violations: Vec<Violation>,
 }
@@ -95,6 +99,12 @@ pub fn engine_config(rng: &mut SimRng) -> EngineConfig {
 
 /// Play the scenario `seed` decides, shaped by `shape`, and check it.
 pub fn run_seed(seed: u64, shape: &Shape) -> RunReport {
+    run_seed_with(seed, shape, &mut |_| {})
+}
+
+/// `run_seed`, with `tamper` changing the observations before the check
+/// (to show that the checker catches what it should).
+pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Observations)) -> RunReport {
     let mut rng = SimRng::new(seed);
     let shards = rng.between(1, u64::from(shape.max_shards.max(1))) as u16;
     let engine = engine_config(&mut rng);
@@ -203,12 +213,25 @@ pub fn run_seed(seed: u64, shape: &Shape) -> RunReport {
     for client in &clients {
         client.observe(&mut observations);
     }
+    tamper(&mut observations);
     let now = sim.now();
     let violations = check::verify(&observations, now, &mut |aor| {
         sim.composed(aor).map(|doc| String::from_utf8_lossy(&doc).into_owned())
     });
+    let checked_watchers = observations
+        .watchers
+        .iter()
+        .filter(|w| !w.busy && w.state.starts_with("active"))
+        .count();
+    let checked_publishers = observations
+        .publishers
+        .iter()
+        .filter(|p| !p.uncertain && !observations.crashed_aors.contains(&p.aor))
+        .count();
     RunReport {
         seed,
+        checked_watchers,
+        checked_publishers,
         shards,
         clients: clients.len(),
         crashes: sim.crashes(),

@@ -41,3 +41,31 @@ fn a_seed_replays_exactly() {
     let b = run_seed(2, &Shape::default());
     assert_ne!(a.observations, b.observations, "different seeds, different runs");
 }
+
+#[test]
+fn the_runs_exercise_what_they_claim_to() {
+    // The checks are not vacuous: over a few hundred seeds there are
+    // crashes, lossy and perfect networks, TCP clients, several shards, and
+    // many final states compared.
+    let shape = Shape::default();
+    let reports: Vec<_> = (0..300).map(|seed| run_seed(seed, &shape)).collect();
+    let sum = |f: &dyn Fn(&presence_sim::scenario::RunReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let crashes = sum(&|r| r.crashes);
+    let lost = sum(&|r| r.net.lost);
+    let duplicated = sum(&|r| r.net.duplicated);
+    let handoffs = sum(&|r| r.net.handoff_batches);
+    let watchers = sum(&|r| r.checked_watchers as u64);
+    let publishers = sum(&|r| r.checked_publishers as u64);
+    let perfect = reports.iter().filter(|r| r.faults.is_perfect()).count();
+    let notifies = sum(&|r| r.observations.notifies.len() as u64);
+    println!(
+        "300 seeds: {crashes} crashes, {lost} lost, {duplicated} duplicated, {handoffs} hand-off batches, \
+         {perfect} perfect networks, {notifies} NOTIFYs, {watchers} watchers and {publishers} publishers checked"
+    );
+    assert!(crashes >= 20, "{crashes}");
+    assert!(lost >= 50 && duplicated >= 50, "{lost} {duplicated}");
+    assert!(handoffs >= 300, "{handoffs}");
+    assert!((30..=120).contains(&perfect), "{perfect}");
+    assert!(watchers >= 150, "{watchers}");
+    assert!(publishers >= 150, "{publishers}");
+}
