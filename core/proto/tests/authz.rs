@@ -6,8 +6,8 @@
 use presence_proto::authz::control::{ChangeError, Precondition};
 use presence_proto::authz::{DefaultPolicy, PresRules};
 use presence_proto::config::EngineConfig;
-use std::time::Duration;
 use presence_sim::harness::*;
+use std::time::Duration;
 
 const ALICE: &str = "sip:alice@example.com";
 

@@ -2,8 +2,8 @@
 //! expiry, every refusal, and that a refused request changes nothing.
 
 use presence_proto::config::EngineConfig;
-use std::time::Duration;
 use presence_sim::harness::*;
+use std::time::Duration;
 
 const AOR: &str = "sip:alice@example.com";
 

@@ -3,8 +3,8 @@
 //! virtual clock.
 
 use presence_proto::config::EngineConfig;
-use std::time::Duration;
 use presence_sim::harness::*;
+use std::time::Duration;
 
 const AOR: &str = "sip:hank@example.com";
 

@@ -3,8 +3,8 @@
 //! one NOTIFY in flight, rate limits, ordering, and NOTIFY failures.
 
 use presence_proto::config::EngineConfig;
-use std::time::Duration;
 use presence_sim::harness::*;
+use std::time::Duration;
 
 const AOR: &str = "sip:alice@example.com";
 

@@ -232,7 +232,11 @@ fn check_publishers(
     composed: &mut dyn FnMut(&str) -> Option<String>,
     out: &mut Vec<Violation>,
 ) {
-    for p in obs.publishers.iter().filter(|p| !p.uncertain && !obs.crashed_aors.contains(&p.aor)) {
+    for p in obs
+        .publishers
+        .iter()
+        .filter(|p| !p.uncertain && !obs.crashed_aors.contains(&p.aor))
+    {
         let doc = composed(&p.aor).unwrap_or_default();
         let live = p.acked.as_ref().filter(|(_, until)| *until > now);
         let has_tuple = doc.contains(&format!("id=\"{}\"", p.tuple));

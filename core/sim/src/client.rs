@@ -238,7 +238,11 @@ impl Client {
         let (aor, tuple) = (p.aor.clone(), p.tuple.clone());
         // Without an ETag there is nothing to refresh or remove: publish.
         let action = if p.etag.is_none() { Action::Publish } else { action };
-        let if_match = p.etag.as_ref().map(|e| format!("SIP-If-Match: {e}\r\n")).unwrap_or_default();
+        let if_match = p
+            .etag
+            .as_ref()
+            .map(|e| format!("SIP-If-Match: {e}\r\n"))
+            .unwrap_or_default();
         let (note, expires, body) = match action {
             Action::Publish => {
                 p.version += 1;
@@ -378,11 +382,11 @@ impl Client {
                 p.uncertain = true;
                 p.etag = None;
             }
-            (Role::Watcher(w), Purpose::Subscribe { call_id }) => {
-                // Give the dialog up; NOTIFYs for it will be refused (481).
-                if w.dialog.as_ref().is_some_and(|d| &d.call_id == call_id) {
-                    w.dialog = None;
-                }
+            // Give the dialog up; NOTIFYs for it will be refused (481).
+            (Role::Watcher(w), Purpose::Subscribe { call_id })
+                if w.dialog.as_ref().is_some_and(|d| &d.call_id == call_id) =>
+            {
+                w.dialog = None;
             }
             _ => {}
         }
@@ -562,7 +566,11 @@ impl Client {
                 uncertain: p.uncertain || !self.txns.is_empty(),
             }),
             Role::Watcher(w) => {
-                if let Some(d) = w.dialog.as_ref().filter(|d| d.remote_tag.is_some() && d.last_notify_cseq.is_some()) {
+                if let Some(d) = w
+                    .dialog
+                    .as_ref()
+                    .filter(|d| d.remote_tag.is_some() && d.last_notify_cseq.is_some())
+                {
                     obs.watchers.push(WatcherEnd {
                         client: self.id,
                         aor: w.aor.clone(),

@@ -128,19 +128,29 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     for _ in 0..rng.between(1, shape.max_clients) {
         let id = clients.len() as u64;
         let tcp = rng.chance(200_000);
-        let expires = if rng.chance(250_000) { rng.between(5, 15) as u32 } else { 3600 };
+        let expires = if rng.chance(250_000) {
+            rng.between(5, 15) as u32
+        } else {
+            3600
+        };
         clients.push(Client::publisher(id, tcp, &pick(&mut rng), expires));
     }
     for _ in 0..rng.between(1, shape.max_clients) {
         let id = clients.len() as u64;
         let tcp = rng.chance(200_000);
-        let expires = if rng.chance(200_000) { rng.between(5, 30) as u32 } else { 3600 };
+        let expires = if rng.chance(200_000) {
+            rng.between(5, 30) as u32
+        } else {
+            3600
+        };
         clients.push(Client::watcher(id, tcp, &pick(&mut rng), expires));
     }
     let mut plan_end = START;
     let publishers = clients.iter().filter(|c| c.is_publisher()).count();
     for (index, client) in clients.iter_mut().enumerate() {
-        let mut times: Vec<u64> = (0..rng.between(1, shape.max_actions)).map(|_| rng.below(active_us)).collect();
+        let mut times: Vec<u64> = (0..rng.between(1, shape.max_actions))
+            .map(|_| rng.below(active_us))
+            .collect();
         times.sort_unstable();
         for (n, t) in times.into_iter().enumerate() {
             let at = START + Duration::from_micros(t);

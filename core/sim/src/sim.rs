@@ -88,13 +88,21 @@ enum MeshMsg {
     /// A message the sending shard does not own.
     Handoff { origin: Origin, bytes: Vec<u8> },
     /// Bytes for a TCP connection the receiving shard owns.
-    TcpSend { conn: ConnRef, peer: SocketAddr, bytes: Vec<u8> },
+    TcpSend {
+        conn: ConnRef,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
 enum Event {
     /// Bytes from a client reach a shard's socket.
-    ToShard { shard: ShardId, origin: Origin, bytes: Vec<u8> },
+    ToShard {
+        shard: ShardId,
+        origin: Origin,
+        bytes: Vec<u8>,
+    },
     /// A batch from another shard.
     Mesh { to: ShardId, batch: Vec<MeshMsg> },
     /// A shard's `poll_timeout` deadline.
@@ -249,11 +257,7 @@ impl Sim {
         let first_line = |bytes: &[u8]| {
             let text = String::from_utf8_lossy(bytes);
             let line = text.lines().next().unwrap_or("").to_owned();
-            let cseq = text
-                .lines()
-                .find(|l| l.starts_with("CSeq:"))
-                .unwrap_or("")
-                .to_owned();
+            let cseq = text.lines().find(|l| l.starts_with("CSeq:")).unwrap_or("").to_owned();
             let branch = text
                 .lines()
                 .find(|l| l.starts_with("Via:"))
@@ -266,7 +270,12 @@ impl Sim {
         let t = self.now.as_micros();
         match event {
             Event::ToShard { shard, origin, bytes } => {
-                eprintln!("{t:>12} shard {shard} <- {} {:?}: {}", origin.peer, origin.transport, first_line(bytes))
+                eprintln!(
+                    "{t:>12} shard {shard} <- {} {:?}: {}",
+                    origin.peer,
+                    origin.transport,
+                    first_line(bytes)
+                )
             }
             Event::Mesh { to, batch } => eprintln!("{t:>12} shard {to} <- mesh batch of {}", batch.len()),
             Event::Timer { shard } => eprintln!("{t:>12} shard {shard} timer"),
@@ -278,6 +287,11 @@ impl Sim {
                 eprintln!("{t:>12} client #{owner} timer {token:#x}")
             }
         }
+    }
+
+    /// Use `store` from now on (see [`Sim::with_store`]).
+    pub fn set_store(&mut self, store: Box<dyn SimStore>) {
+        self.store = store;
     }
 
     /// The current virtual time.
@@ -633,6 +647,9 @@ impl Sim {
         let Some(slot) = self.slots.get_mut(usize::from(id)).filter(|s| !s.down) else {
             return;
         };
+        // The store first, as a durable runtime does: the batch's state
+        // changes are taken (and maybe made durable) before anything leaves.
+        self.store.after_batch(id, &mut slot.shard, self.now);
         let out = slot.shard.outbox();
         let items: Vec<(Dest, Vec<u8>)> = out.items.iter().map(|t| (t.dest, out.bytes(t).to_vec())).collect();
         out.clear();
@@ -659,10 +676,6 @@ impl Sim {
         }
         for (to, batch) in handoffs {
             self.send_mesh(id, to, batch);
-        }
-        let store = &mut self.store;
-        if let Some(slot) = self.slots.get_mut(usize::from(id)) {
-            store.after_batch(id, &mut slot.shard, self.now);
         }
     }
 

@@ -12,8 +12,9 @@ use presence_proto::time::Instant;
 
 /// Durable storage as the simulation sees it.
 pub trait SimStore {
-    /// After each batch of shard `id` (its outbox is sent): take the
-    /// shard's state changes and maybe make some durable.
+    /// After each batch of shard `id`, before its outbox is sent (as a
+    /// durable runtime stores first): take the batch's state changes and
+    /// maybe make some durable.
     fn after_batch(&mut self, id: ShardId, shard: &mut Shard, now: Instant);
     /// Shard `id` crashed: whatever was not durable is lost.
     fn crash(&mut self, id: ShardId, rng: &mut SimRng);

@@ -57,7 +57,9 @@ pub fn cseq_of(msg: &str) -> u32 {
 
 /// The method named in the CSeq header.
 pub fn cseq_method(msg: &str) -> &str {
-    header(msg, "CSeq").and_then(|c| c.split_whitespace().nth(1)).unwrap_or("")
+    header(msg, "CSeq")
+        .and_then(|c| c.split_whitespace().nth(1))
+        .unwrap_or("")
 }
 
 /// The value of parameter `name` in a header value (`;name=value`).
@@ -124,7 +126,8 @@ pub fn pidf(aor: &str, tuple: &str, basic: &str, note: &str) -> String {
 mod tests {
     use super::*;
 
-    const NOTIFY: &str = "NOTIFY sip:w@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-pd0x1\r\n\
+    const NOTIFY: &str =
+        "NOTIFY sip:w@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-pd0x1\r\n\
         From: <sip:a@example.com>;tag=0x5\r\nTo: <sip:w@example.com>;tag=w1\r\nCall-ID: c1\r\nCSeq: 3 NOTIFY\r\n\
         Content-Length: 2\r\n\r\nhi";
 

@@ -46,13 +46,19 @@ fn notify(cseq: u32) -> NotifySeen {
 
 fn invariants(obs: &Observations) -> Vec<&'static str> {
     let mut composed = |_: &str| Some(DOC.to_owned());
-    verify(obs, START, &mut composed).into_iter().map(|v| v.invariant).collect()
+    verify(obs, START, &mut composed)
+        .into_iter()
+        .map(|v| v.invariant)
+        .collect()
 }
 
 #[test]
 fn good_observations_pass() {
     let obs = Observations {
-        transactions: vec![txn(vec![final_seen("SIP/2.0 200 OK"), final_seen("SIP/2.0 200 OK")], false)],
+        transactions: vec![txn(
+            vec![final_seen("SIP/2.0 200 OK"), final_seen("SIP/2.0 200 OK")],
+            false,
+        )],
         notifies: vec![notify(1), notify(2), notify(5)],
         publishers: vec![PublisherEnd {
             client: 1,
@@ -76,7 +82,10 @@ fn good_observations_pass() {
 #[test]
 fn two_different_final_responses_or_none_are_caught() {
     let two = Observations {
-        transactions: vec![txn(vec![final_seen("SIP/2.0 200 OK"), final_seen("SIP/2.0 412 Nope")], false)],
+        transactions: vec![txn(
+            vec![final_seen("SIP/2.0 200 OK"), final_seen("SIP/2.0 412 Nope")],
+            false,
+        )],
         ..Observations::default()
     };
     assert_eq!(invariants(&two), [ONE_FINAL]);
@@ -150,7 +159,12 @@ fn a_tampered_real_run_is_caught() {
     // untouched it passes; each tampering with what its clients saw fails.
     let shape = Shape::default();
     let active = |obs: &Observations| obs.watchers.iter().any(|w| w.state.starts_with("active"));
-    let long_lived = |p: &PublisherEnd| !p.uncertain && p.acked.as_ref().is_some_and(|(_, until)| *until > START + Duration::from_secs(1000));
+    let long_lived = |p: &PublisherEnd| {
+        !p.uncertain
+            && p.acked
+                .as_ref()
+                .is_some_and(|(_, until)| *until > START + Duration::from_secs(1000))
+    };
     let report = (0..200)
         .map(|seed| run_seed(seed, &shape))
         .find(|r| r.crashes == 0 && active(&r.observations) && r.observations.publishers.iter().any(long_lived))
@@ -175,14 +189,22 @@ fn a_tampered_real_run_is_caught() {
     });
     assert_eq!(repeated, [CSEQ_RISES]);
     let answered_twice = caught(&mut |obs| {
-        let txn = obs.transactions.iter_mut().find(|t| !t.finals.is_empty()).expect("answers");
+        let txn = obs
+            .transactions
+            .iter_mut()
+            .find(|t| !t.finals.is_empty())
+            .expect("answers");
         let mut other = txn.finals[0].clone();
         other.text.push_str("X-Other: 1\r\n");
         txn.finals.push(other);
     });
     assert_eq!(answered_twice, [ONE_FINAL]);
     let forgotten = caught(&mut |obs| {
-        let publisher = obs.publishers.iter_mut().find(|p| long_lived(p)).expect("a publication");
+        let publisher = obs
+            .publishers
+            .iter_mut()
+            .find(|p| long_lived(p))
+            .expect("a publication");
         if let Some((note, _)) = publisher.acked.as_mut() {
             note.push_str("-never-published");
         }

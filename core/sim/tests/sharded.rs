@@ -1,0 +1,105 @@
+//! The scripted harness over several shards: requests land on the shard the
+//! kernel picks and reach the owner by hand-off, in-dialog requests and
+//! NOTIFY answers find their owner from the identifiers it wrote, and a
+//! crashed shard restarts empty, with the store hook called around it.
+
+use presence_proto::config::EngineConfig;
+use presence_proto::routing::ShardId;
+use presence_proto::shard::Shard;
+use presence_proto::time::Instant;
+use presence_sim::harness::*;
+use presence_sim::{SimRng, SimStore};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn aor(i: usize) -> String {
+    format!("sip:user{i}@example.com")
+}
+
+#[test]
+fn every_presentity_works_whichever_shard_owns_it() {
+    let mut h = Harness::sharded(EngineConfig::default(), 4);
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let aor = aor(i);
+        owners.insert(h.sim.owner_of(&aor));
+        let r = h.publish(&aor, "", &pidf(&aor, "t1", "open", &format!("n{i}")));
+        assert_eq!(status(&r), 200, "{r}");
+        let (r, after, mut d) = h.subscribe(&aor, "Event: presence\r\n");
+        assert_eq!(status(&r), 200, "{r}");
+        let notify = after.iter().find(|m| is_notify(m)).expect("first NOTIFY");
+        assert!(body(notify).contains(&format!(">n{i}<")), "{notify}");
+        // The answer reaches the owner by the branch it wrote: nothing is left in flight.
+        assert!(h.answer(notify, 200).is_empty());
+        // A refresh reaches the owner by the To-tag it wrote.
+        let out = h.resubscribe(&mut d, "Event: presence\r\n");
+        assert_eq!(status(&out[0]), 200, "{out:?}");
+        let notify = out.iter().find(|m| is_notify(m)).expect("NOTIFY after refresh");
+        assert_eq!(cseq_of(notify), 2);
+        h.answer(notify, 200);
+    }
+    assert_eq!(owners.len(), 4, "the presentities spread over every shard");
+    assert!(h.sim.net_stats().handoff_batches >= 16, "{:?}", h.sim.net_stats());
+    let subscriptions: usize = (0..4).map(|s| h.sim.shard(s).subscriptions().len()).sum();
+    assert_eq!(subscriptions, 16);
+}
+
+#[test]
+fn a_crashed_shard_restarts_empty() {
+    let mut h = Harness::sharded(EngineConfig::default(), 2);
+    let aor = aor(1);
+    let r = h.publish(&aor, "", &pidf(&aor, "t1", "open", "before"));
+    let etag = header(&r, "SIP-ETag").expect("ETag").to_owned();
+    let owner = h.sim.owner_of(&aor);
+    h.sim.crash(owner, Duration::from_millis(100));
+    assert!(h.sim.is_down(owner));
+    // While it is down, what is sent to it is lost: no answer.
+    let text = h.publish_text(&aor, &format!("SIP-If-Match: {etag}\r\n"), "");
+    let out = h.feed(text.as_bytes());
+    assert!(out.is_empty(), "{out:?}");
+    h.advance(Duration::from_millis(200));
+    assert!(!h.sim.is_down(owner));
+    // Back, and empty: the publication is gone.
+    let r = h.publish(&aor, &format!("SIP-If-Match: {etag}\r\n"), "");
+    assert_eq!(status(&r), 412, "{r}");
+    assert_eq!(h.sim.composed(&aor), None);
+}
+
+/// Calls of the store hook, for the test to look at.
+#[derive(Default)]
+struct Calls {
+    batches: u64,
+    crashes: Vec<ShardId>,
+    recoveries: Vec<ShardId>,
+}
+
+struct CountingStore(Rc<RefCell<Calls>>);
+
+impl SimStore for CountingStore {
+    fn after_batch(&mut self, _: ShardId, _: &mut Shard, _: Instant) {
+        self.0.borrow_mut().batches += 1;
+    }
+    fn crash(&mut self, id: ShardId, _: &mut SimRng) {
+        self.0.borrow_mut().crashes.push(id);
+    }
+    fn recover(&mut self, id: ShardId, _: &mut Shard, _: Instant) {
+        self.0.borrow_mut().recoveries.push(id);
+    }
+}
+
+#[test]
+fn the_store_hook_sees_batches_crashes_and_recoveries() {
+    let calls = Rc::new(RefCell::new(Calls::default()));
+    let mut config = presence_sim::SimConfig::new(2, EngineConfig::default(), 5);
+    config.engine.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
+    let mut h = Harness::build(config);
+    h.sim.set_store(Box::new(CountingStore(calls.clone())));
+    let aor = aor(2);
+    h.publish(&aor, "", &pidf(&aor, "t1", "open", "x"));
+    assert!(calls.borrow().batches >= 1);
+    h.sim.crash(1, Duration::ZERO);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(calls.borrow().crashes, [1]);
+    assert_eq!(calls.borrow().recoveries, [1]);
+}
