@@ -4,11 +4,11 @@
 //! (`SHARD_BENCH_JOURNAL=off`: without noting durable-state changes).
 
 use presence_proto::config::EngineConfig;
-use presence_proto::shard::Shard;
-use presence_proto::time::Instant;
-use presence_proto::transport::Origin;
+use presence_proto::transport::{Dest, Origin};
+use presence_sim::harness::{header, is_notify, status, Harness};
+use presence_sim::text::response_to;
+use presence_sim::SimConfig;
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant as Clock};
 
 const DOC: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
@@ -17,11 +17,10 @@ xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" xmlns:rpid=\"urn:ietf:params
 <dm:person id=\"p1\"><rpid:activities><rpid:busy/></rpid:activities><dm:note>in a meeting</dm:note></dm:person>\
 <note xml:lang=\"en\">Available later</note></presence>";
 
+/// A single-shard server from the simulation kit; the timed calls drive
+/// the shard directly, so the kit's bookkeeping is not measured.
 struct Bench {
-    shard: Shard,
-    now: Instant,
-    peer: SocketAddr,
-    n: u64,
+    h: Harness,
 }
 
 impl Bench {
@@ -33,50 +32,49 @@ impl Bench {
         config.transactions.server_capacity = 1 << 20;
         config.subscriptions.max_per_presentity = 1 << 20;
         config.subscriptions.max_per_watcher = 1 << 20;
-        let mut shard = Shard::new(0, 1, config, 7);
+        let mut h = Harness::build(SimConfig::new(1, config, 7));
         // The shard notes durable-state changes by default (what a durable
         // store needs); `SHARD_BENCH_JOURNAL=off` measures the runtime's
         // default without a store, where it notes none.
         if std::env::var("SHARD_BENCH_JOURNAL").is_ok_and(|v| v == "off") {
-            shard.set_journaling(false);
+            h.shard().set_journaling(false);
         }
-        Bench {
-            shard,
-            now: Instant::from_micros(1_000_000),
-            peer: "127.0.0.1:5070".parse().unwrap(),
-            n: 0,
-        }
+        Bench { h }
     }
 
-    /// Feed one message and end the batch; returns the outbox size.
+    /// Feed one message to the shard and end the batch (nothing else).
+    fn receive(&mut self, bytes: &[u8]) {
+        let (now, peer) = (self.h.now(), self.h.peer);
+        let shard = self.h.shard();
+        shard.receive(now, Origin::udp(peer), bytes);
+        shard.end_of_batch(now);
+    }
+
+    /// Feed one message and end the batch; returns the outbox size (discarded).
     fn feed(&mut self, bytes: &[u8]) -> usize {
-        self.shard.receive(self.now, Origin::udp(self.peer), bytes);
-        self.shard.end_of_batch(self.now);
-        let out = self.shard.outbox();
+        self.receive(bytes);
+        let out = self.h.shard().outbox();
         let n = out.items.len();
         out.clear();
         n
     }
 
-    fn next(&mut self) -> u64 {
-        self.n += 1;
-        self.n
+    /// The first message of the outbox as text, the outbox discarded.
+    fn first_sent(&mut self) -> String {
+        let out = self.h.shard().outbox();
+        let text = out
+            .items
+            .first()
+            .map(|item| String::from_utf8_lossy(out.bytes(item)).into_owned())
+            .unwrap_or_default();
+        out.clear();
+        text
     }
 
     fn publish(&mut self, aor: &str, extra: &str, body: &str) -> Vec<u8> {
-        let n = self.next();
-        let ct = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/pidf+xml\r\n"
-        };
-        format!(
-            "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb{n};rport\r\nMax-Forwards: 70\r\n\
-             From: <{aor}>;tag=f{n}\r\nTo: <{aor}>\r\nCall-ID: b{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n\
-             Expires: 3600\r\n{ct}{extra}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        self.h
+            .publish_text(aor, &format!("Expires: 3600\r\n{extra}"), body)
+            .into_bytes()
     }
 }
 
@@ -146,11 +144,8 @@ fn publish(count: usize) {
     let start = Clock::now();
     let mut etags = Vec::with_capacity(count);
     for input in &inputs {
-        b.shard.receive(b.now, Origin::udp(b.peer), input);
-        b.shard.end_of_batch(b.now);
-        let out = b.shard.outbox();
-        let text = String::from_utf8_lossy(out.bytes(&out.items[0])).into_owned();
-        out.clear();
+        b.receive(input);
+        let text = b.first_sent();
         etags.push(
             text.split("SIP-ETag: ")
                 .nth(1)
@@ -183,10 +178,9 @@ fn publish(count: usize) {
     for i in 0..count {
         let aor = format!("sip:u{i}@example.com");
         let input = b.publish(&aor, "", &doc(&aor, 0));
-        b.shard.receive(b.now, Origin::udp(b.peer), &input);
-        let out = b.shard.outbox();
-        let text = String::from_utf8_lossy(out.bytes(&out.items[0])).into_owned();
-        out.clear();
+        let (now, peer) = (b.h.now(), b.h.peer);
+        b.h.shard().receive(now, Origin::udp(peer), &input);
+        let text = b.first_sent();
         tags.push(
             text.split("SIP-ETag: ")
                 .nth(1)
@@ -219,20 +213,8 @@ fn fanout() {
              From: <sip:w{i}@example.com>;tag=w{i}\r\nTo: <{aor}>\r\nCall-ID: s{i}\r\nCSeq: 1 SUBSCRIBE\r\n\
              Contact: <sip:w{i}@127.0.0.1:5070>\r\nEvent: presence\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
         );
-        b.shard.receive(b.now, Origin::udp(b.peer), sub.as_bytes());
-        b.shard.end_of_batch(b.now);
-        let out = b.shard.outbox();
-        let answers: Vec<Vec<u8>> = out
-            .items
-            .iter()
-            .map(|item| String::from_utf8_lossy(out.bytes(item)).into_owned())
-            .filter(|m| m.starts_with("NOTIFY"))
-            .map(|m| answer_200(&m))
-            .collect();
-        out.clear();
-        for a in &answers {
-            b.feed(a);
-        }
+        let sent = b.h.feed(sub.as_bytes());
+        b.h.feed_all(&answers_to_notifies(&sent));
     }
     // Each round's NOTIFYs are answered (one NOTIFY in flight per
     // subscription); the answering is timed apart and excluded.
@@ -248,28 +230,19 @@ fn fanout() {
             format!("SIP-If-Match: {etag}\r\n")
         };
         let input = b.publish(aor, &extra, &doc(aor, round));
-        b.shard.receive(b.now, Origin::udp(b.peer), &input);
-        b.shard.end_of_batch(b.now);
+        b.receive(&input);
         let t0 = Clock::now();
-        let out = b.shard.outbox();
-        let mut answers = Vec::with_capacity(out.items.len());
-        for item in &out.items {
-            let text = String::from_utf8_lossy(out.bytes(item));
-            if let Some(tag) = text.strip_prefix("SIP/2.0 200").and(text.split("SIP-ETag: ").nth(1)) {
-                etag = tag.split("\r\n").next().unwrap_or("").to_owned();
-                continue;
-            }
-            if text.starts_with("NOTIFY") {
-                notifies += 1;
-                answers.push(answer_200(&text));
-            }
+        let sent = b.h.drain();
+        if let Some(tag) = sent
+            .iter()
+            .find(|(_, m)| status(m) == 200)
+            .and_then(|(_, m)| header(m, "SIP-ETag"))
+        {
+            etag = tag.to_owned();
         }
-        out.clear();
-        for a in &answers {
-            b.shard.receive(b.now, Origin::udp(b.peer), a);
-        }
-        b.shard.end_of_batch(b.now);
-        b.shard.outbox().clear();
+        let answers = answers_to_notifies(&sent);
+        notifies += answers.len();
+        b.h.feed_all(&answers);
         answer_time += t0.elapsed();
     }
     let total = start.elapsed();
@@ -285,19 +258,10 @@ fn fanout() {
     );
 }
 
-/// A 200 to a NOTIFY: its Via, From, To, Call-ID and CSeq copied.
-fn answer_200(notify: &str) -> Vec<u8> {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in notify.split("\r\n") {
-        let name = line.split(':').next().unwrap_or("");
-        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-        if line.is_empty() {
-            break;
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out.into_bytes()
+/// A 200 to every NOTIFY among `sent`.
+fn answers_to_notifies(sent: &[(Dest, String)]) -> Vec<Vec<u8>> {
+    sent.iter()
+        .filter(|(_, m)| is_notify(m))
+        .map(|(_, m)| response_to(m, 200, None).into_bytes())
+        .collect()
 }

@@ -11,10 +11,10 @@
 use presence_proto::authz::control::Precondition;
 use presence_proto::authz::{DefaultPolicy, PresRules};
 use presence_proto::config::EngineConfig;
-use presence_proto::shard::Shard;
-use presence_proto::time::Instant;
-use presence_proto::transport::Origin;
-use std::net::SocketAddr;
+use presence_proto::transport::{Dest, Origin};
+use presence_sim::harness::{body, header, is_notify, status, Harness};
+use presence_sim::text::response_to;
+use presence_sim::SimConfig;
 use std::time::{Duration, Instant as Clock};
 
 const WATCHERS: usize = 1_000;
@@ -62,24 +62,11 @@ fn three_outcomes() -> String {
     doc
 }
 
-/// The response a watcher sends to a NOTIFY.
-fn answer_200(notify: &str) -> Vec<u8> {
-    let mut text = String::from("SIP/2.0 200 OK\r\n");
-    for line in notify.split("\r\n\r\n").next().unwrap_or("").lines().skip(1) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
-            text.push_str(line);
-            text.push_str("\r\n");
-        }
-    }
-    text.push_str("Content-Length: 0\r\n\r\n");
-    text.into_bytes()
-}
-
+/// One presentity with its watchers on a simulated single-shard server
+/// (the simulation kit sets it up and answers the NOTIFYs; the timed part
+/// drives the shard directly, so the kit's bookkeeping is not measured).
 struct Fanout {
-    shard: Shard,
-    now: Instant,
-    peer: SocketAddr,
+    h: Harness,
     etag: String,
     published: u64,
     /// distinct bodies seen in the last round (the outcomes really differ)
@@ -93,17 +80,16 @@ impl Fanout {
         config.subscriptions.max_per_presentity = 1 << 20;
         config.transactions.server_capacity = 1 << 20;
         let mut f = Fanout {
-            shard: Shard::new(0, 1, config, 7),
-            now: Instant::from_micros(1_000_000),
-            peer: "127.0.0.1:5070".parse().expect("address"),
+            h: Harness::build(SimConfig::new(1, config, 7)),
             etag: String::new(),
             published: 0,
             distinct_bodies: 0,
         };
         if let Some(rules) = rules {
             let rules = PresRules::parse(rules.as_bytes()).expect("valid benchmark rules");
-            f.shard
-                .change_pres_rules(AOR, Some(rules), &Precondition::default(), f.now)
+            let now = f.h.now();
+            f.h.shard()
+                .change_pres_rules(AOR, Some(rules), &Precondition::default(), now)
                 .expect("rules applied");
         }
         for i in 0..WATCHERS {
@@ -112,37 +98,29 @@ impl Fanout {
                  From: <sip:w{i}@example.com>;tag=w{i}\r\nTo: <{AOR}>\r\nCall-ID: v{i}\r\nCSeq: 1 SUBSCRIBE\r\n\
                  Contact: <sip:w{i}@127.0.0.1:5070>\r\nEvent: presence\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
             );
-            f.shard.receive(f.now, Origin::udp(f.peer), subscribe.as_bytes());
-            f.shard.end_of_batch(f.now);
-            f.answer_all();
+            let sent = f.h.feed(subscribe.as_bytes());
+            f.answer_all(sent);
         }
         f
     }
 
-    /// Answer every NOTIFY in the outbox (so the next one may leave);
-    /// returns how many there were. Remembers the PUBLISH's SIP-ETag.
-    fn answer_all(&mut self) -> usize {
-        let out = self.shard.outbox();
-        let mut answers = Vec::with_capacity(out.items.len());
+    /// Answer every NOTIFY among `sent` in one batch (so the next one may
+    /// leave); returns how many there were. Remembers the PUBLISH's SIP-ETag.
+    fn answer_all(&mut self, sent: Vec<(Dest, String)>) -> usize {
+        let mut answers = Vec::with_capacity(sent.len());
         let mut bodies = std::collections::HashSet::new();
-        for item in &out.items {
-            let text = String::from_utf8_lossy(out.bytes(item));
-            if text.starts_with("SIP/2.0 200") {
-                if let Some(tag) = text.split("SIP-ETag: ").nth(1) {
-                    self.etag = tag.split("\r\n").next().unwrap_or("").to_owned();
+        for (_, text) in &sent {
+            if status(text) == 200 {
+                if let Some(tag) = header(text, "SIP-ETag") {
+                    self.etag = tag.to_owned();
                 }
-            } else if text.starts_with("NOTIFY") {
-                bodies.insert(text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned());
-                answers.push(answer_200(&text));
+            } else if is_notify(text) {
+                bodies.insert(body(text).to_owned());
+                answers.push(response_to(text, 200, None).into_bytes());
             }
         }
-        out.clear();
         self.distinct_bodies = bodies.len();
-        for a in &answers {
-            self.shard.receive(self.now, Origin::udp(self.peer), a);
-        }
-        self.shard.end_of_batch(self.now);
-        self.shard.outbox().clear();
+        self.h.feed_all(&answers);
         answers.len()
     }
 
@@ -153,25 +131,22 @@ impl Fanout {
         let mut notifies = 0;
         for _ in 0..PUBLISHES_PER_TRIAL {
             self.published += 1;
-            self.now = self.now + Duration::from_millis(1);
+            self.h.advance(Duration::from_millis(1));
             let extra = if self.etag.is_empty() {
                 String::new()
             } else {
                 format!("SIP-If-Match: {}\r\n", self.etag)
             };
             let body = document(self.published);
-            let publish = format!(
-                "PUBLISH {AOR} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKp{n};rport\r\nMax-Forwards: 70\r\n\
-                 From: <{AOR}>;tag=p\r\nTo: <{AOR}>\r\nCall-ID: p{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n\
-                 Content-Type: application/pidf+xml\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
-                n = self.published,
-                len = body.len()
-            );
+            let publish = self.h.publish_text(AOR, &extra, &body);
+            let (now, peer) = (self.h.now(), self.h.peer);
+            let shard = self.h.shard();
             let started = Clock::now();
-            self.shard.receive(self.now, Origin::udp(self.peer), publish.as_bytes());
-            self.shard.end_of_batch(self.now);
+            shard.receive(now, Origin::udp(peer), publish.as_bytes());
+            shard.end_of_batch(now);
             spent += started.elapsed();
-            notifies += self.answer_all();
+            let sent = self.h.drain();
+            notifies += self.answer_all(sent);
         }
         (spent, notifies)
     }

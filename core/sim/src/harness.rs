@@ -123,6 +123,16 @@ impl Harness {
         self.drain()
     }
 
+    /// Feed several messages from `self.peer` at the same instant: the
+    /// shard reads them as one batch. Returns every message sent as a result.
+    pub fn feed_all(&mut self, messages: &[Vec<u8>]) -> Vec<(Dest, String)> {
+        for bytes in messages {
+            self.sim.send_udp(self.peer, bytes.clone());
+        }
+        self.settle();
+        self.drain()
+    }
+
     /// Everything the server sent since the last look, including what the
     /// shards' outboxes hold now (without ending their batches).
     pub fn drain(&mut self) -> Vec<(Dest, String)> {
