@@ -40,6 +40,10 @@ pub enum Action {
     Subscribe,
     /// Watcher: end the subscription (Expires: 0).
     Unsubscribe,
+    /// Registering client: register (or refresh) its contact.
+    Register,
+    /// Registering client: remove its contact (Expires: 0).
+    Unregister,
 }
 
 /// What a request was for, to act on its outcome.
@@ -47,6 +51,7 @@ pub enum Action {
 enum Purpose {
     Publish { note: Option<String>, expires: u32 },
     Subscribe { call_id: String },
+    Register,
 }
 
 /// A non-INVITE client transaction.
@@ -90,13 +95,25 @@ struct Dialog {
 struct Watcher {
     aor: String,
     expires: u32,
+    /// Rate-control parameters of its Event header (RFC 6446), if any.
+    rate: String,
     dialog: Option<Dialog>,
+}
+
+/// A client registering one contact for an AOR (a presence source too).
+#[derive(Clone, Debug, Default)]
+struct Registrar {
+    aor: String,
+    expires: u32,
+    call_id: String,
+    cseq: u32,
 }
 
 #[derive(Clone, Debug)]
 enum Role {
     Publisher(Publisher),
     Watcher(Watcher),
+    Registrar(Registrar),
 }
 
 /// One simulated user agent.
@@ -152,15 +169,31 @@ impl Client {
         )
     }
 
-    /// A watcher of presentity `aor`, subscribing for `expires` seconds.
-    pub fn watcher(id: u64, tcp: bool, aor: &str, expires: u32) -> Self {
+    /// A watcher of presentity `aor`, subscribing for `expires` seconds,
+    /// with `rate` appended to its Event header (e.g. `;max-rate=2`, or empty).
+    pub fn watcher(id: u64, tcp: bool, aor: &str, expires: u32, rate: &str) -> Self {
         Self::new(
             id,
             tcp,
             Role::Watcher(Watcher {
                 aor: aor.to_owned(),
                 expires,
+                rate: rate.to_owned(),
                 dialog: None,
+            }),
+        )
+    }
+
+    /// A client registering a contact for `aor` for `expires` seconds.
+    pub fn registrar(id: u64, tcp: bool, aor: &str, expires: u32) -> Self {
+        Self::new(
+            id,
+            tcp,
+            Role::Registrar(Registrar {
+                aor: aor.to_owned(),
+                expires,
+                call_id: format!("reg{id}"),
+                cseq: 0,
             }),
         )
     }
@@ -227,6 +260,7 @@ impl Client {
         match (&mut self.role, action) {
             (Role::Publisher(_), Action::Publish | Action::Refresh | Action::Remove) => self.publish(sim, action),
             (Role::Watcher(_), Action::Subscribe | Action::Unsubscribe) => self.subscribe(sim, action),
+            (Role::Registrar(_), Action::Register | Action::Unregister) => self.register(sim, action),
             _ => {}
         }
     }
@@ -277,6 +311,7 @@ impl Client {
             return;
         };
         let aor = w.aor.clone();
+        let rate = w.rate.clone();
         let expires = if action == Action::Unsubscribe { 0 } else { w.expires };
         let established = w.dialog.as_ref().is_some_and(|d| d.remote_tag.is_some());
         if action == Action::Unsubscribe && !established {
@@ -312,7 +347,7 @@ impl Client {
         let text = format!(
             "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/{t} {addr};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:w{id}@example.com>;tag={from_tag}\r\nTo: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\n\
-             CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:w{id}@{addr};transport={tl}>\r\nEvent: presence\r\n\
+             CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:w{id}@{addr};transport={tl}>\r\nEvent: presence{rate}\r\n\
              Accept: application/pidf+xml\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
             t = self.transport_name(),
             tl = self.transport_name().to_ascii_lowercase(),
@@ -322,13 +357,32 @@ impl Client {
         self.start(sim, branch, text.into_bytes(), Purpose::Subscribe { call_id });
     }
 
+    fn register(&mut self, sim: &mut Sim, action: Action) {
+        let Role::Registrar(r) = &mut self.role else {
+            return;
+        };
+        r.cseq += 1;
+        let expires = if action == Action::Unregister { 0 } else { r.expires };
+        let (aor, call_id, cseq) = (r.aor.clone(), r.call_id.clone(), r.cseq);
+        let branch = self.unique("z9hG4bKc");
+        let text = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{t} {addr};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <{aor}>;tag=r{id}\r\nTo: <{aor}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:r{id}@{addr}>;expires={expires}\r\nContent-Length: 0\r\n\r\n",
+            t = self.transport_name(),
+            addr = self.addr,
+            id = self.id,
+        );
+        self.start(sim, branch, text.into_bytes(), Purpose::Register);
+    }
+
     fn start(&mut self, sim: &mut Sim, branch: String, bytes: Vec<u8>, purpose: Purpose) {
         self.counter += 1;
         let key = self.counter;
-        let method = if matches!(purpose, Purpose::Publish { .. }) {
-            "PUBLISH"
-        } else {
-            "SUBSCRIBE"
+        let method = match purpose {
+            Purpose::Publish { .. } => "PUBLISH",
+            Purpose::Subscribe { .. } => "SUBSCRIBE",
+            Purpose::Register => "REGISTER",
         };
         let txn = ClientTxn {
             bytes: bytes.clone(),
@@ -542,9 +596,14 @@ impl Client {
         200
     }
 
-    /// Whether this client publishes (else it watches).
+    /// Whether this client publishes.
     pub fn is_publisher(&self) -> bool {
         matches!(self.role, Role::Publisher(_))
+    }
+
+    /// Whether this client watches.
+    pub fn is_watcher(&self) -> bool {
+        matches!(self.role, Role::Watcher(_))
     }
 
     /// Whether this client waits for nothing (no transaction in progress).
@@ -565,6 +624,7 @@ impl Client {
                 acked: p.acked.clone(),
                 uncertain: p.uncertain || !self.txns.is_empty(),
             }),
+            Role::Registrar(_) => {}
             Role::Watcher(w) => {
                 if let Some(d) = w
                     .dialog

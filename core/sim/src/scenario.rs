@@ -143,7 +143,22 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
         } else {
             3600
         };
-        clients.push(Client::watcher(id, tcp, &pick(&mut rng), expires));
+        let rate = match rng.below(10) {
+            0 => ";max-rate=2",
+            1 => ";min-rate=0.2",
+            _ => "",
+        };
+        clients.push(Client::watcher(id, tcp, &pick(&mut rng), expires, rate));
+    }
+    for _ in 0..rng.below(3) {
+        let id = clients.len() as u64;
+        let tcp = rng.chance(200_000);
+        let expires = if rng.chance(250_000) {
+            rng.between(5, 15) as u32
+        } else {
+            3600
+        };
+        clients.push(Client::registrar(id, tcp, &pick(&mut rng), expires));
     }
     let mut plan_end = START;
     let publishers = clients.iter().filter(|c| c.is_publisher()).count();
@@ -160,10 +175,15 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
                     (_, 6..=8) => Action::Refresh,
                     _ => Action::Remove,
                 }
-            } else {
+            } else if client.is_watcher() {
                 match (n, rng.below(10)) {
                     (0, _) | (_, 0..=7) => Action::Subscribe,
                     _ => Action::Unsubscribe,
+                }
+            } else {
+                match (n, rng.below(10)) {
+                    (0, _) | (_, 0..=7) => Action::Register,
+                    _ => Action::Unregister,
                 }
             };
             client.plan(&mut sim, at, action);
@@ -181,7 +201,7 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
         // real one does in time: a lost subscription is answered 481 and
         // made again, so the final state can be checked.
         let refresh_at = (at + down_for + Duration::from_secs(1)).max(plan_end) + Duration::from_secs(1);
-        for client in clients.iter_mut().filter(|c| !c.is_publisher()) {
+        for client in clients.iter_mut().filter(|c| c.is_watcher()) {
             client.plan(&mut sim, refresh_at, Action::Subscribe);
         }
         plan_end = refresh_at;
