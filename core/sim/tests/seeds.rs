@@ -30,7 +30,9 @@ fn seeds_second_half_keep_every_invariant() {
 
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [3, 17, 123_456] {
+    // Each run builds new shards, whose std HashMaps get new random keys:
+    // equal observations also show that no output depends on their order.
+    for seed in 0..50 {
         let a = run_seed(seed, &Shape::default());
         let b = run_seed(seed, &Shape::default());
         assert_eq!(a.observations, b.observations, "seed {seed}");
