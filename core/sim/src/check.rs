@@ -16,8 +16,8 @@ pub struct FinalSeen {
     pub status: u16,
     /// Its text.
     pub text: String,
-    /// The simulation's epoch (crashes plus restarts) when it arrived: a
-    /// restarted shard may answer anew.
+    /// The simulation's epoch (crashes plus restarts) when the server sent
+    /// it: a restarted shard may answer anew.
     pub epoch: u64,
 }
 

@@ -450,13 +450,13 @@ impl Client {
     pub fn on_message(&mut self, sim: &mut Sim, delivery: &Delivery) {
         let text = String::from_utf8_lossy(&delivery.bytes).into_owned();
         if is_response(&text) {
-            self.on_response(sim, &text);
+            self.on_response(sim, &text, delivery.epoch);
         } else if text.starts_with("NOTIFY ") {
             self.on_notify(sim, delivery.link, &text);
         }
     }
 
-    fn on_response(&mut self, sim: &mut Sim, text: &str) {
+    fn on_response(&mut self, sim: &mut Sim, text: &str, sent_epoch: u64) {
         let code = status(text);
         let Some(branch) = branch_of(text) else {
             return;
@@ -467,7 +467,7 @@ impl Client {
         let seen = FinalSeen {
             status: code,
             text: text.to_owned(),
-            epoch: sim.epoch(),
+            epoch: sent_epoch,
         };
         let Some(&key) = self.by_branch.get(branch) else {
             return;

@@ -52,6 +52,16 @@ impl Faults {
         }
     }
 
+    /// `random` faults on a slow network: delays up to 660 ms and hold-backs
+    /// up to 3 s, longer than T1, so requests are retransmitted while their
+    /// answers are still on the way and old copies arrive very late.
+    pub fn slow(rng: &mut SimRng) -> Self {
+        let mut faults = Self::random(rng);
+        faults.delay_max = faults.delay_min + Duration::from_micros(rng.between(0, 650_000));
+        faults.reorder_delay = Duration::from_micros(rng.between(0, 3_000_000));
+        faults
+    }
+
     /// Whether every datagram arrives once, at once.
     pub fn is_perfect(&self) -> bool {
         *self == Faults::none()

@@ -108,10 +108,10 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     let mut rng = SimRng::new(seed);
     let shards = rng.between(1, u64::from(shape.max_shards.max(1))) as u16;
     let engine = engine_config(&mut rng);
-    let faults = if rng.chance(250_000) {
-        Faults::none()
-    } else {
-        Faults::random(&mut rng)
+    let faults = match rng.below(20) {
+        0..=4 => Faults::none(),
+        5..=7 => Faults::slow(&mut rng),
+        _ => Faults::random(&mut rng),
     };
     let mut config = SimConfig::new(shards, engine, rng.next_u64());
     config.faults = faults.clone();

@@ -66,6 +66,8 @@ pub struct Delivery {
     pub link: Link,
     /// The message.
     pub bytes: Vec<u8>,
+    /// The simulation's epoch (crashes plus restarts) when the server sent it.
+    pub epoch: u64,
 }
 
 /// What the caller, playing the clients, has to handle.
@@ -700,6 +702,7 @@ impl Sim {
                         dest,
                         link: Link::Udp,
                         bytes: bytes.clone(),
+                        epoch: self.epoch,
                     };
                     self.schedule(self.now + delay, Event::Client(ClientEvent::Message(delivery)));
                 }
@@ -740,6 +743,7 @@ impl Sim {
             dest,
             link: Link::Tcp(conn),
             bytes,
+            epoch: self.epoch,
         };
         self.schedule(at, Event::Client(ClientEvent::Message(delivery)));
     }
