@@ -289,10 +289,22 @@ pub fn seeds_from_env(default_count: u64) -> std::ops::Range<u64> {
 /// (broken invariant or panic) ends the run with a message naming the
 /// invariant and the command that replays it. Returns the reports' count.
 pub fn run_seeds(seeds: std::ops::Range<u64>, shape: &Shape) -> Result<u64, String> {
+    run_seeds_with(seeds, shape, &mut |_| {})
+}
+
+/// `run_seeds`, with `tamper` changing each run's observations before the
+/// check (to show how a failure is reported).
+pub fn run_seeds_with(
+    seeds: std::ops::Range<u64>,
+    shape: &Shape,
+    tamper: &mut dyn FnMut(&mut Observations),
+) -> Result<u64, String> {
     let verbose = seeds.end - seeds.start == 1;
     let mut ran = 0;
     for seed in seeds {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, shape)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_seed_with(seed, shape, &mut *tamper)
+        }));
         let report = match outcome {
             Ok(report) => report,
             Err(panic) => {

@@ -6,7 +6,7 @@ use presence_sim::check::{
     verify, DialogKey, FinalSeen, NotifySeen, Observations, PublisherEnd, TxnRecord, WatcherEnd, CSEQ_RISES,
     LAST_NOTIFY, ONE_FINAL, PUBLICATION_KEPT,
 };
-use presence_sim::scenario::{run_seed, run_seed_with, Shape};
+use presence_sim::scenario::{run_seed, run_seed_with, run_seeds_with, Shape};
 use presence_sim::sim::START;
 use std::time::Duration;
 
@@ -210,4 +210,20 @@ fn a_tampered_real_run_is_caught() {
         }
     });
     assert_eq!(forgotten, [PUBLICATION_KEPT]);
+}
+
+#[test]
+fn a_failing_seed_names_the_invariant_and_the_command_that_replays_it() {
+    let mut breaks_from_seed_5 = |obs: &mut Observations| {
+        if obs.transactions.len() > 1 {
+            obs.transactions[0].finals.clear();
+        }
+    };
+    let failure = run_seeds_with(5..6, &Shape::default(), &mut breaks_from_seed_5).expect_err("broken");
+    assert!(failure.contains(ONE_FINAL), "{failure}");
+    assert!(
+        failure.contains("replay: PRESENCED_SIM_SEED=5 cargo test -p presence-sim --test seeds -- --nocapture"),
+        "{failure}"
+    );
+    assert_eq!(run_seeds_with(5..8, &Shape::default(), &mut |_| {}), Ok(3));
 }
