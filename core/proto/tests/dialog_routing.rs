@@ -5,13 +5,11 @@
 //! third-party REGISTER, TS 24.229 §5.4.1.7) and Route entries naming it
 //! (§16.4 loose routing).
 
-mod support;
-
 use presence_proto::config::EngineConfig;
 use presence_proto::shard::Shard;
 use presence_proto::sip::Message;
-use presence_proto::transport::{ConnRef, Dest, Origin, Transport};
-use support::*;
+use presence_proto::transport::Dest;
+use presence_sim::harness::*;
 
 const ALICE: &str = "sip:alice@example.com";
 
@@ -62,7 +60,7 @@ fn an_unsubscribe_sent_to_the_servers_contact_ends_the_dialog_with_domains_set()
     let target = contact_uri(&ok);
     assert!(target.starts_with("sip:bucket-"), "{target}");
     assert!(target.ends_with("@127.0.0.1:5060"), "{target}");
-    assert_eq!(h.shard.subscriptions().len(), 1);
+    assert_eq!(h.shard().subscriptions().len(), 1);
 
     // A refresh first, then the un-SUBSCRIBE, both to the remote target.
     let refresh = in_dialog_subscribe(&mut d, &target, "Expires: 600\r\n");
@@ -86,7 +84,7 @@ fn an_unsubscribe_sent_to_the_servers_contact_ends_the_dialog_with_domains_set()
         notify.1
     );
     h.answer(&notify.1, 200);
-    assert_eq!(h.shard.subscriptions().len(), 0);
+    assert_eq!(h.shard().subscriptions().len(), 0);
 }
 
 #[test]
@@ -164,13 +162,7 @@ fn the_notifies_go_to_the_first_route() {
 fn the_contact_is_on_the_transport_the_request_came_on() {
     let mut h = Harness::new(operator_config());
     let text = h.subscribe_text(ALICE, "Event: presence\r\n", "c-tcp", "f-tcp", None, 1);
-    let origin = Origin {
-        peer: h.peer,
-        transport: Transport::Tcp(ConnRef { shard: 0, id: 7 }),
-    };
-    h.shard.receive(h.now, origin, text.as_bytes());
-    h.shard.end_of_batch(h.now);
-    let out = h.drain();
+    let out = h.feed_tcp(text.as_bytes());
     let ok = &out.iter().find(|(_, m)| m.starts_with("SIP/2.0")).expect("answer").1;
     assert_eq!(status(ok), 200, "{ok}");
     let contact = contact_uri(ok);
@@ -323,7 +315,7 @@ fn route_entries_naming_the_server_are_removed_and_the_rest_is_not_the_route_set
 }
 
 fn composed(h: &mut Harness, aor: &str) -> Option<String> {
-    let store = h.shard.presence();
+    let store = h.shard().presence();
     let id = store.lookup(aor)?;
     store.composed(id).map(|d| String::from_utf8_lossy(d).into_owned())
 }

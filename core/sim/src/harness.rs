@@ -22,6 +22,8 @@ pub struct Harness {
     pub peer: SocketAddr,
     /// What the server sent since the last time the test looked.
     log: Vec<(Dest, String)>,
+    /// The test's TCP connection, once it used one.
+    tcp: Option<presence_proto::transport::ConnRef>,
     counter: u64,
     /// Every durable-state change the shard emitted, in order.
     pub changes: Vec<StateChange>,
@@ -54,6 +56,7 @@ impl Harness {
             sim: Sim::new(config),
             peer: SocketAddr::from(([127, 0, 0, 1], 5070)),
             log: Vec::new(),
+            tcp: None,
             counter: 0,
             changes: Vec::new(),
             held: Vec::new(),
@@ -119,6 +122,20 @@ impl Harness {
     /// message the server sent as a result.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<(Dest, String)> {
         self.sim.send_udp(self.peer, bytes.to_vec());
+        self.settle();
+        self.drain()
+    }
+
+    /// Feed bytes from `self.peer` over its TCP connection to the server
+    /// (opened on first use, again after a crash closed it); return every
+    /// message the server sent as a result.
+    pub fn feed_tcp(&mut self, bytes: &[u8]) -> Vec<(Dest, String)> {
+        let conn = match self.tcp {
+            Some(conn) if self.sim.is_open(conn) => conn,
+            _ => self.sim.connect_tcp(self.peer),
+        };
+        self.tcp = Some(conn);
+        self.sim.send_tcp(conn, bytes.to_vec());
         self.settle();
         self.drain()
     }
