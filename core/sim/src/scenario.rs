@@ -116,6 +116,7 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     let mut config = SimConfig::new(shards, engine, rng.next_u64());
     config.faults = faults.clone();
     config.mesh_delay = Duration::from_micros(rng.between(0, 200));
+    config.batch_window = Duration::from_micros([0, 0, 500, 5_000][rng.below(4) as usize]);
     let mut sim = Sim::new(config);
     sim.set_trace(std::env::var_os(TRACE_VAR).is_some() && std::env::var_os(SEED_VAR).is_some());
 

@@ -31,6 +31,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Delay of a hand-off between shards (the mesh is reliable and in order).
     pub mesh_delay: Duration,
+    /// Datagrams reaching a shard within this long of the first one are
+    /// read as one batch (zero: only those arriving at the same instant).
+    pub batch_window: Duration,
 }
 
 impl SimConfig {
@@ -42,6 +45,7 @@ impl SimConfig {
             seed,
             faults: Faults::none(),
             mesh_delay: Duration::ZERO,
+            batch_window: Duration::ZERO,
         }
     }
 }
@@ -511,18 +515,22 @@ impl Sim {
             Event::Client(client) => Some(client),
             Event::ToShard { shard, origin, bytes } => {
                 let mut batch = vec![(origin, bytes)];
-                // Datagrams that arrive together are read in one batch, as
-                // recvmmsg reads them: NOTIFY coalescing sees a real batch.
+                // Input that arrives together (within the batch window, as
+                // a busy shard finds it waiting) is read in one batch, as
+                // recvmmsg reads it: NOTIFY coalescing sees real batches.
+                let until = self.now + self.config.batch_window;
                 while let Some(next) = self.queue.peek() {
                     match &next.event {
-                        Event::ToShard { shard: s, .. } if *s == shard && next.at <= self.now => {}
+                        Event::ToShard { shard: s, .. } if *s == shard && next.at <= until => {}
                         _ => break,
                     }
                     if let Some(Scheduled {
+                        at,
                         event: Event::ToShard { origin, bytes, .. },
                         ..
                     }) = self.queue.pop()
                     {
+                        self.now = self.now.max(at);
                         batch.push((origin, bytes));
                     }
                 }
