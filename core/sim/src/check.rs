@@ -134,6 +134,9 @@ pub const LAST_NOTIFY: &str = "last NOTIFY equals the composed state";
 /// Invariant: an acknowledged publication is in the composed state.
 pub const PUBLICATION_KEPT: &str = "acknowledged publication in the composed state";
 
+/// Invariant of the simulation itself: every shard with a deadline is woken.
+pub const TIMERS_ARMED: &str = "every shard with a deadline has a timer armed";
+
 /// Check every invariant over `obs` at `now`, once the network is quiet;
 /// `composed` gives a presentity's composed document as the server holds it.
 pub fn verify(obs: &Observations, now: Instant, composed: &mut dyn FnMut(&str) -> Option<String>) -> Vec<Violation> {

@@ -246,9 +246,16 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     }
     tamper(&mut observations);
     let now = sim.now();
-    let violations = check::verify(&observations, now, &mut |aor| {
+    let mut violations = check::verify(&observations, now, &mut |aor| {
         sim.composed(aor).map(|doc| String::from_utf8_lossy(&doc).into_owned())
     });
+    let unarmed = sim.unarmed_timers();
+    if !unarmed.is_empty() {
+        violations.push(Violation {
+            invariant: check::TIMERS_ARMED,
+            detail: format!("shards {unarmed:?} have a deadline but no timer"),
+        });
+    }
     let checked_watchers = observations
         .watchers
         .iter()

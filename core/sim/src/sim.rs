@@ -542,7 +542,7 @@ impl Sim {
                 None
             }
             Event::Timer { shard } => {
-                self.on_timer(shard);
+                self.on_timer(shard, at);
                 None
             }
             Event::Restart { shard } => {
@@ -622,13 +622,15 @@ impl Sim {
         self.flush(id);
     }
 
-    fn on_timer(&mut self, id: ShardId) {
+    /// The timer event scheduled for `at` fired (the clock may be past it
+    /// when a batch window moved it on).
+    fn on_timer(&mut self, id: ShardId, at: Instant) {
         let now = self.now;
         let Some(slot) = self.slots.get_mut(usize::from(id)) else {
             return;
         };
-        // Only the latest deadline's event counts; earlier queued ones are stale.
-        if slot.down || slot.timer_at != Some(now) {
+        // Only the event of the deadline armed last counts; others are stale.
+        if slot.down || slot.timer_at != Some(at) {
             return;
         }
         slot.timer_at = None;
@@ -796,6 +798,25 @@ impl Sim {
         self.epoch += 1;
         self.store.recover(id, &mut slot.shard, now);
         self.flush(id);
+    }
+
+    /// The simulation's own consistency: every running shard with a
+    /// deadline has a timer armed no later than it. Returns the shards
+    /// that would never be woken.
+    pub fn unarmed_timers(&self) -> Vec<ShardId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| !slot.down)
+            .filter(|(_, slot)| match (slot.shard.poll_timeout(), slot.timer_at) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(deadline), Some(armed)) => {
+                    armed > deadline.max(self.now + Duration::from_micros(1)) || armed < self.now
+                }
+            })
+            .map(|(id, _)| id as ShardId)
+            .collect()
     }
 
     /// Whether shard `id` is crashed and not yet back.
