@@ -2,14 +2,12 @@
 //! Via, Call-ID, CSeq, From and To can be read gets a final answer (400, or
 //! 513 when it is too large), and every refusal is counted by reason.
 
-mod support;
-
 use presence_proto::guard::PARSE_ERROR_REASONS;
 use presence_proto::sip::framing::FrameError;
 use presence_proto::sip::message::MAX_HEADERS;
 use presence_proto::stats;
 use presence_proto::transport::Origin;
-use support::*;
+use presence_sim::harness::*;
 
 const ESSENTIALS: &str = "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-hostile-1;rport\r\n\
 From: <sip:mallory@example.com>;tag=m1\r\n\
@@ -26,7 +24,7 @@ fn parse_errors(h: &mut Harness, reason: &str) -> u64 {
         .iter()
         .position(|r| *r == reason)
         .expect("known reason");
-    h.shard.stats().guard.parse_errors[index]
+    h.shard().stats().guard.parse_errors[index]
 }
 
 /// The one response the shard sent, checked to carry the request's
@@ -57,7 +55,7 @@ fn too_many_headers_get_513_wherever_the_essentials_stand() {
         assert_eq!(parse_errors(&mut h, "too_many_headers"), 1);
         let early = request_with(&filler);
         assert_eq!(status(&only_response(h.feed(early.as_bytes()))), 513);
-        assert_eq!(h.shard.stats().malformed_answered, 2);
+        assert_eq!(h.shard().stats().malformed_answered, 2);
     }
 }
 
@@ -97,38 +95,38 @@ fn without_a_readable_via_nothing_can_be_answered_but_it_is_counted() {
     let raw = b"OPTIONS sip:alice@example.com SIP/2.0\r\nVia: \xff\r\nBroken\r\n\r\n";
     assert!(h.feed(raw).is_empty());
     assert_eq!(parse_errors(&mut h, "header_line"), 1);
-    assert_eq!(h.shard.stats().dropped[stats::DROP_NO_VIA], 1);
+    assert_eq!(h.shard().stats().dropped[stats::DROP_NO_VIA], 1);
 }
 
 #[test]
 fn refused_frames_are_answered_from_their_header_section() {
     let mut h = Harness::default();
     let head = format!("PUBLISH sip:alice@example.com SIP/2.0\r\n{ESSENTIALS}Content-Length: 999999999\r\n\r\n");
-    let now = h.now;
+    let now = h.now();
     let peer = h.peer;
-    h.shard
+    h.shard()
         .reject_frame(now, Origin::udp(peer), head.as_bytes(), FrameError::TooLarge);
-    h.shard.end_of_batch(now);
+    h.shard().end_of_batch(now);
     assert_eq!(status(&only_response(h.drain())), 513);
     let no_length = format!("OPTIONS sip:alice@example.com SIP/2.0\r\n{ESSENTIALS}\r\n");
-    h.shard.reject_frame(
+    h.shard().reject_frame(
         now,
         Origin::udp(peer),
         no_length.as_bytes(),
         FrameError::BadContentLength,
     );
-    h.shard.end_of_batch(now);
+    h.shard().end_of_batch(now);
     assert_eq!(status(&only_response(h.drain())), 400);
     // Only the first bytes of a header section: nothing to answer from.
-    h.shard.reject_frame(
+    h.shard().reject_frame(
         now,
         Origin::udp(peer),
         b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nX: ",
         FrameError::TooLarge,
     );
-    h.shard.end_of_batch(now);
+    h.shard().end_of_batch(now);
     assert!(h.drain().is_empty());
     assert_eq!(parse_errors(&mut h, "message_too_large"), 2);
     assert_eq!(parse_errors(&mut h, "stream_content_length"), 1);
-    assert_eq!(h.shard.stats().dropped[stats::DROP_OVERSIZED], 1);
+    assert_eq!(h.shard().stats().dropped[stats::DROP_OVERSIZED], 1);
 }
