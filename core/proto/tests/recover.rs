@@ -4,16 +4,17 @@
 //! documents, the dialogs (a refresh gets 200, not 481), the entity-tags
 //! (a refresh with an old SIP-If-Match gets 200, not 412), the rules, and
 //! each dialog's NOTIFY CSeq keeps rising above its reserved mark.
-
-mod support;
+//!
+//! The "crash" is the simulation's: the shard's process dies, and it
+//! restarts (with another seed: nothing carries over by chance) rebuilt by
+//! `Shard::recover` from the records of the durable store the simulation
+//! wrote each batch's changes to, as the runtime does.
 
 use presence_proto::authz::control::Precondition;
 use presence_proto::authz::PresRules;
-use presence_proto::config::EngineConfig;
-use presence_proto::shard::Shard;
-use presence_proto::state::{RecordSet, StateChange, CSEQ_BLOCK};
+use presence_proto::state::{StateChange, CSEQ_BLOCK};
+use presence_sim::harness::*;
 use std::time::Duration;
-use support::*;
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -28,31 +29,16 @@ fn response(msgs: &[String]) -> &str {
         .map_or("", String::as_str)
 }
 
-/// The records a store would hold after everything `h` emitted.
-fn records(h: &Harness) -> RecordSet {
-    let mut set = RecordSet::default();
-    for change in &h.changes {
-        set.apply(change);
-    }
-    set
-}
-
-/// A new shard (another seed: nothing carries over by chance) rebuilt from
-/// `h`'s records, `later` after `h`'s clock.
-fn restarted(h: &Harness, later: Duration) -> Harness {
-    let mut config = EngineConfig::default();
-    config.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
-    let mut next = Harness::new(config.clone());
-    next.shard = Shard::new(0, 1, config, 4242);
-    next.now = h.now + later;
-    let now = next.now;
-    let recovered = next.shard.recover(records(h).records(), now);
+/// `h`'s shard crashes and comes back `later`, rebuilt from its store.
+fn restarted(mut h: Harness, later: Duration) -> Harness {
+    h.drain();
+    let recovered = h.crash_and_restart(0, later).expect("the shard restarted");
     assert_eq!(recovered.skipped, 0, "{recovered:?}");
-    next
+    h
 }
 
 fn composed(h: &mut Harness, aor: &str) -> Option<String> {
-    let presence = h.shard.presence();
+    let presence = h.shard().presence();
     let id = presence.lookup(aor)?;
     presence
         .composed(id)
@@ -76,8 +62,8 @@ fn a_recovered_shard_answers_as_the_one_that_stored_its_state() {
         200
     );
     let rules = PresRules::parse(rules_document().as_bytes()).unwrap();
-    let now = h.now;
-    h.shard
+    let now = h.now();
+    h.shard()
         .change_pres_rules(ALICE, Some(rules.clone()), &Precondition::default(), now)
         .unwrap();
     h.drain();
@@ -99,18 +85,18 @@ fn a_recovered_shard_answers_as_the_one_that_stored_its_state() {
         }
     }
     let etag = h
-        .shard
-        .inspect_presentity(ALICE, h.now)
+        .shard()
+        .inspect_presentity(ALICE, now)
         .and_then(|p| p.publications.first().map(|p| p.entity_tag.clone()))
         .unwrap();
     let alice_before = composed(&mut h, ALICE);
     let bob_before = composed(&mut h, BOB);
     assert!(alice_before.as_deref().is_some_and(|d| d.contains("v3")));
 
-    let mut r = restarted(&h, Duration::from_secs(5));
+    let mut r = restarted(h, Duration::from_secs(5));
     assert_eq!(composed(&mut r, ALICE), alice_before, "composed document");
     assert_eq!(composed(&mut r, BOB), bob_before, "registration document");
-    assert_eq!(r.shard.pres_rules(ALICE).map(|r| r.etag), Some(rules.etag.clone()));
+    assert_eq!(r.shard().pres_rules(ALICE).map(|r| r.etag), Some(rules.etag.clone()));
     assert!(r.drain().is_empty(), "recovery alone sends nothing");
 
     // An in-dialog refresh: 200, never 481, and its NOTIFY continues the CSeq.
@@ -143,7 +129,7 @@ fn what_expired_while_down_is_removed_at_recovery_and_the_watchers_are_told() {
         last_cseq = cseq_of(n);
         h.answer(n, 200);
     }
-    let mut r = restarted(&h, Duration::from_secs(120));
+    let mut r = restarted(h, Duration::from_secs(120));
     let out: Vec<String> = r.end_batch().into_iter().map(|(_, m)| m).collect();
     let n = notifies(&out);
     assert_eq!(n.len(), 1, "the watcher hears of the expiry: {out:?}");
@@ -197,7 +183,7 @@ fn answers_reporting_a_change_wait_for_the_store_and_others_do_not() {
 #[test]
 fn without_journaling_nothing_is_emitted_or_held() {
     let mut h = Harness::default();
-    h.shard.set_journaling(false);
+    h.shard().set_journaling(false);
     h.publish(ALICE, "", &pidf(ALICE, "t1", "open", "x"));
     h.subscribe(ALICE, "Event: presence\r\n");
     h.register(BOB, "reg-1", 1, "Contact: <sip:bob@192.0.2.7>\r\n");
@@ -244,7 +230,7 @@ fn recovered_watcher_info_and_reg_subscriptions_keep_following_their_presentity(
     for m in &n {
         h.answer(m, 200);
     }
-    let mut r = restarted(&h, Duration::from_secs(1));
+    let mut r = restarted(h, Duration::from_secs(1));
     // Carol watches Alice after the restart: the recovered watcher-info
     // dialog hears of it.
     let (answer, n) = subscribe_as(&mut r, "sip:carol@example.com", ALICE, "presence");

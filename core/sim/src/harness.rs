@@ -4,9 +4,11 @@
 //! as text. The replacement of the old single-shard test harnesses.
 
 use crate::sim::{ClientEvent, Sim, SimConfig};
+use crate::store::FakeStore;
 use presence_proto::config::EngineConfig;
 use presence_proto::routing::ShardId;
-use presence_proto::shard::Shard;
+use presence_proto::shard::{Recovered, Shard};
+use presence_proto::state::StateChange;
 use presence_proto::time::Instant;
 use presence_proto::transport::{Dest, Origin};
 use std::net::SocketAddr;
@@ -25,7 +27,7 @@ pub struct Harness {
     /// The test's TCP connection, once it used one.
     tcp: Option<presence_proto::transport::ConnRef>,
     counter: u64,
-    /// Every durable-state change the shard emitted, in order.
+    /// Every durable-state change the store accepted, in order.
     pub changes: Vec<StateChange>,
     /// The first line of every message that waited for its batch's changes
     /// to be stored (`Transmit::after_store`).
@@ -50,10 +52,14 @@ impl Harness {
         Self::build(SimConfig::new(1, config, 42))
     }
 
-    /// A harness over a simulation built from `config` (perfect network expected).
+    /// A harness over a simulation built from `config` (perfect network
+    /// expected), with a durable store whose writes complete at once.
     pub fn build(config: SimConfig) -> Self {
+        let shards = config.shards;
+        let mut sim = Sim::new(config).with_store(Box::new(FakeStore::new(shards)));
+        sim.keep_journal();
         Harness {
-            sim: Sim::new(config),
+            sim,
             peer: SocketAddr::from(([127, 0, 0, 1], 5070)),
             log: Vec::new(),
             tcp: None,
@@ -110,6 +116,18 @@ impl Harness {
                 log.push((delivery.dest, String::from_utf8_lossy(&delivery.bytes).into_owned()));
             }
         });
+        let journal = self.sim.take_journal();
+        self.changes.extend(journal.changes);
+        self.held.extend(journal.held);
+    }
+
+    /// Crash the process of shard `id` and let it restart `down_for` later,
+    /// rebuilt by `Shard::recover` from what the store kept; returns what
+    /// the recovery put back. What it sent meanwhile waits in the log.
+    pub fn crash_and_restart(&mut self, id: ShardId, down_for: Duration) -> Option<Recovered> {
+        self.sim.crash(id, down_for);
+        self.advance(down_for);
+        self.sim.recovered(id)
     }
 
     /// Run everything due now (zero-delay deliveries and hand-offs).

@@ -9,12 +9,13 @@ use crate::rng::SimRng;
 use crate::store::{NoStore, SimStore};
 use presence_proto::config::EngineConfig;
 use presence_proto::routing::{self, ShardId};
-use presence_proto::shard::{Dispatch, Shard};
+use presence_proto::shard::{Dispatch, Recovered, Shard};
+use presence_proto::state::StateChange;
 use presence_proto::sip::uri::Uri;
 use presence_proto::time::Instant;
 use presence_proto::transport::{ConnRef, Dest, Origin, Transport};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -115,6 +116,9 @@ enum Event {
     Timer { shard: ShardId },
     /// A crashed shard comes back.
     Restart { shard: ShardId },
+    /// The oldest write in progress of a shard completes (if the shard did
+    /// not crash since: `life` names the run of the shard it belongs to).
+    Stored { shard: ShardId, life: u64 },
     /// For the caller.
     Client(ClientEvent),
 }
@@ -157,6 +161,32 @@ struct Slot {
     down: bool,
     /// Next TCP connection id this shard hands out.
     next_conn: u32,
+    /// Batches whose changes are being written, oldest first, each with the
+    /// messages that wait for it (`Transmit::after_store`).
+    writing: VecDeque<Writing>,
+    /// When the last write in progress completes (writes complete in order).
+    writes_done_at: Instant,
+    /// Counts the shard's restarts: a write completing for an earlier life is void.
+    life: u64,
+    /// What the last recovery put back.
+    recovered: Option<Recovered>,
+}
+
+/// One batch's changes being written, and the messages that wait for them.
+#[derive(Debug, Default)]
+struct Writing {
+    changes: Vec<StateChange>,
+    held: Vec<(Dest, Vec<u8>)>,
+}
+
+/// What a harness wants to see of the durable path: every change written
+/// and the first line of every message that waited for a write.
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    /// Every change the store accepted, in order.
+    pub changes: Vec<StateChange>,
+    /// The first line of every message that waited for its batch's write.
+    pub held: Vec<String>,
 }
 
 /// A TCP-like connection between a client and the shard that owns its socket.
@@ -206,6 +236,10 @@ pub struct Sim {
     epoch: u64,
     stats: NetStats,
     trace: bool,
+    /// Kept when a harness asked for it ([`Sim::take_journal`]).
+    journal: Option<Journal>,
+    /// Batches the store refused (their held messages never left).
+    refused_writes: u64,
 }
 
 /// When simulated time starts (an arbitrary non-zero origin).
@@ -226,6 +260,10 @@ impl Sim {
                 handoffs: (0..shards).map(|_| Vec::new()).collect(),
                 down: false,
                 next_conn: 1,
+                writing: VecDeque::new(),
+                writes_done_at: START,
+                life: 0,
+                recovered: None,
             })
             .collect();
         Sim {
@@ -245,13 +283,52 @@ impl Sim {
             epoch: 0,
             stats: NetStats::default(),
             trace: false,
+            journal: None,
+            refused_writes: 0,
         }
+        .journaling_as_store()
     }
 
     /// Use `store` for what survives a crash (default: nothing does).
     pub fn with_store(mut self, store: Box<dyn SimStore>) -> Self {
-        self.store = store;
+        self.set_store(store);
         self
+    }
+
+    /// Shards note durable-state changes exactly when the store keeps them
+    /// (the runtime's rule: `set_journaling(store.wants_changes())`).
+    fn journaling_as_store(mut self) -> Self {
+        let on = self.store.wants_changes();
+        for slot in &mut self.slots {
+            slot.shard.set_journaling(on);
+        }
+        self
+    }
+
+    /// Keep every change written and every held message's first line, for
+    /// [`Sim::take_journal`].
+    pub fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// What was journaled since the last call (empty unless [`Sim::keep_journal`]).
+    pub fn take_journal(&mut self) -> Journal {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// What the last recovery of shard `id` put back (None: it never restarted).
+    pub fn recovered(&self, id: ShardId) -> Option<Recovered> {
+        self.slots.get(usize::from(id)).and_then(|s| s.recovered)
+    }
+
+    /// Batches the store refused so far (their held answers never left).
+    pub fn refused_writes(&self) -> u64 {
+        self.refused_writes
+    }
+
+    /// Whether the store keeps changes (a crash then loses nothing acknowledged).
+    pub fn durable(&self) -> bool {
+        self.store.wants_changes()
     }
 
     /// Print every event as it runs (for replaying a failing seed).
@@ -286,6 +363,7 @@ impl Sim {
             Event::Mesh { to, batch } => eprintln!("{t:>12} shard {to} <- mesh batch of {}", batch.len()),
             Event::Timer { shard } => eprintln!("{t:>12} shard {shard} timer"),
             Event::Restart { shard } => eprintln!("{t:>12} shard {shard} restarts"),
+            Event::Stored { shard, .. } => eprintln!("{t:>12} shard {shard} write done"),
             Event::Client(ClientEvent::Message(d)) => {
                 eprintln!("{t:>12} client {} <- {:?}: {}", d.to, d.link, first_line(&d.bytes))
             }
@@ -295,9 +373,14 @@ impl Sim {
         }
     }
 
-    /// Use `store` from now on (see [`Sim::with_store`]).
+    /// Use `store` from now on (see [`Sim::with_store`]); the shards note
+    /// changes when it keeps them.
     pub fn set_store(&mut self, store: Box<dyn SimStore>) {
         self.store = store;
+        let on = self.store.wants_changes();
+        for slot in &mut self.slots {
+            slot.shard.set_journaling(on);
+        }
     }
 
     /// The current virtual time.
@@ -549,6 +632,10 @@ impl Sim {
                 self.restart(shard);
                 None
             }
+            Event::Stored { shard, life } => {
+                self.on_stored(shard, life);
+                None
+            }
         })
     }
 
@@ -661,12 +748,43 @@ impl Sim {
         let Some(slot) = self.slots.get_mut(usize::from(id)).filter(|s| !s.down) else {
             return;
         };
-        // The store first, as a durable runtime does: the batch's state
-        // changes are taken (and maybe made durable) before anything leaves.
-        self.store.after_batch(id, &mut slot.shard, self.now);
+        // The store first, as a durable runtime does: the batch's changes
+        // are written, and the messages marked `after_store` leave only
+        // once every change up to their batch is written.
         let out = slot.shard.outbox();
-        let items: Vec<(Dest, Vec<u8>)> = out.items.iter().map(|t| (t.dest, out.bytes(t).to_vec())).collect();
+        let changes = std::mem::take(&mut out.changes);
+        let mut items = Vec::with_capacity(out.items.len());
+        let mut held = Vec::new();
+        for t in &out.items {
+            let message = (t.dest, out.bytes(t).to_vec());
+            if t.after_store {
+                held.push(message);
+            } else {
+                items.push(message);
+            }
+        }
         out.clear();
+        if let Some(journal) = &mut self.journal {
+            journal.held.extend(held.iter().map(|(_, bytes)| first_line(bytes)));
+        }
+        if !changes.is_empty() {
+            let done_at = (self.now + self.store.write_delay()).max(slot.writes_done_at);
+            slot.writes_done_at = done_at;
+            slot.writing.push_back(Writing { changes, held });
+            let life = slot.life;
+            self.seq += 1;
+            self.queue.push(Scheduled {
+                at: done_at,
+                seq: self.seq,
+                event: Event::Stored { shard: id, life },
+            });
+        } else if let Some(last) = slot.writing.back_mut() {
+            // Nothing new to write, but an earlier write is still going:
+            // "every change up to its batch" includes that one.
+            last.held.append(&mut held);
+        } else {
+            items.append(&mut held);
+        }
         let deadline = slot.shard.poll_timeout();
         let handoffs: Vec<(ShardId, Vec<MeshMsg>)> = slot
             .handoffs
@@ -690,6 +808,30 @@ impl Sim {
         }
         for (to, batch) in handoffs {
             self.send_mesh(id, to, batch);
+        }
+    }
+
+    /// Shard `id`'s oldest write completed: the store takes the changes,
+    /// and the messages that waited for them leave (unless it refused).
+    fn on_stored(&mut self, id: ShardId, life: u64) {
+        let Some(slot) = self.slots.get_mut(usize::from(id)) else {
+            return;
+        };
+        if slot.down || slot.life != life {
+            return;
+        }
+        let Some(Writing { changes, held }) = slot.writing.pop_front() else {
+            return;
+        };
+        if !self.store.write(id, &changes) {
+            self.refused_writes += 1;
+            return;
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.changes.extend(changes);
+        }
+        for (dest, bytes) in held {
+            self.route(id, dest, bytes);
         }
     }
 
@@ -774,6 +916,10 @@ impl Sim {
         }
         slot.down = true;
         slot.timer_at = None;
+        // Writes still in progress die with the process, and so do the
+        // answers waiting for them: none of it was acknowledged.
+        slot.writing.clear();
+        slot.life += 1;
         for queue in &mut slot.handoffs {
             queue.clear();
         }
@@ -794,9 +940,13 @@ impl Sim {
             return;
         };
         slot.shard = new_shard(id, shards, &self.config.engine, self.server, seed);
+        slot.shard.set_journaling(self.store.wants_changes());
         slot.down = false;
+        slot.writes_done_at = now;
         self.epoch += 1;
-        self.store.recover(id, &mut slot.shard, now);
+        // A pure rebuild from what the store kept, as the runtime does at start.
+        let records = self.store.records(id);
+        slot.recovered = Some(slot.shard.recover(records, now));
         self.flush(id);
     }
 
@@ -829,6 +979,11 @@ fn new_shard(id: ShardId, shards: u16, engine: &EngineConfig, server: SocketAddr
     let mut shard = Shard::new(id, shards, engine.clone(), seed);
     shard.set_local_addr(server);
     shard
+}
+
+/// A message's first line (what a journal keeps of a held message).
+fn first_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).lines().next().unwrap_or("").to_owned()
 }
 
 /// The address the shards put in Via and Contact: the listen address, or
