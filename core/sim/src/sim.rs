@@ -753,22 +753,39 @@ impl Sim {
         // once every change up to their batch is written.
         let out = slot.shard.outbox();
         let changes = std::mem::take(&mut out.changes);
-        let mut items = Vec::with_capacity(out.items.len());
-        let mut held = Vec::new();
-        for t in &out.items {
-            let message = (t.dest, out.bytes(t).to_vec());
-            if t.after_store {
-                held.push(message);
-            } else {
-                items.push(message);
-            }
-        }
+        let mut items: Vec<(Dest, Vec<u8>, bool)> = out
+            .items
+            .iter()
+            .map(|t| (t.dest, out.bytes(t).to_vec(), t.after_store))
+            .collect();
         out.clear();
         if let Some(journal) = &mut self.journal {
-            journal.held.extend(held.iter().map(|(_, bytes)| first_line(bytes)));
+            let held = items.iter().filter(|(_, _, held)| *held);
+            journal.held.extend(held.map(|(_, bytes, _)| first_line(bytes)));
         }
-        if !changes.is_empty() {
-            let done_at = (self.now + self.store.write_delay()).max(slot.writes_done_at);
+        let delay = if changes.is_empty() {
+            Duration::ZERO
+        } else {
+            self.store.write_delay()
+        };
+        if !changes.is_empty() && delay.is_zero() && slot.writing.is_empty() {
+            // A write that completes at once (the runtime's synchronous
+            // store): everything leaves in outbox order, the held messages
+            // only if the store accepted the batch.
+            let accepted = self.store.write(id, &changes);
+            if accepted {
+                if let Some(journal) = &mut self.journal {
+                    journal.changes.extend(changes);
+                }
+            } else {
+                self.refused_writes += 1;
+                items.retain(|(_, _, held)| !held);
+            }
+        } else if !changes.is_empty() {
+            let held = items.iter().filter(|(_, _, held)| *held);
+            let held = held.map(|(dest, bytes, _)| (*dest, bytes.clone())).collect();
+            items.retain(|(_, _, held)| !held);
+            let done_at = (self.now + delay).max(slot.writes_done_at);
             slot.writes_done_at = done_at;
             slot.writing.push_back(Writing { changes, held });
             let life = slot.life;
@@ -781,9 +798,9 @@ impl Sim {
         } else if let Some(last) = slot.writing.back_mut() {
             // Nothing new to write, but an earlier write is still going:
             // "every change up to its batch" includes that one.
-            last.held.append(&mut held);
-        } else {
-            items.append(&mut held);
+            let held = items.iter().filter(|(_, _, held)| *held);
+            last.held.extend(held.map(|(dest, bytes, _)| (*dest, bytes.clone())));
+            items.retain(|(_, _, held)| !held);
         }
         let deadline = slot.shard.poll_timeout();
         let handoffs: Vec<(ShardId, Vec<MeshMsg>)> = slot
@@ -803,7 +820,7 @@ impl Sim {
                 self.schedule(at, Event::Timer { shard: id });
             }
         }
-        for (dest, bytes) in items {
+        for (dest, bytes, _) in items {
             self.route(id, dest, bytes);
         }
         for (to, batch) in handoffs {

@@ -1,14 +1,14 @@
 //! The scripted harness over several shards: requests land on the shard the
 //! kernel picks and reach the owner by hand-off, in-dialog requests and
 //! NOTIFY answers find their owner from the identifiers it wrote, and a
-//! crashed shard restarts empty, with the store hook called around it.
+//! crashed shard restarts empty without a store, or rebuilt from a durable
+//! one, with the store called for every write, crash and recovery.
 
 use presence_proto::config::EngineConfig;
 use presence_proto::routing::ShardId;
-use presence_proto::shard::Shard;
-use presence_proto::time::Instant;
+use presence_proto::state::{Record, StateChange};
 use presence_sim::harness::*;
-use presence_sim::{SimRng, SimStore};
+use presence_sim::{NoStore, SimRng, SimStore};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -46,8 +46,9 @@ fn every_presentity_works_whichever_shard_owns_it() {
 }
 
 #[test]
-fn a_crashed_shard_restarts_empty() {
+fn without_a_store_a_crashed_shard_restarts_empty() {
     let mut h = Harness::sharded(EngineConfig::default(), 2);
+    h.sim.set_store(Box::new(NoStore));
     let aor = aor(1);
     let r = h.publish(&aor, "", &pidf(&aor, "t1", "open", "before"));
     let etag = header(&r, "SIP-ETag").expect("ETag").to_owned();
@@ -66,10 +67,25 @@ fn a_crashed_shard_restarts_empty() {
     assert_eq!(h.sim.composed(&aor), None);
 }
 
-/// Calls of the store hook, for the test to look at.
+#[test]
+fn with_a_durable_store_a_crashed_shard_keeps_what_it_acknowledged() {
+    let mut h = Harness::sharded(EngineConfig::default(), 2);
+    let aor = aor(1);
+    let r = h.publish(&aor, "", &pidf(&aor, "t1", "open", "before"));
+    let etag = header(&r, "SIP-ETag").expect("ETag").to_owned();
+    let owner = h.sim.owner_of(&aor);
+    let recovered = h.crash_and_restart(owner, Duration::from_millis(100));
+    assert_eq!(recovered.map(|r| r.publications), Some(1), "{recovered:?}");
+    let r = h.publish(&aor, &format!("SIP-If-Match: {etag}\r\n"), "");
+    assert_eq!(status(&r), 200, "{r}");
+    let doc = h.sim.composed(&aor).map(|d| String::from_utf8_lossy(&d).into_owned());
+    assert!(doc.is_some_and(|d| d.contains(">before<")));
+}
+
+/// Calls of the store, for the test to look at.
 #[derive(Default)]
 struct Calls {
-    batches: u64,
+    writes: u64,
     crashes: Vec<ShardId>,
     recoveries: Vec<ShardId>,
 }
@@ -77,19 +93,27 @@ struct Calls {
 struct CountingStore(Rc<RefCell<Calls>>);
 
 impl SimStore for CountingStore {
-    fn after_batch(&mut self, _: ShardId, _: &mut Shard, _: Instant) {
-        self.0.borrow_mut().batches += 1;
+    fn wants_changes(&self) -> bool {
+        true
+    }
+    fn write_delay(&mut self) -> Duration {
+        Duration::ZERO
+    }
+    fn write(&mut self, _: ShardId, _: &[StateChange]) -> bool {
+        self.0.borrow_mut().writes += 1;
+        true
     }
     fn crash(&mut self, id: ShardId, _: &mut SimRng) {
         self.0.borrow_mut().crashes.push(id);
     }
-    fn recover(&mut self, id: ShardId, _: &mut Shard, _: Instant) {
+    fn records(&self, id: ShardId) -> Vec<Record> {
         self.0.borrow_mut().recoveries.push(id);
+        Vec::new()
     }
 }
 
 #[test]
-fn the_store_hook_sees_batches_crashes_and_recoveries() {
+fn the_store_sees_writes_crashes_and_recoveries() {
     let calls = Rc::new(RefCell::new(Calls::default()));
     let mut config = presence_sim::SimConfig::new(2, EngineConfig::default(), 5);
     config.engine.authz.default_policy = presence_proto::authz::DefaultPolicy::Allow;
@@ -97,7 +121,7 @@ fn the_store_hook_sees_batches_crashes_and_recoveries() {
     h.sim.set_store(Box::new(CountingStore(calls.clone())));
     let aor = aor(2);
     h.publish(&aor, "", &pidf(&aor, "t1", "open", "x"));
-    assert!(calls.borrow().batches >= 1);
+    assert!(calls.borrow().writes >= 1);
     h.sim.crash(1, Duration::ZERO);
     h.advance(Duration::from_millis(1));
     assert_eq!(calls.borrow().crashes, [1]);
