@@ -1,8 +1,11 @@
 //! The invariants a run must keep, checked over what the clients observed:
 //! exactly one final response per client transaction, NOTIFY CSeq strictly
 //! rising in each dialog, every active watcher's last NOTIFY equal to the
-//! presentity's composed state once the network is quiet, and every
-//! acknowledged publication present in that state. The observations are
+//! presentity's composed state once the network is quiet, every
+//! acknowledged publication present in that state, and, with a durable
+//! store, no acknowledged publication, subscription or registration lost
+//! across a crash (a request naming one is not refused as unknown, and
+//! what is still live at the end is still there). The observations are
 //! plain data, so a test can hand the checker broken ones and see it fail.
 
 use presence_proto::time::Instant;
@@ -93,6 +96,39 @@ pub struct WatcherEnd {
     pub busy: bool,
 }
 
+/// A registering client at the end of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrarEnd {
+    /// The client's id.
+    pub client: u64,
+    /// The AOR it registers.
+    pub aor: String,
+    /// Its contact URI.
+    pub contact: String,
+    /// Until when its last acknowledged REGISTER bound the contact
+    /// (None: removed, or never acknowledged).
+    pub acked: Option<Instant>,
+    /// An outcome was unknown (a timeout): the model cannot say.
+    pub uncertain: bool,
+}
+
+/// A request naming live acknowledged state (a publication's ETag, a
+/// subscription dialog), sent when no shard was down and answered in the
+/// same epoch, that the server refused as unknown (412, 481).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckedRefused {
+    /// The client's id.
+    pub client: u64,
+    /// The presentity.
+    pub aor: String,
+    /// The request's method.
+    pub method: String,
+    /// The refusal's status code.
+    pub status: u16,
+    /// The simulation's epoch when it was sent (0: before any crash).
+    pub epoch: u64,
+}
+
 /// Everything the clients observed in one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observations {
@@ -106,8 +142,27 @@ pub struct Observations {
     pub watchers: Vec<WatcherEnd>,
     /// The simulation's epoch at the end (0: no crash happened).
     pub epoch: u64,
-    /// Presentities whose owner shard crashed (their state may be gone).
+    /// Presentities whose owner shard crashed (their state may be gone
+    /// unless the store is durable).
     pub crashed_aors: BTreeSet<String>,
+    /// The shards wrote their changes to a durable store: a crash loses
+    /// nothing acknowledged.
+    pub durable: bool,
+    /// Every registering client's end state.
+    pub registrars: Vec<RegistrarEnd>,
+    /// Requests naming live acknowledged state refused as unknown.
+    pub refused: Vec<AckedRefused>,
+    /// Requests naming live acknowledged state sent after a crash (how
+    /// often the loss check had something to catch).
+    pub acked_requests_after_crash: u64,
+}
+
+impl Observations {
+    /// Whether state acknowledged for `aor` may have been lost: its owner
+    /// crashed and nothing was durable.
+    pub fn may_have_lost(&self, aor: &str) -> bool {
+        !self.durable && self.crashed_aors.contains(aor)
+    }
 }
 
 /// A broken invariant.
@@ -134,6 +189,9 @@ pub const LAST_NOTIFY: &str = "last NOTIFY equals the composed state";
 /// Invariant: an acknowledged publication is in the composed state.
 pub const PUBLICATION_KEPT: &str = "acknowledged publication in the composed state";
 
+/// Invariant: with a durable store, a crash loses nothing acknowledged.
+pub const STATE_KEPT: &str = "no acknowledged publication, subscription or registration lost across a crash";
+
 /// Invariant of the simulation itself: every shard with a deadline is woken.
 pub const TIMERS_ARMED: &str = "every shard with a deadline has a timer armed";
 
@@ -145,6 +203,8 @@ pub fn verify(obs: &Observations, now: Instant, composed: &mut dyn FnMut(&str) -
     check_cseqs(obs, &mut violations);
     check_watchers(obs, composed, &mut violations);
     check_publishers(obs, now, composed, &mut violations);
+    check_refused(obs, &mut violations);
+    check_registrars(obs, now, composed, &mut violations);
     violations
 }
 
@@ -238,7 +298,7 @@ fn check_publishers(
     for p in obs
         .publishers
         .iter()
-        .filter(|p| !p.uncertain && !obs.crashed_aors.contains(&p.aor))
+        .filter(|p| !p.uncertain && !obs.may_have_lost(&p.aor))
     {
         let doc = composed(&p.aor).unwrap_or_default();
         let live = p.acked.as_ref().filter(|(_, until)| *until > now);
@@ -259,6 +319,53 @@ fn check_publishers(
                 ),
             }),
             _ => {}
+        }
+    }
+}
+
+fn check_refused(obs: &Observations, out: &mut Vec<Violation>) {
+    for r in obs.refused.iter().filter(|r| !obs.may_have_lost(&r.aor)) {
+        let what = if r.method == "PUBLISH" {
+            "publication"
+        } else {
+            "subscription"
+        };
+        out.push(Violation {
+            invariant: STATE_KEPT,
+            detail: format!(
+                "client {}'s {what} to {} was acknowledged and live, but its {} got {} (epoch {}, {} store)",
+                r.client,
+                r.aor,
+                r.method,
+                r.status,
+                r.epoch,
+                if obs.durable { "durable" } else { "no" }
+            ),
+        });
+    }
+}
+
+fn check_registrars(
+    obs: &Observations,
+    now: Instant,
+    composed: &mut dyn FnMut(&str) -> Option<String>,
+    out: &mut Vec<Violation>,
+) {
+    let live = obs
+        .registrars
+        .iter()
+        .filter(|r| !r.uncertain && !obs.may_have_lost(&r.aor))
+        .filter(|r| r.acked.is_some_and(|until| until > now));
+    for r in live {
+        let doc = composed(&r.aor).unwrap_or_default();
+        if !doc.contains(&r.contact) {
+            out.push(Violation {
+                invariant: STATE_KEPT,
+                detail: format!(
+                    "client {} registered {} for {} and got a 2xx, but the composed state is\n{doc}",
+                    r.client, r.contact, r.aor
+                ),
+            });
         }
     }
 }

@@ -6,7 +6,9 @@
 //! NOTIFYs 200, check the NOTIFY CSeq, refresh, unsubscribe and subscribe
 //! again after a 481. Every observation the invariants need is recorded.
 
-use crate::check::{DialogKey, FinalSeen, NotifySeen, Observations, PublisherEnd, TxnRecord, WatcherEnd};
+use crate::check::{
+    AckedRefused, DialogKey, FinalSeen, NotifySeen, Observations, PublisherEnd, RegistrarEnd, TxnRecord, WatcherEnd,
+};
 use crate::sim::{Delivery, Link, Sim};
 use crate::text::{body, branch_of, cseq_method, cseq_of, header, is_response, pidf, response_to, status, tag_of};
 use presence_proto::time::Instant;
@@ -26,6 +28,11 @@ pub const TIMER_F: Duration = Duration::from_secs(32);
 const TOKEN_RETRANSMIT: u64 = 1 << 56;
 const TOKEN_ACTION: u64 = 2 << 56;
 const TOKEN_MASK: u64 = (1 << 56) - 1;
+
+/// Acknowledged state counts as live for the loss check only while it has
+/// at least this long left: the client's clock of an expiry starts when the
+/// 2xx arrives, the server's when it answered, and the request takes time.
+const LIVE_MARGIN: Duration = Duration::from_secs(10);
 
 /// What a client does next, when its action timer fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +69,9 @@ struct ClientTxn {
     started: Instant,
     interval: Duration,
     record: TxnRecord,
+    /// The request names state the server acknowledged and that is still
+    /// live (an ETag, a dialog): a 412 or 481 means the server lost it.
+    names_acked: bool,
 }
 
 /// A publisher's view of its publication.
@@ -88,6 +98,8 @@ struct Dialog {
     last_notify_cseq: Option<u32>,
     last_state: String,
     last_body: String,
+    /// Until when the last 2xx to a SUBSCRIBE in the dialog granted it.
+    acked_until: Option<Instant>,
 }
 
 /// A watcher's view of its subscription.
@@ -107,6 +119,11 @@ struct Registrar {
     expires: u32,
     call_id: String,
     cseq: u32,
+    /// Until when its last acknowledged REGISTER bound the contact (None:
+    /// removed, or never acknowledged).
+    acked: Option<Instant>,
+    /// An outcome was unknown (a timeout): the model cannot say.
+    uncertain: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +151,10 @@ pub struct Client {
     counter: u64,
     notifies: Vec<NotifySeen>,
     done: Vec<TxnRecord>,
+    /// Requests naming live acknowledged state that the server refused as unknown.
+    refused: Vec<AckedRefused>,
+    /// Requests naming live acknowledged state sent after a crash.
+    acked_after_crash: u64,
 }
 
 impl Client {
@@ -152,6 +173,8 @@ impl Client {
             counter: 0,
             notifies: Vec::new(),
             done: Vec::new(),
+            refused: Vec::new(),
+            acked_after_crash: 0,
         }
     }
 
@@ -194,6 +217,8 @@ impl Client {
                 expires,
                 call_id: format!("reg{id}"),
                 cseq: 0,
+                acked: None,
+                uncertain: false,
             }),
         )
     }
@@ -270,6 +295,11 @@ impl Client {
             return;
         };
         let (aor, tuple) = (p.aor.clone(), p.tuple.clone());
+        let names_acked = p.etag.is_some()
+            && !p.uncertain
+            && p.acked
+                .as_ref()
+                .is_some_and(|(_, until)| *until > sim.now() + LIVE_MARGIN);
         // Without an ETag there is nothing to refresh or remove: publish.
         let action = if p.etag.is_none() { Action::Publish } else { action };
         let if_match = p
@@ -303,7 +333,13 @@ impl Client {
             id = self.id,
             len = body.len(),
         );
-        self.start(sim, branch, text.into_bytes(), Purpose::Publish { note, expires });
+        self.start(
+            sim,
+            branch,
+            text.into_bytes(),
+            Purpose::Publish { note, expires },
+            names_acked,
+        );
     }
 
     fn subscribe(&mut self, sim: &mut Sim, action: Action) {
@@ -314,6 +350,15 @@ impl Client {
         let rate = w.rate.clone();
         let expires = if action == Action::Unsubscribe { 0 } else { w.expires };
         let established = w.dialog.as_ref().is_some_and(|d| d.remote_tag.is_some());
+        // Over TCP a crash of the shard holding the connection can make a
+        // NOTIFY's answer undeliverable and the server end the dialog (its
+        // NOTIFY timed out): only UDP dialogs are held to it.
+        let names_acked = established
+            && !self.tcp
+            && w.dialog
+                .as_ref()
+                .and_then(|d| d.acked_until)
+                .is_some_and(|until| until > sim.now() + LIVE_MARGIN);
         if action == Action::Unsubscribe && !established {
             return;
         }
@@ -338,6 +383,7 @@ impl Client {
                     last_notify_cseq: None,
                     last_state: String::new(),
                     last_body: String::new(),
+                    acked_until: None,
                 });
                 (call_id, from_tag, None, 1)
             }
@@ -354,7 +400,13 @@ impl Client {
             addr = self.addr,
             id = self.id,
         );
-        self.start(sim, branch, text.into_bytes(), Purpose::Subscribe { call_id });
+        self.start(
+            sim,
+            branch,
+            text.into_bytes(),
+            Purpose::Subscribe { call_id },
+            names_acked,
+        );
     }
 
     fn register(&mut self, sim: &mut Sim, action: Action) {
@@ -373,10 +425,10 @@ impl Client {
             addr = self.addr,
             id = self.id,
         );
-        self.start(sim, branch, text.into_bytes(), Purpose::Register);
+        self.start(sim, branch, text.into_bytes(), Purpose::Register, false);
     }
 
-    fn start(&mut self, sim: &mut Sim, branch: String, bytes: Vec<u8>, purpose: Purpose) {
+    fn start(&mut self, sim: &mut Sim, branch: String, bytes: Vec<u8>, purpose: Purpose, names_acked: bool) {
         self.counter += 1;
         let key = self.counter;
         let method = match purpose {
@@ -398,7 +450,11 @@ impl Client {
                 epoch_at_start: sim.epoch(),
                 sent_while_down: sim.any_down(),
             },
+            names_acked: names_acked && !sim.any_down(),
         };
+        if txn.names_acked && sim.epoch() > 0 {
+            self.acked_after_crash += 1;
+        }
         self.txns.insert(key, txn);
         self.by_branch.insert(branch, key);
         let link = self.link(sim);
@@ -442,6 +498,7 @@ impl Client {
             {
                 w.dialog = None;
             }
+            (Role::Registrar(r), Purpose::Register) => r.uncertain = true,
             _ => {}
         }
     }
@@ -480,6 +537,21 @@ impl Client {
             return;
         };
         txn.record.finals.push(seen);
+        // A request sent after the crash (none during it) that names live
+        // acknowledged state, refused as unknown: the server lost that state.
+        let unknown = matches!(
+            (&txn.purpose, code),
+            (Purpose::Publish { .. }, 412) | (Purpose::Subscribe { .. }, 481)
+        );
+        if txn.names_acked && unknown && sent_epoch == txn.record.epoch_at_start {
+            self.refused.push(AckedRefused {
+                client: self.id,
+                aor: self.aor().to_owned(),
+                method: txn.record.method.clone(),
+                status: code,
+                epoch: sent_epoch,
+            });
+        }
         self.on_final(sim, &txn.purpose, code, text);
         self.done.push(txn.record);
     }
@@ -516,6 +588,8 @@ impl Client {
                         if d.remote_tag.is_none() {
                             d.remote_tag = header(text, "To").and_then(tag_of).map(str::to_owned);
                         }
+                        let granted = header(text, "Expires").and_then(|e| e.parse::<u64>().ok());
+                        d.acked_until = granted.filter(|&g| g > 0).map(|g| now + Duration::from_secs(g));
                     }
                     481 => {
                         // The server forgot the subscription: subscribe anew at once.
@@ -525,6 +599,19 @@ impl Client {
                     _ => {
                         w.dialog = None;
                     }
+                }
+            }
+            (Role::Registrar(r), Purpose::Register) => {
+                if (200..300).contains(&code) {
+                    // The granted time is the Contact's expires (RFC 3261 §10.3 step 8).
+                    let contact = format!("sip:r{}@{}", self.id, self.addr);
+                    let granted = crate::text::headers(text, "Contact")
+                        .into_iter()
+                        .find(|c| c.contains(&contact))
+                        .and_then(|c| c.split("expires=").nth(1))
+                        .and_then(|e| e.split(|ch: char| !ch.is_ascii_digit()).next())
+                        .and_then(|e| e.parse::<u64>().ok());
+                    r.acked = granted.filter(|&g| g > 0).map(|g| now + Duration::from_secs(g));
                 }
             }
             _ => {}
@@ -611,8 +698,19 @@ impl Client {
         self.txns.is_empty()
     }
 
+    /// The presentity this client publishes, watches or registers.
+    fn aor(&self) -> &str {
+        match &self.role {
+            Role::Publisher(p) => &p.aor,
+            Role::Watcher(w) => &w.aor,
+            Role::Registrar(r) => &r.aor,
+        }
+    }
+
     /// Add what this client saw to `obs` (at the end of a run).
     pub fn observe(&self, obs: &mut Observations) {
+        obs.refused.extend(self.refused.iter().cloned());
+        obs.acked_requests_after_crash += self.acked_after_crash;
         obs.transactions.extend(self.done.iter().cloned());
         obs.transactions.extend(self.txns.values().map(|t| t.record.clone()));
         obs.notifies.extend(self.notifies.iter().cloned());
@@ -624,7 +722,13 @@ impl Client {
                 acked: p.acked.clone(),
                 uncertain: p.uncertain || !self.txns.is_empty(),
             }),
-            Role::Registrar(_) => {}
+            Role::Registrar(r) => obs.registrars.push(RegistrarEnd {
+                client: self.id,
+                aor: r.aor.clone(),
+                contact: format!("sip:r{}@{}", self.id, self.addr),
+                acked: r.acked,
+                uncertain: r.uncertain || !self.txns.is_empty(),
+            }),
             Role::Watcher(w) => {
                 if let Some(d) = w
                     .dialog

@@ -9,6 +9,7 @@ use crate::client::{Action, Client, TIMER_F};
 use crate::net::Faults;
 use crate::rng::SimRng;
 use crate::sim::{ClientEvent, NetStats, Sim, SimConfig, START};
+use crate::store::{DropRule, DroppingStore, FakeStore, NoStore, SimStore, SyncPolicy};
 use presence_proto::config::EngineConfig;
 use presence_proto::routing::ShardId;
 use presence_proto::time::Instant;
@@ -39,6 +40,12 @@ pub struct Shape {
     pub active_for: Duration,
     /// Chance in a million of a shard crash during the run.
     pub crash_ppm: u32,
+    /// Chance in a million that the shards write to a durable store (else
+    /// none: a crash may lose everything).
+    pub durable_ppm: u32,
+    /// A broken durable store that drops these changes (to show the
+    /// checker catches it); None: the store keeps what it accepts.
+    pub store_drops: Option<DropRule>,
 }
 
 impl Default for Shape {
@@ -51,6 +58,8 @@ impl Default for Shape {
             max_actions: 8,
             active_for: Duration::from_secs(20),
             crash_ppm: 200_000,
+            durable_ppm: 800_000,
+            store_drops: None,
         }
     }
 }
@@ -66,6 +75,8 @@ pub struct RunReport {
     pub clients: usize,
     /// Shard crashes.
     pub crashes: u64,
+    /// The shards wrote to a durable store.
+    pub durable: bool,
     /// The network's faults.
     pub faults: Faults,
     /// What the network did.
@@ -117,7 +128,21 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     config.faults = faults.clone();
     config.mesh_delay = Duration::from_micros(rng.between(0, 200));
     config.batch_window = Duration::from_micros([0, 0, 500, 5_000][rng.below(4) as usize]);
-    let mut sim = Sim::new(config);
+    let durable = rng.chance(shape.durable_ppm);
+    let store: Box<dyn SimStore> = if durable {
+        // Writes take up to 20 ms (answers wait for them); syncing every
+        // few writes (a power loss would lose the rest, a crash does not).
+        let max_delay = Duration::from_micros([0, 1_000, 20_000][rng.below(3) as usize]);
+        let policy = SyncPolicy::EveryWrites(rng.between(1, 8) as u32);
+        let fake = FakeStore::with_policy(shards, rng.next_u64(), policy, max_delay);
+        match shape.store_drops {
+            Some(drops) => Box::new(DroppingStore::new(fake, drops)),
+            None => Box::new(fake),
+        }
+    } else {
+        Box::new(NoStore)
+    };
+    let mut sim = Sim::new(config).with_store(store);
     sim.set_trace(std::env::var_os(TRACE_VAR).is_some() && std::env::var_os(SEED_VAR).is_some());
 
     let presentities: Vec<String> = (0..rng.between(1, shape.max_presentities.max(1)))
@@ -232,6 +257,7 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
 
     let mut observations = Observations {
         epoch: sim.epoch(),
+        durable,
         ..Observations::default()
     };
     if let Some((_, shard, _)) = crash {
@@ -264,7 +290,7 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
     let checked_publishers = observations
         .publishers
         .iter()
-        .filter(|p| !p.uncertain && !observations.crashed_aors.contains(&p.aor))
+        .filter(|p| !p.uncertain && !observations.may_have_lost(&p.aor))
         .count();
     RunReport {
         seed,
@@ -273,6 +299,7 @@ pub fn run_seed_with(seed: u64, shape: &Shape, tamper: &mut dyn FnMut(&mut Obser
         shards,
         clients: clients.len(),
         crashes: sim.crashes(),
+        durable,
         faults,
         net: sim.net_stats(),
         observations,
@@ -329,10 +356,11 @@ pub fn run_seeds_with(
         };
         if verbose {
             println!(
-                "seed {seed}: {} shards, {} clients, {} crashes, faults {:?}, network {:?}, {} transactions, {} NOTIFYs",
+                "seed {seed}: {} shards, {} clients, {} crashes ({} store), faults {:?}, network {:?}, {} transactions, {} NOTIFYs",
                 report.shards,
                 report.clients,
                 report.crashes,
+                if report.durable { "durable" } else { "no" },
                 report.faults,
                 report.net,
                 report.observations.transactions.len(),

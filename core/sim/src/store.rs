@@ -122,9 +122,11 @@ impl FakeStore {
     /// Make everything written to shard `id`'s log so far durable.
     pub fn sync(&mut self, id: ShardId) {
         let i = usize::from(id);
-        if let (Some(log), Some(mark), Some(writes)) =
-            (self.logs.get(i), self.synced.get_mut(i), self.unsynced_writes.get_mut(i))
-        {
+        if let (Some(log), Some(mark), Some(writes)) = (
+            self.logs.get(i),
+            self.synced.get_mut(i),
+            self.unsynced_writes.get_mut(i),
+        ) {
             *mark = log.len();
             *writes = 0;
         }
@@ -190,6 +192,43 @@ impl SimStore for FakeStore {
     }
 }
 
+/// Which changes a [`DroppingStore`] accepts but does not keep.
+pub type DropRule = fn(&StateChange) -> bool;
+
+/// A broken store: it accepts every write (so the answers waiting for it
+/// leave) but silently drops the changes `drops` picks. The checker must
+/// catch it; nothing else uses it.
+pub struct DroppingStore {
+    inner: FakeStore,
+    drops: DropRule,
+}
+
+impl DroppingStore {
+    /// `inner`, forgetting the changes `drops` picks.
+    pub fn new(inner: FakeStore, drops: DropRule) -> Self {
+        DroppingStore { inner, drops }
+    }
+}
+
+impl SimStore for DroppingStore {
+    fn wants_changes(&self) -> bool {
+        true
+    }
+    fn write_delay(&mut self) -> Duration {
+        self.inner.write_delay()
+    }
+    fn write(&mut self, id: ShardId, changes: &[StateChange]) -> bool {
+        let kept: Vec<StateChange> = changes.iter().filter(|c| !(self.drops)(c)).cloned().collect();
+        self.inner.write(id, &kept)
+    }
+    fn crash(&mut self, id: ShardId, rng: &mut SimRng) {
+        self.inner.crash(id, rng);
+    }
+    fn records(&self, id: ShardId) -> Vec<Record> {
+        self.inner.records(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +254,10 @@ mod tests {
             assert_eq!(store.all(1).len(), 4, "a process crash loses nothing written");
             store.power_loss(1, &mut rng);
             let left = store.all(1).to_vec();
-            assert!(left.starts_with(&[removed(1), removed(2)]) && left.len() <= 4, "{left:?}");
+            assert!(
+                left.starts_with(&[removed(1), removed(2)]) && left.len() <= 4,
+                "{left:?}"
+            );
             assert_eq!(store.synced(1), left.as_slice());
             assert_eq!(store.all(0), &[removed(9)], "other shards keep their tail");
         }

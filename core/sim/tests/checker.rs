@@ -2,11 +2,12 @@
 //! invariant are reported, and a real run whose observations are tampered
 //! with is caught, while the untouched run passes.
 
+use presence_proto::state::StateChange;
 use presence_sim::check::{
-    verify, DialogKey, FinalSeen, NotifySeen, Observations, PublisherEnd, TxnRecord, WatcherEnd, CSEQ_RISES,
-    LAST_NOTIFY, ONE_FINAL, PUBLICATION_KEPT,
+    verify, AckedRefused, DialogKey, FinalSeen, NotifySeen, Observations, PublisherEnd, RegistrarEnd, TxnRecord,
+    WatcherEnd, CSEQ_RISES, LAST_NOTIFY, ONE_FINAL, PUBLICATION_KEPT, STATE_KEPT,
 };
-use presence_sim::scenario::{run_seed, run_seed_with, run_seeds_with, Shape};
+use presence_sim::scenario::{run_seed, run_seed_with, run_seeds, run_seeds_with, Shape};
 use presence_sim::sim::START;
 use std::time::Duration;
 
@@ -226,4 +227,89 @@ fn a_failing_seed_names_the_invariant_and_the_command_that_replays_it() {
         "{failure}"
     );
     assert_eq!(run_seeds_with(5..8, &Shape::default(), &mut |_| {}), Ok(3));
+}
+
+#[test]
+fn acknowledged_state_lost_across_a_crash_is_caught_only_with_a_durable_store() {
+    let aor = "sip:p@example.com";
+    let refused = |method: &str, status| AckedRefused {
+        client: 3,
+        aor: aor.to_owned(),
+        method: method.to_owned(),
+        status,
+        epoch: 2,
+    };
+    let registrar = RegistrarEnd {
+        client: 4,
+        aor: aor.to_owned(),
+        contact: "sip:r4@10.1.0.4:5060".to_owned(),
+        acked: Some(START + Duration::from_secs(3600)),
+        uncertain: false,
+    };
+    let lost = Observations {
+        epoch: 2,
+        durable: true,
+        crashed_aors: [aor.to_owned()].into(),
+        refused: vec![refused("SUBSCRIBE", 481), refused("PUBLISH", 412)],
+        registrars: vec![registrar],
+        ..Observations::default()
+    };
+    assert_eq!(invariants(&lost), [STATE_KEPT, STATE_KEPT, STATE_KEPT]);
+    // Without a durable store the crashed presentity's state may go.
+    let volatile = Observations {
+        durable: false,
+        ..lost.clone()
+    };
+    assert_eq!(invariants(&volatile), Vec::<&str>::new());
+    // Without a crash, nothing excuses it.
+    let no_crash = Observations {
+        crashed_aors: Default::default(),
+        ..volatile
+    };
+    assert_eq!(invariants(&no_crash), [STATE_KEPT, STATE_KEPT, STATE_KEPT]);
+}
+
+/// The changes a broken store "forgets" although it accepted them.
+fn subscriptions_and_bindings(change: &StateChange) -> bool {
+    matches!(
+        change,
+        StateChange::SubscriptionCreated(_)
+            | StateChange::SubscriptionRefreshed(_)
+            | StateChange::BindingsChanged { .. }
+    )
+}
+
+fn publications(change: &StateChange) -> bool {
+    matches!(
+        change,
+        StateChange::PublicationStored(_) | StateChange::PublicationRefreshed { .. }
+    )
+}
+
+#[test]
+fn a_store_that_drops_acknowledged_changes_is_caught() {
+    // Every seed crashes a shard that writes to a durable store: with an
+    // honest store the runs pass, with one that accepts but drops
+    // subscriptions and bindings (or publications) they fail.
+    let honest = Shape {
+        crash_ppm: 1_000_000,
+        durable_ppm: 1_000_000,
+        ..Shape::default()
+    };
+    assert_eq!(run_seeds(0..100, &honest), Ok(100));
+    let dropping = Shape {
+        store_drops: Some(subscriptions_and_bindings),
+        ..honest.clone()
+    };
+    let failure = run_seeds(0..100, &dropping).expect_err("the lost subscriptions are caught");
+    assert!(failure.contains(STATE_KEPT), "{failure}");
+    let dropping = Shape {
+        store_drops: Some(publications),
+        ..honest
+    };
+    let failure = run_seeds(0..100, &dropping).expect_err("the lost publications are caught");
+    assert!(
+        failure.contains(STATE_KEPT) || failure.contains(PUBLICATION_KEPT),
+        "{failure}"
+    );
 }

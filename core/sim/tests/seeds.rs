@@ -60,10 +60,18 @@ fn the_runs_exercise_what_they_claim_to() {
     let publishers = sum(&|r| r.checked_publishers as u64);
     let perfect = reports.iter().filter(|r| r.faults.is_perfect()).count();
     let notifies = sum(&|r| r.observations.notifies.len() as u64);
+    let durable_crashes = sum(&|r| u64::from(r.durable && r.crashes > 0));
+    let acked_after_crash = sum(&|r| r.observations.acked_requests_after_crash);
+    let registrars = sum(&|r| r.observations.registrars.iter().filter(|g| g.acked.is_some()).count() as u64);
     println!(
         "300 seeds: {crashes} crashes, {lost} lost, {duplicated} duplicated, {handoffs} hand-off batches, \
-         {perfect} perfect networks, {notifies} NOTIFYs, {watchers} watchers and {publishers} publishers checked"
+         {perfect} perfect networks, {notifies} NOTIFYs, {watchers} watchers and {publishers} publishers checked, \
+         {durable_crashes} crashes with a durable store, {acked_after_crash} requests naming acknowledged state \
+         after a crash, {registrars} registrations acknowledged at the end"
     );
+    assert!(durable_crashes >= 15, "{durable_crashes}");
+    assert!(acked_after_crash >= 30, "{acked_after_crash}");
+    assert!(registrars >= 30, "{registrars}");
     assert!(crashes >= 20, "{crashes}");
     assert!(lost >= 50 && duplicated >= 50, "{lost} {duplicated}");
     assert!(handoffs >= 300, "{handoffs}");

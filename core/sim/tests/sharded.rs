@@ -127,3 +127,54 @@ fn the_store_sees_writes_crashes_and_recoveries() {
     assert_eq!(calls.borrow().crashes, [1]);
     assert_eq!(calls.borrow().recoveries, [1]);
 }
+
+/// A durable store whose every write takes 50 ms.
+struct SlowStore(presence_sim::FakeStore);
+
+impl SimStore for SlowStore {
+    fn wants_changes(&self) -> bool {
+        true
+    }
+    fn write_delay(&mut self) -> Duration {
+        Duration::from_millis(50)
+    }
+    fn write(&mut self, id: ShardId, changes: &[StateChange]) -> bool {
+        self.0.write(id, changes)
+    }
+    fn crash(&mut self, id: ShardId, rng: &mut SimRng) {
+        self.0.crash(id, rng);
+    }
+    fn records(&self, id: ShardId) -> Vec<Record> {
+        self.0.records(id)
+    }
+}
+
+#[test]
+fn an_answer_reporting_a_change_leaves_only_once_the_write_completed() {
+    let mut h = Harness::default();
+    h.sim.set_store(Box::new(SlowStore(presence_sim::FakeStore::new(1))));
+    let aor = aor(1);
+    let text = h.publish_text(&aor, "", &pidf(&aor, "t1", "open", "slow"));
+    assert!(h.feed(text.as_bytes()).is_empty(), "the 200 waits for the write");
+    h.advance(Duration::from_millis(49));
+    assert!(h.drain().is_empty(), "still writing");
+    h.advance(Duration::from_millis(1));
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(status(&out[0].1), 200, "{out:?}");
+    // A crash while the write is in progress loses the change and its
+    // answer together: nothing acknowledged is lost.
+    let text = h.publish_text(&aor, "", &pidf(&aor, "t2", "open", "lost"));
+    assert!(h.feed(text.as_bytes()).is_empty());
+    h.crash_and_restart(0, Duration::from_millis(100));
+    assert!(
+        h.drain().iter().all(|(_, m)| status(m) != 200),
+        "the answer died with the write"
+    );
+    let doc = h.sim.composed(&aor).map(|d| String::from_utf8_lossy(&d).into_owned());
+    assert!(
+        doc.as_deref()
+            .is_some_and(|d| d.contains(">slow<") && !d.contains(">lost<")),
+        "{doc:?}"
+    );
+}
