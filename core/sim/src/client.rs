@@ -601,18 +601,16 @@ impl Client {
                     }
                 }
             }
-            (Role::Registrar(r), Purpose::Register) => {
-                if (200..300).contains(&code) {
-                    // The granted time is the Contact's expires (RFC 3261 §10.3 step 8).
-                    let contact = format!("sip:r{}@{}", self.id, self.addr);
-                    let granted = crate::text::headers(text, "Contact")
-                        .into_iter()
-                        .find(|c| c.contains(&contact))
-                        .and_then(|c| c.split("expires=").nth(1))
-                        .and_then(|e| e.split(|ch: char| !ch.is_ascii_digit()).next())
-                        .and_then(|e| e.parse::<u64>().ok());
-                    r.acked = granted.filter(|&g| g > 0).map(|g| now + Duration::from_secs(g));
-                }
+            (Role::Registrar(r), Purpose::Register) if (200..300).contains(&code) => {
+                // The granted time is the Contact's expires (RFC 3261 §10.3 step 8).
+                let contact = format!("sip:r{}@{}", self.id, self.addr);
+                let granted = crate::text::headers(text, "Contact")
+                    .into_iter()
+                    .find(|c| c.contains(&contact))
+                    .and_then(|c| c.split("expires=").nth(1))
+                    .and_then(|e| e.split(|ch: char| !ch.is_ascii_digit()).next())
+                    .and_then(|e| e.parse::<u64>().ok());
+                r.acked = granted.filter(|&g| g > 0).map(|g| now + Duration::from_secs(g));
             }
             _ => {}
         }
