@@ -553,6 +553,16 @@ impl Client {
             });
         }
         self.on_final(sim, &txn.purpose, code, text);
+        if let (Role::Publisher(p), 412) = (&mut self.role, code) {
+            if sent_epoch != txn.record.epoch_at_start {
+                // A crash during the transaction: the first copy may have
+                // been stored and answered (the answer lost), and the
+                // restarted shard no longer knows the transaction, so the
+                // retransmission named an outdated SIP-ETag. That
+                // publication lives on unknown to the client.
+                p.uncertain = true;
+            }
+        }
         self.done.push(txn.record);
     }
 
