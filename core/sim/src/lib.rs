@@ -2,7 +2,10 @@
 //! thread, routed exactly as the runtime routes them, simulated SIP
 //! clients, an in-memory network with seeded loss, duplication,
 //! reordering and delay, a virtual clock driven by a queue of events,
-//! crash and restart of a shard, and a seed that reproduces any run.
+//! crash and restart of a shard, the durable path as the runtime drives it
+//! (each batch's state changes written to a [`SimStore`] before the answers
+//! that wait for them leave; a restarted shard rebuilt by `Shard::recover`
+//! from the stored records), and a seed that reproduces any run.
 //!
 //! - [`Sim`] is the server and the network; the caller plays the clients.
 //! - [`harness::Harness`] is a scripted client for example-based tests.
@@ -24,4 +27,4 @@ pub mod text;
 pub use net::Faults;
 pub use rng::SimRng;
 pub use sim::{ClientEvent, Delivery, Link, Sim, SimConfig};
-pub use store::{FakeStore, NoStore, SimStore};
+pub use store::{DroppingStore, FakeStore, NoStore, SimStore, SyncPolicy};

@@ -178,3 +178,39 @@ fn an_answer_reporting_a_change_leaves_only_once_the_write_completed() {
         "{doc:?}"
     );
 }
+
+/// A store that refuses every write.
+struct RefusingStore;
+
+impl SimStore for RefusingStore {
+    fn wants_changes(&self) -> bool {
+        true
+    }
+    fn write_delay(&mut self) -> Duration {
+        Duration::ZERO
+    }
+    fn write(&mut self, _: ShardId, _: &[StateChange]) -> bool {
+        false
+    }
+    fn crash(&mut self, _: ShardId, _: &mut SimRng) {}
+    fn records(&self, _: ShardId) -> Vec<Record> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn an_answer_waiting_for_a_refused_write_never_leaves_and_others_do() {
+    let mut h = Harness::default();
+    h.sim.set_store(Box::new(RefusingStore));
+    let aor = aor(1);
+    let text = h.publish_text(&aor, "", &pidf(&aor, "t1", "open", "x"));
+    let out = h.feed(text.as_bytes());
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(h.sim.refused_writes(), 1);
+    let options = h.register_text(&aor, "o-1", 1, "").replace("REGISTER", "OPTIONS");
+    assert_eq!(
+        status(&h.request(&options)),
+        200,
+        "an answer reporting no change leaves"
+    );
+}
