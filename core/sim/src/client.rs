@@ -509,7 +509,7 @@ impl Client {
         if is_response(&text) {
             self.on_response(sim, &text, delivery.epoch);
         } else if text.starts_with("NOTIFY ") {
-            self.on_notify(sim, delivery.link, &text);
+            self.on_notify(sim, delivery.link, &text, delivery.epoch);
         }
     }
 
@@ -629,7 +629,7 @@ impl Client {
         }
     }
 
-    fn on_notify(&mut self, sim: &mut Sim, link: Link, text: &str) {
+    fn on_notify(&mut self, sim: &mut Sim, link: Link, text: &str, sent_epoch: u64) {
         let Some(branch) = branch_of(text).map(str::to_owned) else {
             return;
         };
@@ -638,14 +638,14 @@ impl Client {
             sim.send(self.addr, link, answer);
             return;
         }
-        let code = self.accept_notify(text);
+        let code = self.accept_notify(text, sent_epoch);
         let answer = response_to(text, code, None).into_bytes();
         self.answered.insert(branch, answer.clone());
         sim.send(self.addr, link, answer);
     }
 
     /// Decide the answer to a new NOTIFY and record what it says.
-    fn accept_notify(&mut self, text: &str) -> u16 {
+    fn accept_notify(&mut self, text: &str, sent_epoch: u64) -> u16 {
         let Role::Watcher(w) = &mut self.role else {
             return 481;
         };
@@ -675,6 +675,7 @@ impl Client {
             },
             cseq,
             method: cseq_method(text).to_owned(),
+            epoch: sent_epoch,
         });
         if d.last_notify_cseq.is_some_and(|last| cseq <= last) {
             // RFC 3261 §12.2.2: a lower CSeq in a dialog is refused.

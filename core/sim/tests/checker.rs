@@ -42,6 +42,7 @@ fn notify(cseq: u32) -> NotifySeen {
         },
         cseq,
         method: "NOTIFY".to_owned(),
+        epoch: 0,
     }
 }
 
@@ -111,6 +112,23 @@ fn a_notify_cseq_that_does_not_rise_is_caught() {
         };
         assert_eq!(invariants(&obs), [CSEQ_RISES], "{cseqs:?}");
     }
+    // Across a crash: a restarted shard that starts the dialog's CSeq over
+    // is caught; a NOTIFY sent before the crash and delayed past one sent
+    // after it is the network's order, not the server's.
+    let across = |seen: &[(u32, u64)]| Observations {
+        notifies: seen
+            .iter()
+            .map(|&(cseq, epoch)| NotifySeen { epoch, ..notify(cseq) })
+            .collect(),
+        epoch: 2,
+        ..Observations::default()
+    };
+    assert_eq!(invariants(&across(&[(7, 0), (1, 2)])), [CSEQ_RISES]);
+    assert_eq!(invariants(&across(&[(1, 0), (130, 2), (5, 2)])), [CSEQ_RISES]);
+    assert_eq!(
+        invariants(&across(&[(1, 0), (130, 2), (2, 0), (131, 2)])),
+        Vec::<&str>::new()
+    );
 }
 
 #[test]
