@@ -552,7 +552,7 @@ impl Client {
                 epoch: sent_epoch,
             });
         }
-        self.on_final(sim, &txn.purpose, code, text);
+        self.on_final(sim, &txn.purpose, code, text, txn.started);
         if let (Role::Publisher(p), 412) = (&mut self.role, code) {
             if sent_epoch != txn.record.epoch_at_start {
                 // A crash during the transaction: the first copy may have
@@ -566,8 +566,13 @@ impl Client {
         self.done.push(txn.record);
     }
 
-    fn on_final(&mut self, sim: &mut Sim, purpose: &Purpose, code: u16, text: &str) {
-        let now = sim.now();
+    /// Act on a transaction's final answer. Granted times count from when
+    /// the request was first sent (`started`): the server handled it no
+    /// earlier, and a retransmitted answer arriving much later carries the
+    /// Expires it granted back then (counting from the arrival overstates
+    /// how long the state lives: seed 27695).
+    fn on_final(&mut self, sim: &mut Sim, purpose: &Purpose, code: u16, text: &str, started: Instant) {
+        let now = started;
         let mut resubscribe = false;
         match (&mut self.role, purpose) {
             (Role::Publisher(p), Purpose::Publish { note, expires }) => match code {
