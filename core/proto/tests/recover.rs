@@ -12,7 +12,7 @@
 
 use presence_proto::authz::control::Precondition;
 use presence_proto::authz::PresRules;
-use presence_proto::state::{StateChange, CSEQ_BLOCK};
+use presence_proto::state::{RecordSet, StateChange, CSEQ_BLOCK};
 use presence_sim::harness::*;
 use std::time::Duration;
 
@@ -268,13 +268,15 @@ fn publications_of_merged_shards_sharing_an_id_are_re_keyed_in_the_store() {
         status(&b.publish(BOB, "Expires: 3600\r\n", &pidf(BOB, "t", "open", "b"))),
         200
     );
-    let mut merged = records(&a);
-    for change in &b.changes {
+    let mut merged = RecordSet::default();
+    for change in a.changes.iter().chain(&b.changes) {
         merged.apply(change);
     }
-    let mut r = restarted(&a, Duration::from_secs(1));
-    r.shard = Shard::new(0, 1, EngineConfig::default(), 7);
-    let recovered = r.shard.recover(merged.records(), r.now);
+    // A new server whose one shard is rebuilt from both former shards' records.
+    let mut r = Harness::default();
+    r.advance(Duration::from_secs(1));
+    let now = r.now();
+    let recovered = r.shard().recover(merged.records(), now);
     assert_eq!((recovered.publications, recovered.skipped), (2, 0));
     r.end_batch();
     // The store learns the new key of the re-keyed one: folding what recovery
