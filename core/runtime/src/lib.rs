@@ -716,6 +716,8 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
     let batch_started = ctx.batch_started.take();
     let mut handled = [0u64; 8];
     let mut committed = None;
+    // A failed synchronous write: held 2xx answers become 500 (Outbox contract).
+    let mut store_failed = false;
     {
         let mut shard = ctx.shard.borrow_mut();
         shard.end_of_batch(now);
@@ -739,6 +741,7 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
                 None => {
                     if let Err(error) = ctx.store.borrow_mut().store(&out.changes) {
                         tracing::error!(shard = ctx.id, %error, "state changes not stored");
+                        store_failed = true;
                     }
                 }
             }
@@ -747,6 +750,21 @@ pub(crate) async fn flush(ctx: &Rc<ShardCtx>) {
             let mut udp_batch = ctx.udp_batch.borrow_mut();
             udp_batch.clear();
             for item in &out.items {
+                if store_failed && item.after_store {
+                    let held = out.bytes(item);
+                    let bytes = store::refusal::refuse(held).unwrap_or_else(|| held.to_vec());
+                    match item.dest {
+                        Dest::Udp(addr) => leftovers.push((addr, bytes)),
+                        Dest::Tcp { conn, peer } if conn.shard == ctx.id => tcp::send_local(ctx, conn.id, peer, bytes),
+                        Dest::Tcp { conn, peer } => {
+                            if let Some(batch) = ctx.handoffs.borrow_mut().get_mut(usize::from(conn.shard)) {
+                                batch.push(MeshMsg::TcpSend { conn, peer, bytes });
+                            }
+                        }
+                        Dest::TcpConnect(addr) => tcp::send_to_peer(ctx, addr, bytes),
+                    }
+                    continue;
+                }
                 match item.dest {
                     Dest::Udp(addr) => udp_batch.push((addr, item.range.clone())),
                     Dest::Tcp { conn, peer } if conn.shard == ctx.id => {
