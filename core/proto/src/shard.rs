@@ -11,9 +11,9 @@ use crate::authz::control::{self, ChangeError, Precondition};
 use crate::authz::{Authz, Decision, PresRules};
 use crate::config::{EmptyPresence, EngineConfig, NotifyConfig};
 use crate::error::{SipError, ALLOW, SUPPORTED};
-use crate::guard::{self, GuardStats};
 use crate::events::publish::EventPublisher;
 use crate::events::{self, EventLimits, EventStore};
+use crate::guard::{self, GuardStats};
 use crate::handler::{self, Context, Replied, Request, Responder};
 use crate::identity::OwnIdentity;
 use crate::inspect::{self, PresentityView, SubscriptionView};
@@ -252,11 +252,14 @@ impl Shard {
             },
             services: Services {
                 presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
-                events: EventStore::new(EventLimits {
-                    max_entries: config.presence.max_presentities_per_shard,
-                    max_publications: config.presence.max_publications_per_presentity,
-                    single_dialog: config.events.single_dialog,
-                }),
+                events: EventStore::new(
+                    EventLimits {
+                        max_entries: config.presence.max_presentities_per_shard,
+                        max_publications: config.presence.max_publications_per_presentity,
+                        single_dialog: config.events.single_dialog,
+                    },
+                    packages::names(),
+                ),
                 subscriptions: Subscriptions::new(config.subscriptions.clone()),
                 registrar: Registrar::default(),
                 ranker,

@@ -34,7 +34,11 @@ fn publish_event(h: &mut Harness, event: &str, content_type: &str, extra: &str, 
         body.len()
     );
     let out: Vec<String> = h.feed(text.as_bytes()).into_iter().map(|(_, m)| m).collect();
-    let response = out.iter().find(|m| m.starts_with("SIP/2.0")).cloned().unwrap_or_default();
+    let response = out
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0"))
+        .cloned()
+        .unwrap_or_default();
     let sent = out.into_iter().filter(|m| is_notify(m)).collect();
     (response, sent)
 }
@@ -102,7 +106,13 @@ fn dialog_from_two_racing_sources_ends_terminated_with_partial_notifies() {
     assert_eq!(dialog_count(&first), 0);
 
     // Source A (a PBX) sees the call ring: partial, version 1.
-    let published = publish_event(&mut h, "dialog", DIALOG_INFO, "Expires: 600\r\n", &dialog_info(&[("d1", "early")]));
+    let published = publish_event(
+        &mut h,
+        "dialog",
+        DIALOG_INFO,
+        "Expires: 600\r\n",
+        &dialog_info(&[("d1", "early")]),
+    );
     let (a, n) = one_notify(&mut h, published);
     let etag_a = header(&a, "SIP-ETag").unwrap().to_owned();
     assert_eq!(attribute(&n, "version"), "1");
@@ -110,7 +120,13 @@ fn dialog_from_two_racing_sources_ends_terminated_with_partial_notifies() {
     assert_eq!(dialog_state(&n, "d1").as_deref(), Some("early"));
 
     // Source B (a proxy) sees it end.
-    let published = publish_event(&mut h, "dialog", DIALOG_INFO, "Expires: 600\r\n", &dialog_info(&[("d1", "terminated")]));
+    let published = publish_event(
+        &mut h,
+        "dialog",
+        DIALOG_INFO,
+        "Expires: 600\r\n",
+        &dialog_info(&[("d1", "terminated")]),
+    );
     let (_, n) = one_notify(&mut h, published);
     assert_eq!(attribute(&n, "version"), "2");
     assert_eq!(dialog_state(&n, "d1").as_deref(), Some("terminated"));
@@ -146,7 +162,13 @@ fn a_dialog_whose_publication_goes_is_reported_terminated() {
     assert_eq!(status(&b), 200);
     let (_, first) = watch(&mut h, "dialog");
     assert_eq!(dialog_count(&first), 2);
-    let removed = publish_event(&mut h, "dialog", DIALOG_INFO, &format!("SIP-If-Match: {etag_a}\r\nExpires: 0\r\n"), "");
+    let removed = publish_event(
+        &mut h,
+        "dialog",
+        DIALOG_INFO,
+        &format!("SIP-If-Match: {etag_a}\r\nExpires: 0\r\n"),
+        "",
+    );
     let (_, n) = one_notify(&mut h, removed);
     assert_eq!(attribute(&n, "state"), "partial");
     assert_eq!(dialog_state(&n, "d1").as_deref(), Some("terminated"));
@@ -179,7 +201,8 @@ fn message_summary_round_trip() {
     let (_, first) = watch(&mut h, "message-summary");
     assert_eq!(header(&first, "Content-Type"), Some(SUMMARY));
     assert_eq!(body(&first), "Messages-Waiting: no\r\n");
-    let summary = "Messages-Waiting: yes\r\nMessage-Account: sip:alice@vmail.example.com\r\nVoice-Message: 2/8 (0/2)\r\n";
+    let summary =
+        "Messages-Waiting: yes\r\nMessage-Account: sip:alice@vmail.example.com\r\nVoice-Message: 2/8 (0/2)\r\n";
     let published = publish_event(&mut h, "message-summary", SUMMARY, "", summary);
     let (_, n) = one_notify(&mut h, published);
     assert_eq!(body(&n), summary);
@@ -229,7 +252,10 @@ fn the_presentitys_rules_apply_to_dialog_and_message_summary() {
         let (response, others, _) = h.subscribe(ALICE, &format!("Event: {event}\r\n"));
         assert_eq!(status(&response), 200, "{response}");
         let notify = others.iter().find(|m| is_notify(m)).expect("NOTIFY");
-        assert!(header(notify, "Subscription-State").unwrap().starts_with("pending"), "{notify}");
+        assert!(
+            header(notify, "Subscription-State").unwrap().starts_with("pending"),
+            "{notify}"
+        );
         assert_eq!(body(notify), "", "{notify}");
     }
 }
@@ -237,7 +263,13 @@ fn the_presentitys_rules_apply_to_dialog_and_message_summary() {
 #[test]
 fn stored_publications_of_other_packages_are_recovered() {
     let mut h = Harness::default();
-    let (r, _) = publish_event(&mut h, "dialog", DIALOG_INFO, "Expires: 600\r\n", &dialog_info(&[("d1", "early")]));
+    let (r, _) = publish_event(
+        &mut h,
+        "dialog",
+        DIALOG_INFO,
+        "Expires: 600\r\n",
+        &dialog_info(&[("d1", "early")]),
+    );
     let etag = header(&r, "SIP-ETag").unwrap().to_owned();
     let summary = "Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n";
     let (r, _) = publish_event(&mut h, "message-summary", SUMMARY, "", summary);
@@ -260,14 +292,26 @@ fn stored_publications_of_other_packages_are_recovered() {
     let (_, first) = watch(&mut next, "message-summary");
     assert_eq!(body(&first), summary);
     // The entity-tag survived: a refresh is 200, not 412.
-    let (r, _) = publish_event(&mut next, "dialog", DIALOG_INFO, &format!("SIP-If-Match: {etag}\r\n"), "");
+    let (r, _) = publish_event(
+        &mut next,
+        "dialog",
+        DIALOG_INFO,
+        &format!("SIP-If-Match: {etag}\r\n"),
+        "",
+    );
     assert_eq!(status(&r), 200, "{r}");
 }
 
 #[test]
 fn publications_expire_and_watchers_are_told() {
     let mut h = Harness::default();
-    let (r, _) = publish_event(&mut h, "dialog", DIALOG_INFO, "Expires: 60\r\n", &dialog_info(&[("d1", "confirmed")]));
+    let (r, _) = publish_event(
+        &mut h,
+        "dialog",
+        DIALOG_INFO,
+        "Expires: 60\r\n",
+        &dialog_info(&[("d1", "confirmed")]),
+    );
     assert_eq!(status(&r), 200);
     let (_, first) = watch(&mut h, "dialog");
     assert_eq!(dialog_state(&first, "d1").as_deref(), Some("confirmed"));

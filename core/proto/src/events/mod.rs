@@ -20,12 +20,14 @@
 pub mod publish;
 
 use crate::state::{PublicationKey, PublicationRecord, StateChange};
-use crate::subscription::package::PackageId;
-use crate::subscription::packages;
 use crate::time::Instant;
 use crate::timer::TimerQueue;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+
+/// A package's index in the package table (`subscription::packages`),
+/// which this layer below the subscriptions knows only as a number.
+pub type PackageId = u8;
 
 /// Vanished elements remembered per entry for partial notifications.
 pub const MAX_TOMBSTONES: usize = 32;
@@ -165,11 +167,14 @@ pub struct EventStore {
     changes: Vec<(PackageId, String)>,
     journal: Option<Vec<Journaled>>,
     limits: EventLimits,
+    /// the Event token of each package, by id (stored records name it)
+    names: Vec<&'static str>,
 }
 
 impl EventStore {
-    /// An empty store with these bounds.
-    pub fn new(limits: EventLimits) -> Self {
+    /// An empty store with these bounds; `names` are the packages' Event
+    /// tokens by id.
+    pub fn new(limits: EventLimits, names: Vec<&'static str>) -> Self {
         EventStore {
             entries: HashMap::new(),
             owners: HashMap::new(),
@@ -180,6 +185,7 @@ impl EventStore {
             changes: Vec::new(),
             journal: Some(Vec::new()),
             limits,
+            names,
         }
     }
 
@@ -207,6 +213,10 @@ impl EventStore {
     /// The index of the publication with entity-tag `etag`.
     pub fn find_etag(&self, package: PackageId, aor: &str, etag: &str) -> Option<usize> {
         self.get(package, aor)?.publications.iter().position(|p| p.etag == etag)
+    }
+
+    fn name(&self, package: PackageId) -> &'static str {
+        self.names.get(usize::from(package)).copied().unwrap_or("")
     }
 
     fn next_sequence(&mut self) -> u64 {
@@ -352,7 +362,10 @@ impl EventStore {
     /// dialogs.
     pub fn remove(&mut self, package: PackageId, aor: &str, index: usize, now: Instant) {
         let key = (package, aor.to_owned());
-        let Some(entry) = self.entries.get_mut(&key) else { return };
+        let name = self.name(package);
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
         if index >= entry.publications.len() {
             return;
         }
@@ -362,7 +375,7 @@ impl EventStore {
         self.note(|| {
             Journaled::Removed(PublicationKey {
                 presentity: aor.to_owned(),
-                package: packages::name(package).to_owned(),
+                package: name.to_owned(),
                 id: p.id,
             })
         });
@@ -374,14 +387,28 @@ impl EventStore {
 
     /// Put back a stored publication (recovery), keeping its id and
     /// entity-tag; nothing is journaled and nobody is notified.
-    pub fn restore(&mut self, package: PackageId, record: &PublicationRecord, now: Instant) -> Result<(), EventStoreError> {
+    pub fn restore(
+        &mut self,
+        package: PackageId,
+        record: &PublicationRecord,
+        now: Instant,
+    ) -> Result<(), EventStoreError> {
         let mut id = record.key.id;
         if id == 0 || self.owners.contains_key(&id) {
             id = self.next_publication + 1;
         }
         self.next_publication = self.next_publication.max(id);
         let aor = record.key.presentity.as_str();
-        self.insert(package, aor, id, &record.etag, &record.body, record.expires_at, record.source, now)?;
+        self.insert(
+            package,
+            aor,
+            id,
+            &record.etag,
+            &record.body,
+            record.expires_at,
+            record.source,
+            now,
+        )?;
         if let Some(entry) = self.entries.get_mut(&(package, aor.to_owned())) {
             entry.version += 1;
         }
@@ -394,11 +421,9 @@ impl EventStore {
             let Some((package, aor)) = self.owners.get(&id).cloned() else {
                 continue; // removed meanwhile
             };
-            let index = self.get(package, &aor).and_then(|e| {
-                e.publications
-                    .iter()
-                    .position(|p| p.id == id && p.expires_at <= now)
-            });
+            let index = self
+                .get(package, &aor)
+                .and_then(|e| e.publications.iter().position(|p| p.id == id && p.expires_at <= now));
             // Not found: refreshed since this timer was armed.
             if let Some(index) = index {
                 self.remove(package, &aor, index, now);
@@ -467,7 +492,7 @@ impl EventStore {
                     };
                     let key = PublicationKey {
                         presentity: entry.aor.clone(),
-                        package: packages::name(*package).to_owned(),
+                        package: self.name(*package).to_owned(),
                         id: *id,
                     };
                     out.push(if matches!(change, Journaled::Stored(..)) {

@@ -39,7 +39,12 @@ enum Intent<'m> {
 
 /// Handle a PUBLISH of the publisher's package: 200 with the new SIP-ETag
 /// and the granted expiry, or the refusal.
-pub fn handle(state: &mut EventPublisher<'_>, req: &Request<'_>, cx: &mut Context<'_>, reply: Responder<'_>) -> Replied {
+pub fn handle(
+    state: &mut EventPublisher<'_>,
+    req: &Request<'_>,
+    cx: &mut Context<'_>,
+    reply: Responder<'_>,
+) -> Replied {
     let granted = apply(state, req, cx);
     reply.or_error(granted, |reply, granted| {
         reply.reply(

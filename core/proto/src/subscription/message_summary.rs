@@ -61,9 +61,7 @@ fn count(text: &str) -> Result<u32, Cow<'static, str>> {
 
 /// `new/old` as two counts.
 fn pair(text: &str) -> Result<(u32, u32), Cow<'static, str>> {
-    let (new, old) = text
-        .split_once('/')
-        .ok_or(Cow::Borrowed("Bad message counts"))?;
+    let (new, old) = text.split_once('/').ok_or(Cow::Borrowed("Bad message counts"))?;
     Ok((count(new)?, count(old)?))
 }
 
@@ -83,7 +81,9 @@ pub fn parse(body: &[u8]) -> Result<MessageSummary, Cow<'static, str>> {
         if line.trim().is_empty() {
             break; // message headers follow, if anything
         }
-        let (name, value) = line.split_once(':').ok_or(Cow::Borrowed("Summary line without colon"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(Cow::Borrowed("Summary line without colon"))?;
         let (name, value) = (name.trim(), value.trim());
         if !seen_waiting {
             if !name.eq_ignore_ascii_case("Messages-Waiting") {
@@ -214,12 +214,14 @@ mod tests {
 
     #[test]
     fn reads_the_rfc_3842_example() {
-        let body = b"Messages-Waiting: yes\r\nMessage-Account: sip:alice@vmail.example.com\r\nVoice-Message: 2/8 (0/2)\r\n";
+        let body =
+            b"Messages-Waiting: yes\r\nMessage-Account: sip:alice@vmail.example.com\r\nVoice-Message: 2/8 (0/2)\r\n";
         let summary = parse(body).unwrap();
         assert!(summary.waiting);
         assert_eq!(summary.account.as_deref(), Some("sip:alice@vmail.example.com"));
         assert_eq!(summary.counts, vec![("voice-message".into(), 2, 8, Some((0, 2)))]);
-        let with_headers = b"Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n\r\nTo: <sip:alice@example.com>\r\nSubject: hi\r\n";
+        let with_headers =
+            b"Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n\r\nTo: <sip:alice@example.com>\r\nSubject: hi\r\n";
         assert!(parse(with_headers).is_ok());
     }
 
@@ -240,7 +242,10 @@ mod tests {
         for case in cases {
             assert!(parse(case).is_err(), "{}", String::from_utf8_lossy(case));
         }
-        let long = format!("Messages-Waiting: yes\r\n{}", "Voice-Message: 1/0\r\n".repeat(MAX_LINES + 1));
+        let long = format!(
+            "Messages-Waiting: yes\r\n{}",
+            "Voice-Message: 1/0\r\n".repeat(MAX_LINES + 1)
+        );
         assert!(parse(long.as_bytes()).is_err());
     }
 }

@@ -8,9 +8,9 @@
 use super::{Subscription, Termination};
 use crate::authz::{Authz, Decision};
 use crate::error::SipError;
+use crate::events::EventStore;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
 use crate::registrar::{Change, Registrar};
-use crate::events::EventStore;
 use crate::time::Instant;
 use std::borrow::Cow;
 

@@ -75,6 +75,11 @@ pub fn find(name: &str) -> Option<PackageId> {
         .and_then(|i| PackageId::try_from(i).ok())
 }
 
+/// Every package's Event token, by id.
+pub fn names() -> Vec<&'static str> {
+    NAMES.clone()
+}
+
 /// The Event token of a package.
 pub fn name(id: PackageId) -> &'static str {
     NAMES.get(usize::from(id)).copied().unwrap_or("presence")
@@ -92,10 +97,7 @@ mod tests {
 
     #[test]
     fn allow_events_lists_every_package_and_presence_is_first() {
-        assert_eq!(
-            allow_events(),
-            "presence, reg, presence.winfo, dialog, message-summary"
-        );
+        assert_eq!(allow_events(), "presence, reg, presence.winfo, dialog, message-summary");
         assert_eq!(publishable_events(), "presence, dialog, message-summary");
         assert_eq!(find("Presence"), Some(PRESENCE));
         assert_eq!(find("reg"), Some(REG));
