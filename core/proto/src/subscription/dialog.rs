@@ -7,9 +7,10 @@
 //! overtaken by an `early` or `confirmed` that arrives late from another
 //! source (the stuck-lamp failure).
 //!
-//! Subscribers get full state first, then partial state (`state="partial"`)
-//! with the dialogs that changed, `version` counting each subscription's
-//! NOTIFYs; a dialog whose publication went is reported `terminated`.
+//! Subscribers get full state first and after each refresh of their
+//! subscription, partial state (`state="partial"`) with the dialogs that
+//! changed otherwise, `version` counting each subscription's NOTIFYs; a
+//! dialog whose publication went is reported `terminated`.
 //! With `single_dialog` (phones that read one `<dialog>` only), every
 //! NOTIFY is full state with the one dialog that matters most: a live one
 //! (confirmed before early before proceeding/trying), the newest first.
@@ -549,7 +550,7 @@ impl EventPackage for DialogPackage {
             None // not allowed to see dialogs: an empty full state
         };
         let partial = composition
-            .filter(|_| !single && cursor.rendered > 0)
+            .filter(|_| !single && cursor.rendered > 0 && !cursor.resync)
             .and_then(|c| c.changes_since(cursor.seen_change));
         let _ = write!(
             out,
@@ -580,6 +581,7 @@ impl EventPackage for DialogPackage {
         out.extend_from_slice(b"</dialog-info>");
         cursor.rendered = cursor.rendered.wrapping_add(1);
         cursor.seen_change = composition.map_or(mark, |c| c.seq);
+        cursor.resync = false;
         Some((DIALOG_INFO, out.as_slice()))
     }
 

@@ -712,6 +712,7 @@ impl Subscriptions {
     pub fn refresh(&mut self, id: u64, expires_at: Instant, now: Instant) {
         let Some(sub) = self.subs.get_mut(&id) else { return };
         sub.expires_at = expires_at;
+        sub.cursor.resync = true;
         self.timers.arm(expires_at, (id, TimerKind::Expiry));
         self.note(|| Journaled::Refreshed(id));
         self.mark_dirty(id, now);

@@ -72,6 +72,9 @@ pub struct SubscriberCursor {
     /// Which view of the resource this subscriber is authorized to see
     /// (`authz::VIEW_FULL`, `VIEW_NEUTRAL` or a set of transformations).
     pub view: u32,
+    /// The subscriber refreshed its subscription: packages with partial
+    /// state send full state next (dialog), then clear it.
+    pub resync: bool,
 }
 
 /// One event package. Implementations live in their own module and are
