@@ -156,7 +156,11 @@ fn baresip_mwi_subscription_is_accepted_and_notified() {
         (sent > 0 && ok >= 2).then_some(())
     });
     carol.kill();
-    assert!(notified.is_some(), "no accepted SUBSCRIBE and NOTIFY; stats: {}", stats(&mgmt));
+    assert!(
+        notified.is_some(),
+        "no accepted SUBSCRIBE and NOTIFY; stats: {}",
+        stats(&mgmt)
+    );
     let messages = carol.traced_messages();
     let subscribe = messages
         .iter()

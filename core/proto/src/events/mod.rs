@@ -141,6 +141,19 @@ enum Journaled {
     Removed(PublicationKey),
 }
 
+/// What an initial PUBLISH stores.
+#[derive(Clone, Copy, Debug)]
+pub struct Published<'a> {
+    /// The entity-tag handed out for it.
+    pub etag: &'a str,
+    /// The validated body.
+    pub body: &'a [u8],
+    /// When it expires without a refresh.
+    pub expires_at: Instant,
+    /// Where it came from.
+    pub source: SocketAddr,
+}
+
 /// Bounds of the store.
 #[derive(Clone, Copy, Debug)]
 pub struct EventLimits {
@@ -243,12 +256,15 @@ impl EventStore {
         &mut self,
         package: PackageId,
         aor: &str,
-        etag: &str,
-        body: &[u8],
-        expires_at: Instant,
-        source: SocketAddr,
+        document: Published<'_>,
         now: Instant,
     ) -> Result<u64, EventStoreError> {
+        let Published {
+            etag,
+            body,
+            expires_at,
+            source,
+        } = document;
         self.next_publication += 1;
         let id = self.next_publication;
         self.insert(package, aor, id, etag, body, expires_at, source, now)?;

@@ -4,7 +4,7 @@
 //! validated by its package. Everything is checked before anything is
 //! stored, so a refused request changes nothing.
 
-use super::{EventStore, EventStoreError};
+use super::{EventStore, EventStoreError, Published};
 use crate::error::SipError;
 use crate::handler::{Context, Replied, Request, Responder};
 use crate::registrar::Registrar;
@@ -110,7 +110,17 @@ fn apply(state: &mut EventPublisher<'_>, req: &Request<'_>, cx: &Context<'_>) ->
     Ok(match intent {
         Intent::Initial { body, expires } => {
             store
-                .publish(id, aor, etag, body, expires_at(expires), cx.peer, now)
+                .publish(
+                    id,
+                    aor,
+                    Published {
+                        etag,
+                        body,
+                        expires_at: expires_at(expires),
+                        source: cx.peer,
+                    },
+                    now,
+                )
                 .map_err(|e| match e {
                     EventStoreError::TooManyEntries
                     | EventStoreError::TooManyPublications

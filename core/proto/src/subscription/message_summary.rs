@@ -47,8 +47,21 @@ pub struct MessageSummary {
     pub waiting: bool,
     /// Message-Account, if given.
     pub account: Option<String>,
-    /// (class, new, old, new urgent, old urgent), in order.
-    pub counts: Vec<(String, u32, u32, Option<(u32, u32)>)>,
+    /// The summary lines, in order.
+    pub counts: Vec<MessageCount>,
+}
+
+/// One summary line: `class: new/old (new-urgent/old-urgent)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageCount {
+    /// The message context class, lower case.
+    pub class: String,
+    /// New messages.
+    pub new: u32,
+    /// Old messages.
+    pub old: u32,
+    /// New and old urgent messages, when given.
+    pub urgent: Option<(u32, u32)>,
 }
 
 fn count(text: &str) -> Result<u32, Cow<'static, str>> {
@@ -117,7 +130,12 @@ pub fn parse(body: &[u8]) -> Result<MessageSummary, Cow<'static, str>> {
                 None => (value, None),
             };
             let (new, old) = pair(counts)?;
-            summary.counts.push((class, new, old, urgent));
+            summary.counts.push(MessageCount {
+                class,
+                new,
+                old,
+                urgent,
+            });
         }
     }
     if !seen_waiting {
@@ -219,7 +237,15 @@ mod tests {
         let summary = parse(body).unwrap();
         assert!(summary.waiting);
         assert_eq!(summary.account.as_deref(), Some("sip:alice@vmail.example.com"));
-        assert_eq!(summary.counts, vec![("voice-message".into(), 2, 8, Some((0, 2)))]);
+        assert_eq!(
+            summary.counts,
+            vec![MessageCount {
+                class: "voice-message".into(),
+                new: 2,
+                old: 8,
+                urgent: Some((0, 2))
+            }]
+        );
         let with_headers =
             b"Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n\r\nTo: <sip:alice@example.com>\r\nSubject: hi\r\n";
         assert!(parse(with_headers).is_ok());
