@@ -323,3 +323,23 @@ fn publications_expire_and_watchers_are_told() {
     assert_eq!(dialog_count(&sent[0]), 0);
     assert_eq!(h.shard.gauges().publications, 0);
 }
+
+#[test]
+fn a_refreshed_dialog_subscription_gets_full_state_then_partial_again() {
+    let mut h = Harness::default();
+    let (mut watcher, _) = watch(&mut h, "dialog");
+    let published = publish_event(&mut h, "dialog", DIALOG_INFO, "", &dialog_info(&[("d1", "early")]));
+    let (_, n) = one_notify(&mut h, published);
+    assert_eq!(attribute(&n, "state"), "partial");
+    let out = h.resubscribe(&mut watcher, "Event: dialog\r\nExpires: 600\r\n");
+    let refreshed = out.iter().find(|m| is_notify(m)).expect("NOTIFY after refresh").clone();
+    h.answer(&refreshed, 200);
+    assert_eq!(attribute(&refreshed, "state"), "full");
+    assert_eq!(attribute(&refreshed, "version"), "2");
+    assert_eq!(dialog_state(&refreshed, "d1").as_deref(), Some("early"));
+    let published = publish_event(&mut h, "dialog", DIALOG_INFO, "", &dialog_info(&[("d2", "confirmed")]));
+    let (_, n) = one_notify(&mut h, published);
+    assert_eq!(attribute(&n, "state"), "partial");
+    assert_eq!(attribute(&n, "version"), "3");
+    assert_eq!(dialog_count(&n), 1);
+}
