@@ -67,12 +67,12 @@ fn publish_refusals_over_udp() {
         (
             publish(aor, l, "", &doc).replace("Event: presence", "Event: reg"),
             489,
-            Some(("Allow-Events", "presence")),
+            Some(("Allow-Events", "presence, dialog, message-summary")),
         ),
         (
             publish(aor, l, "", &doc).replace("Event: presence\r\n", ""),
             489,
-            Some(("Allow-Events", "presence")),
+            Some(("Allow-Events", "presence, dialog, message-summary")),
         ),
         (
             publish(aor, l, "Expires: 10\r\n", &doc),

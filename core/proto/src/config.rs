@@ -96,6 +96,8 @@ pub struct EngineConfig {
     pub authz: AuthzConfig,
     /// Overload control: when to answer 503 instead of serving.
     pub overload: crate::overload::OverloadConfig,
+    /// Event packages beyond presence (dialog, message-summary).
+    pub events: EventsConfig,
     /// Seconds to finish in-flight work on SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Directory of the durable state (one process per directory);
@@ -183,6 +185,17 @@ pub enum EmptyPresence {
     Closed,
     /// No document (NOTIFY without body).
     None,
+}
+
+/// The `[engine.events]` section: event packages beyond presence (dialog, message-summary). Their
+/// publications share the presence limits (intervals, body size,
+/// publications per presentity, presentities per shard).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// dialog NOTIFYs carry one `<dialog>` element (a live one first, the
+    /// newest first), always as full state: for phones that read only one.
+    pub single_dialog: bool,
 }
 
 /// The `[engine.presence]` section: PUBLISH (RFC 3903) and composition.
@@ -355,6 +368,7 @@ impl Default for EngineConfig {
             registrar: RegistrarConfig::default(),
             authz: AuthzConfig::default(),
             overload: crate::overload::OverloadConfig::default(),
+            events: EventsConfig::default(),
             shutdown_grace_secs: 5,
             data_dir: std::path::PathBuf::from("presenced-data"),
             fsync: FsyncPolicy::Interval,

@@ -12,6 +12,7 @@
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod handler;
 pub mod identity;

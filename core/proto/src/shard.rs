@@ -11,6 +11,8 @@ use crate::authz::control::{self, ChangeError, Precondition};
 use crate::authz::{Authz, Decision, PresRules};
 use crate::config::{EmptyPresence, EngineConfig, NotifyConfig};
 use crate::error::{SipError, ALLOW, SUPPORTED};
+use crate::events::publish::EventPublisher;
+use crate::events::{self, EventLimits, EventStore};
 use crate::guard::{self, GuardStats};
 use crate::handler::{self, Context, Replied, Request, Responder};
 use crate::identity::OwnIdentity;
@@ -60,6 +62,7 @@ macro_rules! package_state {
         PackageState {
             presence: &mut $services.presence,
             registrar: &$services.registrar,
+            events: &mut $services.events,
             scratch: &mut $services.buffers.scratch,
             now: $now,
             authz: &mut $services.authz,
@@ -75,6 +78,30 @@ type MethodHandler = fn(&mut Services, &Request<'_>, &mut Context<'_>, Responder
 /// but not here is answered 405; an unknown one 501.
 static METHODS: &[(Method<'static>, MethodHandler)] = &[
     (Method::Publish, |s, req, cx, reply| {
+        // Packages other than presence have their own store and handler.
+        let event = req.msg.event().ok().flatten().map(|e| e.package);
+        let other = event
+            .filter(|name| !name.eq_ignore_ascii_case("presence"))
+            .map(|name| packages::find(name).filter(|&id| s.subscriptions.package(id).publication_type().is_some()));
+        match other {
+            Some(Some(package_id)) => {
+                let mut publisher = EventPublisher {
+                    store: &mut s.events,
+                    package: s.subscriptions.package(package_id),
+                    package_id,
+                    registrar: &s.registrar,
+                    aor: &mut s.buffers.aor,
+                    etag: &mut s.buffers.etag,
+                };
+                return events::publish::handle(&mut publisher, req, cx, reply);
+            }
+            Some(None) => {
+                return reply.error(&SipError::BadEvent {
+                    allow_events: packages::publishable_events(),
+                })
+            }
+            None => {}
+        }
         let mut publisher = Publisher {
             store: &mut s.presence,
             ranker: &s.ranker,
@@ -127,6 +154,8 @@ struct HandlerBuffers {
 /// The method handlers' state: what the shard knows about presence.
 pub struct Services {
     presence: PresenceStore,
+    /// publications of the packages other than presence
+    events: EventStore,
     registrar: Registrar,
     subscriptions: Subscriptions,
     authz: Authz,
@@ -223,6 +252,14 @@ impl Shard {
             },
             services: Services {
                 presence: PresenceStore::new(policy, config.presence.max_presentities_per_shard),
+                events: EventStore::new(
+                    EventLimits {
+                        max_entries: config.presence.max_presentities_per_shard,
+                        max_publications: config.presence.max_publications_per_presentity,
+                        single_dialog: config.events.single_dialog,
+                    },
+                    packages::names(),
+                ),
                 subscriptions: Subscriptions::new(config.subscriptions.clone()),
                 registrar: Registrar::default(),
                 ranker,
@@ -262,6 +299,7 @@ impl Shard {
     /// default; a runtime without a durable store turns them off).
     pub fn set_journaling(&mut self, on: bool) {
         self.services.presence.set_journaling(on);
+        self.services.events.set_journaling(on);
         self.services.subscriptions.set_journaling(on);
     }
 
@@ -304,7 +342,8 @@ impl Shard {
     pub fn gauges(&self) -> ShardGauges {
         ShardGauges {
             presentities: self.services.presence.presentity_count() as u64,
-            publications: self.services.presence.publication_count() as u64,
+            publications: (self.services.presence.publication_count() + self.services.events.publication_count())
+                as u64,
             subscriptions: self.services.subscriptions.len() as u64,
             server_transactions: self.transactions.server.len() as u64,
             client_transactions: self.transactions.client.len() as u64,
@@ -693,11 +732,13 @@ impl Shard {
     fn collect_changes(&mut self) {
         let Services {
             presence,
+            events,
             subscriptions,
             ..
         } = &mut self.services;
         let changes = &mut self.out.changes;
         presence.drain_journal(changes);
+        events.drain_journal(changes);
         subscriptions.drain_journal(presence, changes);
     }
 
@@ -835,6 +876,7 @@ impl Shard {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.server.expire(now);
         self.services.presence.expire(now);
+        self.services.events.expire(now);
         let mut outcomes = Vec::new();
         let out = &mut self.out;
         self.transactions.client.on_timers(now, |action| match action {
@@ -913,6 +955,7 @@ impl Shard {
             self.transactions.server.next_deadline(),
             self.transactions.client.next_deadline(),
             self.services.presence.next_deadline(),
+            self.services.events.next_deadline(),
             self.services.subscriptions.next_deadline(),
             self.services.registrar.next_deadline(),
         ]
@@ -967,6 +1010,25 @@ impl Shard {
                     self.services.registrar.restore(&aor, bindings);
                     recovered.registrations += 1;
                 }
+                Record::Publication(publication) if !is_presence_record(&publication.key.package) => {
+                    let aor = publication.key.presentity.as_str();
+                    let restored = packages::find(&publication.key.package)
+                        .filter(|&id| self.services.subscriptions.package(id).publication_type().is_some())
+                        .ok_or_else(|| format!("unknown package {:?}", publication.key.package))
+                        .and_then(|id| {
+                            self.services
+                                .events
+                                .restore(id, &publication, now)
+                                .map_err(|e| e.to_string())
+                        });
+                    match restored {
+                        Ok(()) => recovered.publications += 1,
+                        Err(error) => {
+                            tracing::warn!(presentity = %aor, %error, "stored publication not recovered");
+                            recovered.skipped += 1;
+                        }
+                    }
+                }
                 Record::Publication(publication) => {
                     let aor = publication.key.presentity.as_str();
                     let restored = pidf::parse(&publication.body, Some(aor), &pidf::PidfLimits::default())
@@ -1008,6 +1070,8 @@ impl Shard {
         // What was loaded is no news: no NOTIFY for it, nothing to store again.
         let mut loaded = Vec::new();
         self.services.presence.take_changes(&mut loaded);
+        let mut loaded_events = Vec::new();
+        self.services.events.take_changes(&mut loaded_events);
         self.collect_changes();
         self.out.changes.clear();
         // The store must name a re-keyed publication by its new id (its
@@ -1156,6 +1220,12 @@ impl Shard {
     pub fn terminate_subscription(&mut self, id: &str, now: Instant) -> Option<SubscriptionView> {
         inspect::terminate(&self.services.presence, &mut self.services.subscriptions, id, now)
     }
+}
+
+/// Whether a stored publication is a presence one (records written before
+/// other packages were publishable name none).
+fn is_presence_record(package: &str) -> bool {
+    package.is_empty() || package.eq_ignore_ascii_case("presence")
 }
 
 /// The PIDF document that stands for an AOR's bindings: one open tuple per

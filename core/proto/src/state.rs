@@ -29,12 +29,14 @@ use std::time::Duration;
 /// starts above the reserved mark.
 pub const CSEQ_BLOCK: u32 = 128;
 
-/// Names one publication across its refreshes: its presentity and the
-/// store's id for it.
+/// Names one publication across its refreshes: its presentity, its event
+/// package and the store's id for it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicationKey {
     /// Canonical AOR of the presentity.
     pub presentity: String,
+    /// The Event package token ("presence", "dialog", "message-summary").
+    pub package: String,
     /// The publication's id in its shard's store.
     pub id: u64,
 }
@@ -48,7 +50,8 @@ pub struct PublicationRecord {
     pub etag: String,
     /// When it expires without a refresh.
     pub expires_at: Instant,
-    /// The PIDF document as published.
+    /// The document as published (PIDF for presence; the package's type
+    /// otherwise).
     pub body: Vec<u8>,
     /// The source's rank (composition).
     pub rank: u8,

@@ -92,15 +92,20 @@ fn refusals_change_nothing() {
         .replace("Event: presence\r\n", "");
     let r = h.request(&no_event);
     assert_eq!(status(&r), 489);
-    assert_eq!(header(&r, "Allow-Events"), Some("presence"));
+    assert_eq!(header(&r, "Allow-Events"), Some("presence, dialog, message-summary"));
 
     let r = h.publish(AOR, "", "");
     assert_eq!(status(&r), 400, "initial without body: {r}");
 
     let wrong_event = h
         .publish_text(AOR, "", &pidf(AOR, "t1", "open", "x"))
-        .replace("Event: presence", "Event: dialog");
+        .replace("Event: presence", "Event: conference");
     assert_eq!(status(&h.request(&wrong_event)), 489);
+    // A publishable package with a body of another: 415.
+    let wrong_body = h
+        .publish_text(AOR, "", &pidf(AOR, "t1", "open", "x"))
+        .replace("Event: presence", "Event: dialog");
+    assert_eq!(status(&h.request(&wrong_body)), 415);
 
     let xml = h
         .publish_text(AOR, &format!("SIP-If-Match: {etag}\r\n"), &pidf(AOR, "t1", "open", "x"))

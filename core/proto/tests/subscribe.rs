@@ -278,7 +278,7 @@ fn min_rate_sends_the_state_at_least_that_often() {
 #[test]
 fn refusals() {
     let mut h = Harness::default();
-    let (r, _, _) = h.subscribe(AOR, "Event: dialog\r\n");
+    let (r, _, _) = h.subscribe(AOR, "Event: conference\r\n");
     assert_eq!(status(&r), 489);
     assert_eq!(
         header(&r, "Allow-Events"),

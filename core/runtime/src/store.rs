@@ -99,6 +99,7 @@ mod tests {
         StateChange::PublicationStored(Box::new(PublicationRecord {
             key: PublicationKey {
                 presentity: "sip:alice@example.com".into(),
+                package: "presence".into(),
                 id,
             },
             etag: format!("e{id}"),
@@ -117,6 +118,7 @@ mod tests {
         memory
             .store(&[StateChange::PublicationRemoved(PublicationKey {
                 presentity: "sip:alice@example.com".into(),
+                package: "presence".into(),
                 id: 1,
             })])
             .unwrap();

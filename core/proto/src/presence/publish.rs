@@ -173,7 +173,7 @@ fn read_intent<'m>(
         Some(event) if event.package.eq_ignore_ascii_case("presence") => {}
         _ => {
             return Err(SipError::BadEvent {
-                allow_events: "presence",
+                allow_events: crate::subscription::packages::publishable_events(),
             })
         }
     }

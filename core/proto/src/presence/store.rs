@@ -23,6 +23,9 @@ use std::net::SocketAddr;
 /// A presentity's slot number in its shard's store; reused after the presentity goes.
 pub type PresentityId = u32;
 
+/// The package of every publication this store keeps (stored records name it).
+pub const PRESENCE_PACKAGE: &str = "presence";
+
 /// One live publication.
 #[derive(Clone, Debug)]
 pub struct Publication {
@@ -349,6 +352,7 @@ impl PresenceStore {
         let journaled = publication.kind == SourceKind::Published && journaling;
         let removed = journaled.then(|| PublicationKey {
             presentity: presentity.aor.clone(),
+            package: PRESENCE_PACKAGE.to_owned(),
             id: publication.id,
         });
         if let (Some(journal), Some(key)) = (&mut self.journal, removed) {
@@ -458,6 +462,7 @@ impl PresenceStore {
                     out.push(StateChange::PublicationStored(Box::new(PublicationRecord {
                         key: PublicationKey {
                             presentity: presentity.aor.clone(),
+                            package: PRESENCE_PACKAGE.to_owned(),
                             id: p.id,
                         },
                         etag: p.etag.clone(),
@@ -474,6 +479,7 @@ impl PresenceStore {
                     out.push(StateChange::PublicationRefreshed {
                         key: PublicationKey {
                             presentity: presentity.aor.clone(),
+                            package: PRESENCE_PACKAGE.to_owned(),
                             id: p.id,
                         },
                         etag: p.etag.clone(),

@@ -20,6 +20,8 @@
 //! allocation (Call-ID, tags, URIs, Contact, route set: typically 200 B) and
 //! three index entries (~80 B).
 
+pub mod dialog;
+pub mod message_summary;
 pub mod notify;
 pub mod package;
 pub mod packages;
@@ -710,6 +712,7 @@ impl Subscriptions {
     pub fn refresh(&mut self, id: u64, expires_at: Instant, now: Instant) {
         let Some(sub) = self.subs.get_mut(&id) else { return };
         sub.expires_at = expires_at;
+        sub.cursor.resync = true;
         self.timers.arm(expires_at, (id, TimerKind::Expiry));
         self.note(|| Journaled::Refreshed(id));
         self.mark_dirty(id, now);
@@ -862,6 +865,15 @@ impl Subscriptions {
             let changed = std::mem::take(&mut self.changed);
             self.resources_changed(package::PRESENCE, &changed, now);
             self.changed = changed;
+        }
+        // Publications of the other packages: their watchers of the same
+        // presentity (its store id is the subscriptions' resource).
+        let mut published = Vec::new();
+        sink.state.events.take_changes(&mut published);
+        for (package, aor) in published {
+            if let Some(resource) = sink.state.presence.lookup(&aor) {
+                self.resources_changed(package, &[resource], now);
+            }
         }
         self.sync_packages(sink.state, now);
         self.send_dirty(now, notify_config, sink);

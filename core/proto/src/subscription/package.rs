@@ -8,9 +8,11 @@
 use super::{Subscription, Termination};
 use crate::authz::{Authz, Decision};
 use crate::error::SipError;
+use crate::events::EventStore;
 use crate::presence::store::{PresenceStore, PresentityId, StoreError};
 use crate::registrar::{Change, Registrar};
 use crate::time::Instant;
+use std::borrow::Cow;
 
 /// Index of a package in the package table (`packages`).
 pub type PackageId = u8;
@@ -29,6 +31,9 @@ pub struct PackageState<'a> {
     pub presence: &'a mut PresenceStore,
     /// Registration bindings (the reg package renders them).
     pub registrar: &'a Registrar,
+    /// Publications of the packages other than presence (dialog,
+    /// message-summary).
+    pub events: &'a mut EventStore,
     /// Where packages whose bodies differ per subscriber write them.
     pub scratch: &'a mut Vec<u8>,
     /// The time of the batch.
@@ -67,6 +72,9 @@ pub struct SubscriberCursor {
     /// Which view of the resource this subscriber is authorized to see
     /// (`authz::VIEW_FULL`, `VIEW_NEUTRAL` or a set of transformations).
     pub view: u32,
+    /// The subscriber refreshed its subscription: packages with partial
+    /// state send full state next (dialog), then clear it.
+    pub resync: bool,
 }
 
 /// One event package. Implementations live in their own module and are
@@ -76,6 +84,17 @@ pub trait EventPackage {
     fn name(&self) -> &'static str;
     /// Body types the package produces, preferred first.
     fn produces(&self) -> &'static [&'static str];
+    /// The body type a PUBLISH of this package carries (RFC 3903); `None`
+    /// for packages nobody publishes (reg, presence.winfo). Presence has
+    /// its own PUBLISH handler and store.
+    fn publication_type(&self) -> Option<&'static str> {
+        None
+    }
+    /// Check a published body about `aor`; the error is the 400 reason.
+    fn validate_publication(&self, body: &[u8], aor: &str) -> Result<(), Cow<'static, str>> {
+        let _ = (body, aor);
+        Err(Cow::Borrowed("Event package not publishable"))
+    }
     /// Only the resource itself may subscribe (reg, presence.winfo):
     /// anyone else gets 403.
     fn owner_only(&self) -> bool {

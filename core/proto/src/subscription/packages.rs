@@ -12,6 +12,8 @@
 //! Allow-Events, the 489 answer and the NOTIFY Event header follow from the
 //! table; nothing else names a package.
 
+use super::dialog::DialogPackage;
+use super::message_summary::MessageSummaryPackage;
 use super::package::{EventPackage, PackageId};
 use super::presence_package::PresencePackage;
 use super::reg::RegPackage;
@@ -27,16 +29,38 @@ pub static TABLE: &[MakePackage] = &[
     || Box::<PresencePackage>::default(),
     || Box::<RegPackage>::default(),
     || Box::<WinfoPackage>::default(),
+    || Box::new(DialogPackage::new(DIALOG)),
+    || Box::new(MessageSummaryPackage::new(MESSAGE_SUMMARY)),
 ];
 
 /// The reg package's id (the shard tells it of registration changes).
 pub const REG: PackageId = 1;
+/// The dialog package's id (its publications are stored under it).
+pub const DIALOG: PackageId = 3;
+/// The message-summary package's id.
+pub const MESSAGE_SUMMARY: PackageId = 4;
 
 /// The package names, in table order.
 static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| TABLE.iter().map(|make| make().name()).collect());
 
 /// The Allow-Events value.
 static ALLOW_EVENTS: LazyLock<String> = LazyLock::new(|| NAMES.join(", "));
+
+/// The Event tokens PUBLISH accepts (presence has its own handler).
+static PUBLISHABLE: LazyLock<String> = LazyLock::new(|| {
+    TABLE
+        .iter()
+        .map(|make| make())
+        .filter(|p| p.name() == "presence" || p.publication_type().is_some())
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The Allow-Events value of a 489 to PUBLISH: the publishable packages.
+pub fn publishable_events() -> &'static str {
+    PUBLISHABLE.as_str()
+}
 
 /// One instance of every package, for a shard.
 pub fn instantiate() -> Vec<Box<dyn EventPackage>> {
@@ -49,6 +73,11 @@ pub fn find(name: &str) -> Option<PackageId> {
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))
         .and_then(|i| PackageId::try_from(i).ok())
+}
+
+/// Every package's Event token, by id.
+pub fn names() -> Vec<&'static str> {
+    NAMES.clone()
 }
 
 /// The Event token of a package.
@@ -68,11 +97,14 @@ mod tests {
 
     #[test]
     fn allow_events_lists_every_package_and_presence_is_first() {
-        assert_eq!(allow_events(), "presence, reg, presence.winfo");
+        assert_eq!(allow_events(), "presence, reg, presence.winfo, dialog, message-summary");
+        assert_eq!(publishable_events(), "presence, dialog, message-summary");
         assert_eq!(find("Presence"), Some(PRESENCE));
         assert_eq!(find("reg"), Some(REG));
         assert_eq!(find("presence.winfo"), Some(2));
-        assert_eq!(find("dialog"), None);
+        assert_eq!(find("dialog"), Some(DIALOG));
+        assert_eq!(find("message-summary"), Some(MESSAGE_SUMMARY));
+        assert_eq!(find("conference"), None);
         assert_eq!(name(REG), "reg");
     }
 }

@@ -7,7 +7,11 @@
 //! shard count. Kinds: `P` publication, `p` publication refresh (entity-tag
 //! and expiry, written alone on a refresh so the document is not rewritten),
 //! `S` subscription dialog, `c` NOTIFY CSeq reservation mark (written alone
-//! per block), `B` an AOR's bindings, `R` a presentity's rules.
+//! per block), `B` an AOR's bindings, `R` a presentity's rules. A
+//! publication's identity is its presentity and id, then its event package
+//! for packages other than presence (dialog, message-summary); a key that
+//! ends after the id is a presence publication, as every key written before
+//! other packages were publishable is.
 //!
 //! Values: `[version: u8 = 1][fields]`. Integers are little-endian and fixed
 //! width; strings and byte strings are a u32 length then the bytes; options
@@ -23,6 +27,9 @@ use presence_proto::time::Instant;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// The package of publications whose key names none.
+const PRESENCE_PACKAGE: &str = "presence";
 
 /// Version byte leading every value.
 pub const VALUE_VERSION: u8 = 1;
@@ -351,9 +358,17 @@ impl Encoder {
         }
         let decoded = match kind {
             PUBLICATION | PUBLICATION_REFRESH => {
+                let presentity = k.string()?;
+                let id = k.u64()?;
+                let package = if k.0.is_empty() {
+                    PRESENCE_PACKAGE.to_owned()
+                } else {
+                    k.string()?
+                };
                 let key = PublicationKey {
-                    presentity: k.string()?,
-                    id: k.u64()?,
+                    presentity,
+                    package,
+                    id,
                 };
                 if kind == PUBLICATION {
                     let body = v.bytes()?.to_vec();
@@ -480,6 +495,9 @@ fn publication_key(kind: u8, key: &PublicationKey) -> Vec<u8> {
     let mut w = key_head(kind, presentity_hash(&key.presentity));
     w.str(&key.presentity);
     w.u64(key.id);
+    if key.package != PRESENCE_PACKAGE {
+        w.str(&key.package);
+    }
     w.0
 }
 
@@ -635,9 +653,23 @@ mod tests {
     fn changes() -> Vec<StateChange> {
         let key = PublicationKey {
             presentity: "sip:alice@example.com".into(),
+            package: "presence".into(),
+            id: 7,
+        };
+        let dialog_key = PublicationKey {
+            presentity: "sip:alice@example.com".into(),
+            package: "dialog".into(),
             id: 7,
         };
         vec![
+            StateChange::PublicationStored(Box::new(PublicationRecord {
+                key: dialog_key,
+                etag: "0x9".into(),
+                expires_at: Instant::from_micros(60_000_000),
+                body: b"<dialog-info/>".to_vec(),
+                rank: 0,
+                source: "[::1]:5060".parse().unwrap(),
+            })),
             StateChange::PublicationStored(Box::new(PublicationRecord {
                 key: key.clone(),
                 etag: "0x1".into(),
