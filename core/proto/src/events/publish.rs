@@ -8,7 +8,6 @@ use super::{EventStore, EventStoreError, Published};
 use crate::error::SipError;
 use crate::handler::{Context, Replied, Request, Responder};
 use crate::registrar::Registrar;
-use crate::routing;
 use crate::subscription::package::{EventPackage, PackageId};
 use std::borrow::Cow;
 use std::time::Duration;
@@ -46,32 +45,15 @@ pub fn handle(
     reply: Responder<'_>,
 ) -> Replied {
     let granted = apply(state, req, cx);
-    reply.or_error(granted, |reply, granted| {
-        reply.reply(
-            200,
-            "OK",
-            |w| {
-                w.header_str("SIP-ETag", state.etag);
-                w.header_fmt("Expires", format_args!("{granted}"));
-            },
-            None,
-        )
-    })
+    crate::presence::publish::answer(reply, granted, state.etag)
 }
 
 /// Check a PUBLISH and change the store; returns the granted expiry.
 fn apply(state: &mut EventPublisher<'_>, req: &Request<'_>, cx: &Context<'_>) -> Result<u32, SipError> {
     let config = &cx.config.presence;
     let msg = req.msg;
-    let uri = crate::handler::target_aor(&cx.own_identity(), msg, &req.method)?;
-    state.aor.clear();
-    uri.write_aor(state.aor);
+    crate::presence::publish::begin(state.aor, state.etag, state.registrar, req, cx)?;
     let aor = state.aor.as_str();
-    if cx.config.registrar.require_registration && !state.registrar.has_bindings(aor) {
-        return Err(SipError::ForbiddenBecause("Presentity not registered"));
-    }
-    state.etag.clear();
-    routing::write_owned_id(state.etag, cx.shard, cx.nonce);
     let target = match msg.sip_if_match() {
         Some(etag) => Some(
             state

@@ -128,12 +128,18 @@ pub struct Publisher<'a> {
 /// expiry, or the refusal.
 pub fn handle(state: &mut Publisher<'_>, req: &Request<'_>, cx: &mut Context<'_>, reply: Responder<'_>) -> Replied {
     let granted = apply(state, req, cx);
+    answer(reply, granted, state.etag)
+}
+
+/// The 200 to an accepted PUBLISH of any package (its SIP-ETag and the
+/// granted Expires), or the refusal.
+pub(crate) fn answer(reply: Responder<'_>, granted: Result<u32, SipError>, etag: &str) -> Replied {
     reply.or_error(granted, |reply, granted| {
         reply.reply(
             200,
             "OK",
             |w| {
-                w.header_str("SIP-ETag", state.etag);
+                w.header_str("SIP-ETag", etag);
                 w.header_fmt("Expires", format_args!("{granted}"));
             },
             None,
@@ -141,19 +147,33 @@ pub fn handle(state: &mut Publisher<'_>, req: &Request<'_>, cx: &mut Context<'_>
     })
 }
 
+/// The first steps of a PUBLISH of any package: the presentity's canonical
+/// AOR into `aor`, the registration requirement, a fresh entity-tag into
+/// `etag` (owned by this shard).
+pub(crate) fn begin(
+    aor: &mut String,
+    etag: &mut String,
+    registrar: &Registrar,
+    req: &Request<'_>,
+    cx: &Context<'_>,
+) -> Result<(), SipError> {
+    let uri = crate::handler::target_aor(&cx.own_identity(), req.msg, &req.method)?;
+    aor.clear();
+    uri.write_aor(aor);
+    if cx.config.registrar.require_registration && !registrar.has_bindings(aor) {
+        return Err(SipError::ForbiddenBecause("Presentity not registered"));
+    }
+    etag.clear();
+    routing::write_owned_id(etag, cx.shard, cx.nonce);
+    Ok(())
+}
+
 /// Check a PUBLISH and change the store; returns the granted expiry.
 fn apply(state: &mut Publisher<'_>, req: &Request<'_>, cx: &Context<'_>) -> Result<u32, SipError> {
     let config = &cx.config.presence;
     let msg = req.msg;
-    let uri = crate::handler::target_aor(&cx.own_identity(), msg, &req.method)?;
-    state.aor.clear();
-    uri.write_aor(state.aor);
+    begin(state.aor, state.etag, state.registrar, req, cx)?;
     let aor = state.aor.as_str();
-    if cx.config.registrar.require_registration && !state.registrar.has_bindings(aor) {
-        return Err(SipError::ForbiddenBecause("Presentity not registered"));
-    }
-    state.etag.clear();
-    routing::write_owned_id(state.etag, cx.shard, cx.nonce);
     let intent = read_intent(state.store, config, msg, aor)?;
     let parsed = match intent {
         Intent::Initial { body, .. } | Intent::Modify { body, .. } => Some(read_body(config, msg, body, aor)?),
