@@ -237,6 +237,7 @@ mod tests {
     fn removed(id: u64) -> StateChange {
         StateChange::PublicationRemoved(PublicationKey {
             presentity: "sip:a@example.com".into(),
+            package: "presence".into(),
             id,
         })
     }
