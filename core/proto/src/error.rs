@@ -7,8 +7,9 @@ use std::borrow::Cow;
 
 /// Methods the server implements, for Allow.
 pub const ALLOW: &str = "OPTIONS, PUBLISH, SUBSCRIBE, REGISTER";
-/// Option tags the server supports, for Supported.
-pub const SUPPORTED: &str = "";
+/// Option tags the server supports, for Supported: `path` (RFC 3327), so a
+/// REGISTER through a P-CSCF or edge proxy that requires it is served.
+pub const SUPPORTED: &str = "path";
 
 /// A refusal of a request: each variant is one SIP final response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -194,3 +194,22 @@ fn reg_package_full_then_partial_with_versions() {
     assert!(body(&n).contains("version=\"2\" state=\"partial\""), "{n}");
     assert!(body(&n).contains("state=\"terminated\" event=\"unregistered\""), "{n}");
 }
+
+/// RFC 3327: a REGISTER through an edge proxy that adds Path and requires
+/// it is served (not 420), and the 200 returns the Path values in order.
+#[test]
+fn path_is_supported_and_returned_in_order() {
+    let mut h = Harness::default();
+    let r = h.register(
+        AOR,
+        "reg-path",
+        1,
+        "Contact: <sip:hank@10.0.0.1:5060>\r\nExpires: 600\r\nRequire: path\r\nSupported: path\r\n\
+         Path: <sip:pcscf.visited.example.net;lr>\r\nPath: <sip:edge.home.example.net;lr>\r\n",
+    );
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(
+        headers(&r, "Path"),
+        vec!["<sip:pcscf.visited.example.net;lr>", "<sip:edge.home.example.net;lr>"]
+    );
+}

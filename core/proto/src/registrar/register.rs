@@ -8,6 +8,7 @@ use crate::config::RegistrarConfig;
 use crate::error::SipError;
 use crate::handler::{Context, Replied, Request, Responder};
 use crate::sip::uri::{Scheme, Uri};
+use crate::sip::writer::MessageWriter;
 use crate::sip::{HeaderName, Message, NameAddr};
 use crate::time::Instant;
 use std::borrow::Cow;
@@ -39,6 +40,7 @@ pub fn handle(registrar: &mut Registrar, req: &Request<'_>, cx: &mut Context<'_>
         200,
         "OK",
         |w| {
+            write_path(w, req.msg);
             for b in bindings {
                 let remaining = b.expires_at.saturating_since(now).as_secs();
                 match &b.q {
@@ -51,6 +53,17 @@ pub fn handle(registrar: &mut Registrar, req: &Request<'_>, cx: &mut Context<'_>
     );
     registrar.collect(&aor, true);
     replied
+}
+
+/// RFC 3327 §5.3: the registrar returns the Path values it received, in
+/// their order, in the 200. presenced never sends requests to registered
+/// contacts, so it has no use for the path beyond that.
+fn write_path(w: &mut MessageWriter<'_>, msg: &Message<'_>) {
+    for entry in msg.headers() {
+        if msg.header_name_str(entry).eq_ignore_ascii_case("Path") {
+            w.header_str("Path", msg.header_value(entry));
+        }
+    }
 }
 
 /// The canonical AOR a REGISTER is about: its To URI, which RFC 3261 §10.3
